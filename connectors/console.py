@@ -1,0 +1,86 @@
+"""Where output goes: data (tables, --json) to stdout, messages and progress to stderr.
+
+Logging is configured once here (``setup_logging``), from the CLI callback. Modules only do
+``logger = logging.getLogger(__name__)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+_state = {"quiet": False, "json": False, "verbose": False}
+
+
+def configure(*, quiet: bool, json_mode: bool, verbose: bool) -> None:
+    _state.update(quiet=quiet, json=json_mode, verbose=verbose)
+
+
+def progress_enabled() -> bool:
+    """Progress bars only for a person at a terminal: not with --quiet, --json or a pipe."""
+    return not (_state["quiet"] or _state["json"]) and sys.stderr.isatty()
+
+
+def json_mode() -> bool:
+    return bool(_state["json"])
+
+
+def verbose() -> bool:
+    return bool(_state["verbose"])
+
+
+def say(message: str) -> None:
+    """A message for the person running the command (stderr), unless --quiet or --json."""
+    if not (_state["quiet"] or _state["json"]):
+        err.print(Text(message), highlight=False)
+
+
+def error(message: str) -> None:
+    """An error for the person: "Error: ..." on stderr, printed literally (no Rich markup)."""
+    err.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
+
+
+def setup_logging(log_file: Path | None, verbose: bool) -> None:
+    """A log file per run (owner-only) at INFO, or DEBUG with DICOM/HTTP detail under --verbose.
+
+    pynetdicom's logger stays at WARNING unless --verbose, and it never logs response
+    identifiers (they carry patient names).
+    """
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_pacs2xnat", False):
+            root.removeHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stream = os.fdopen(fd, "a", encoding="utf-8")
+        fh = logging.StreamHandler(stream)
+        fh.setFormatter(fmt)
+        fh._pacs2xnat = True  # type: ignore[attr-defined]
+        root.addHandler(fh)
+    if verbose:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        sh.setLevel(logging.DEBUG)
+        sh._pacs2xnat = True  # type: ignore[attr-defined]
+        root.addHandler(sh)
+    try:
+        from pynetdicom import _config as pnd_config
+
+        pnd_config.LOG_RESPONSE_IDENTIFIERS = False
+        pnd_config.LOG_REQUEST_IDENTIFIERS = False
+    except ImportError:  # pragma: no cover - pynetdicom is a dependency
+        pass
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for noisy in ("urllib3", "xnat", "requests"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -1,0 +1,104 @@
+"""Run dbt in-process (``dbtRunner``) against the warehouse file. Never twice at once.
+
+The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so plain
+``dbt build`` in the project root and ``pacs2xnat build`` build the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors.errors import StepFailed, WarehouseBusy
+
+logger = logging.getLogger(__name__)
+
+WAREHOUSE_ENV = "PACS2XNAT_WAREHOUSE"
+
+
+@dataclass
+class BuildResult:
+    success: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_dbt(
+    args: Sequence[str],
+    *,
+    project_dir: Path,
+    warehouse_path: Path,
+    quiet: bool = True,
+) -> BuildResult:
+    """``dbt <args>`` on our project and warehouse; failure is ``StepFailed`` saying what broke."""
+    from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
+
+    os.environ[WAREHOUSE_ENV] = str(Path(warehouse_path).resolve())
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    cli = [
+        *args,
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+    ]
+    if quiet:
+        cli.insert(0, "--quiet")
+    logger.debug("dbt %s", " ".join(cli))
+    old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
+    try:
+        res = dbtRunner().invoke(cli)
+    finally:
+        os.umask(old_umask)
+        _release_dbt_duckdb()
+    result = BuildResult(success=bool(res.success))
+    if res.exception is not None:
+        text = str(res.exception)
+        if "lock" in text.lower() and "conflicting" in text.lower():
+            raise WarehouseBusy(f"warehouse busy: dbt could not open {warehouse_path}: {text}")
+        raise StepFailed(f"dbt {args[0]} could not run: {text}")
+    for r in getattr(res.result, "results", None) or []:
+        status = str(getattr(r, "status", "")).lower()
+        result.counts[status] = result.counts.get(status, 0) + 1
+        if status in {"error", "fail"}:
+            node = getattr(r, "node", None)
+            name = getattr(node, "unique_id", "?")
+            result.failures.append(f"{name}: {status}: {(getattr(r, 'message', '') or '').strip()}")
+    return result
+
+
+def build(
+    *,
+    project_dir: Path,
+    warehouse_path: Path,
+    select: Sequence[str] = (),
+    quiet: bool = True,
+) -> BuildResult:
+    """``dbt build`` (seeds, unit tests, models, data tests); ``StepFailed`` on any failure."""
+    args = ["build"]
+    if select:
+        args += ["--select", *select]
+    result = run_dbt(args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet)
+    if not result.success:
+        detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
+        raise StepFailed(f"dbt build failed:\n  {detail}")
+    return result
+
+
+def _release_dbt_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB instance open in the process after a run; close it, so the
+    connectors (and other processes, such as an analyst's SQL client) can open the file."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+    if env is not None:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()

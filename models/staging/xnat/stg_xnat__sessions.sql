@@ -1,0 +1,43 @@
+with
+
+source as (
+
+    select * from {{ source('xnat', 'sessions') }}
+
+),
+
+renamed as (
+
+    select
+        -- ids
+        run_id,
+        session_id,
+        nullif(trim(session_label), '') as session_label,
+        subject_id,
+        nullif(trim(subject_label), '') as subject_label,
+        nullif(trim(study_instance_uid), '') as study_instance_uid,
+
+        -- strings
+        project,
+        xsi_type,
+        coalesce(
+            nullif(upper(trim(modality)), ''),
+            upper(regexp_extract(xsi_type, 'xnat:([a-z]+)SessionData', 1))
+        ) as modality,
+
+        -- numerics
+        scan_count,
+
+        -- dates
+        try_cast(nullif(trim(session_date), '') as date) as session_date,
+
+        -- timestamps
+        try_cast(nullif(trim(insert_date), '') as timestamp) as inserted_at,
+        synced_at,
+        loaded_at
+
+    from source
+
+)
+
+select * from renamed

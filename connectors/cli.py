@@ -157,7 +157,11 @@ def init(
 
     Example: pacs2xnat init
     """
-    _not_built(8)
+    from connectors.config import write_template
+
+    with _exit_codes():
+        written = write_template(path, force=force)
+    console.say(f"wrote {written}: edit [pacs] and [xnat], then run pacs2xnat doctor")
 
 
 @app.command()

@@ -325,13 +325,24 @@ def report(
 
 @app.command()
 def run(
-    until: Annotated[str | None, typer.Option(help="Stop after this step (e.g. export).")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this step: query, build, export, load, sync, rebuild, report."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Start from the query, ignoring an unfinished run.")
+    ] = False,
 ) -> None:
     """The whole cycle: query, build, export, load, sync, build, report.
 
     Example: pacs2xnat run --until export
     """
-    _not_built(8)
+    from connectors.cycle import run_cycle
+
+    with invocation("run") as rc:
+        run_cycle(rc, until=until, restart=restart)
 
 
 @demo_app.callback()

@@ -6,12 +6,14 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
+    if is_pinned() and "--vars" not in cli:
+        cli += ["--vars", json.dumps({"today": today().isoformat()})]
     if quiet:
         cli.insert(0, "--quiet")
     logger.debug("dbt %s", " ".join(cli))

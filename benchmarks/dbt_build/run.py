@@ -17,6 +17,7 @@ a few placeholder dates, empty studies, missing NHS numbers and withdrawn patien
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ class Result:
     seconds: float
     peak_rss_mb: float
     ok: bool
+    slowest: str = ""
 
 
 def make_project(dest: Path) -> Path:
@@ -159,8 +161,20 @@ def measure(rows: int, tmp: Path) -> Result:
     warehouse.ensure()
     fill(warehouse, rows)
     seconds, rss, ok = run_build(project, warehouse.path)
+    slowest = slowest_nodes(project / "target" / "run_results.json")
     shutil.rmtree(project, ignore_errors=True)
-    return Result(rows, seconds, rss, ok)
+    return Result(rows, seconds, rss, ok, slowest)
+
+
+def slowest_nodes(run_results: Path, n: int = 4) -> str:
+    """The n slowest nodes of the build, from dbt's run_results.json."""
+    if not run_results.is_file():
+        return ""
+    results = json.loads(run_results.read_text(encoding="utf-8")).get("results", [])
+    results.sort(key=lambda r: r.get("execution_time", 0), reverse=True)
+    return ", ".join(
+        f"{r['unique_id'].split('.')[-1]} {r['execution_time']:.1f}s" for r in results[:n]
+    )
 
 
 def table(results: list[Result]) -> str:
@@ -204,6 +218,9 @@ def main() -> int:
             print(f"{rows:>9,} rows: {r.seconds:6.1f} s, {r.peak_rss_mb:6.0f} MB", file=sys.stderr)
             results.append(r)
     print(table(results))
+    print()
+    for r in results:
+        print(f"- {r.rows:,} rows, slowest nodes: {r.slowest}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -272,13 +272,14 @@ def find_header(
 
 
 def headers_seen(sheet: Sheet) -> list[str]:
-    """The text cells of the first ten rows, to say what we found instead of what we wanted."""
-    seen: list[str] = []
+    """The likeliest header of the first ten rows (most text cells), to say what we found."""
+    best: list[str] = []
     for row in sheet.rows[:HEADER_SEARCH_ROWS]:
-        for c in row:
-            if isinstance(c.value, str) and clean_text(c.value) and len(seen) < 8:
-                seen.append(clean_text(c.value))
-    return seen
+        texts = [clean_text(c.value) for c in row if isinstance(c.value, str)]
+        texts = [t for t in texts if t]
+        if len(texts) > len(best):
+            best = texts
+    return best[:8]
 
 
 def cell_at(row: list[Cell], index: int) -> Cell:

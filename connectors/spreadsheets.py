@@ -286,7 +286,7 @@ def _date(cell: Cell, title: str, sheet: Sheet, row: Row, fail: Any, key: str) -
 
 def _serial(value: float, title: str, sheet: Sheet, row: Row, fail: Any, key: str) -> dt.date:
     shown = str(int(value)) if value.is_integer() else str(value)
-    if not 1 <= value <= MAX_SERIAL:
+    if not (0 if sheet.date1904 else 1) <= value <= MAX_SERIAL:
         raise fail(key, f"the number {shown} is not an Excel date; {DATE_HELP}")
     try:
         d = serial_to_date(value, date1904=sheet.date1904)

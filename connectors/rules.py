@@ -359,7 +359,10 @@ def export_rules_workbook(rc: RunContext, file: Path) -> dict[str, Any]:
             file=path,
         )
     rules = read_seed(seed_path(rc.project_dir))
-    counts = write_rules_workbook(path, rules)
+    try:
+        counts = write_rules_workbook(path, rules)
+    except OSError as e:
+        raise InputError(f"cannot write the workbook here ({e.strerror or e})", file=path) from None
     summary = {"file": str(path.resolve()), "sha256": sha256_file(path), **counts}
     console.say(
         f"Wrote {path} ({counts['include']} INCLUDE, {counts['exclude']} EXCLUDE descriptions)."

@@ -194,6 +194,13 @@ HOSTILE: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "workbook and save it again",
     ),
     (
+        "an MRN cut short by scientific notation",
+        patients_case(lambda ws: _write(ws / "list.csv", b"Status;MRN\r\n;1.23457E+11\r\n")),
+        "list.csv, row 2, column 'MRN': '1.23457E+11' lost digits to Excel's scientific "
+        "notation; format the column as Text (or Number with 0 decimals) in the original "
+        "workbook and save it again",
+    ),
+    (
         "a master list that does not exist",
         lambda ws: ["patients", "import", "missing.xlsx"],
         "missing.xlsx: file not found",
@@ -434,3 +441,22 @@ def test_headers_below_titles_in_odd_spellings_on_the_second_sheet(tmp_path: Pat
     assert [(r.source_row, r.values["mrn"]) for r in master.rows] == [(5, "RA1"), (7, "RA2")]
     assert master.rows[0].values["birth_date"] == dt.date(1960, 5, 4)
     assert master.rows[1].values["status"] == "active"
+
+
+def test_csv_text_wrappers_and_exact_scientific_notation(tmp_path: Path) -> None:
+    """It unwraps ="00123" (Excel's keep-my-zeros CSV trick) and exact scientific numbers."""
+    path = tmp_path / "list.csv"
+    path.write_text(
+        'MRN,NHS Number\r\n="00123","=""9434765919"""\r\n1.234567E+06,9.434765919e9\r\n',
+        encoding="utf-8",
+    )
+    master = read_master_list(path)
+    assert [(r.values["mrn"], r.values["nhs_number"]) for r in master.rows] == [
+        ("00123", "9434765919"),
+        ("1234567", "9434765919"),
+    ]
+    assert master.kind_counts() == {
+        "nhs_number_as_number": 1,
+        "mrn_as_number": 1,
+        "csv_text_formula": 1,
+    }

@@ -9,6 +9,7 @@ Cells keep their number format and whether they hold a formula, so callers can r
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -200,12 +201,18 @@ def _cell(c: Any) -> Cell:
 
 
 def _read_csv(path: Path, head: bytes) -> Book:
-    if head.startswith((ZIP_MAGIC, CFB_MAGIC, b"%PDF")) or b"\x00" in head:
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if head.startswith((ZIP_MAGIC, CFB_MAGIC, b"%PDF")) or (b"\x00" in head and not utf16):
         raise InputError(f"not a CSV text file: {_what_it_is(head)}", file=path)
     data = path.read_bytes()
     try:
-        text, encoding = data.decode("utf-8-sig"), "utf-8"
+        if utf16:  # Excel's "Unicode Text" / "CSV UTF-16": tab-separated, with a BOM
+            text, encoding = data.decode("utf-16"), "utf-16"
+        else:
+            text, encoding = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
+        if utf16:
+            raise InputError("not readable as UTF-16 text", file=path) from None
         # Excel's "CSV (Comma delimited)" on Windows writes the ANSI code page.
         text, encoding = data.decode("cp1252", errors="replace"), "cp1252"
     delimiter = _sniff_delimiter(text)

@@ -460,3 +460,13 @@ def test_csv_text_wrappers_and_exact_scientific_notation(tmp_path: Path) -> None
         "mrn_as_number": 1,
         "csv_text_formula": 1,
     }
+
+
+def test_excel_unicode_text_export_is_read(tmp_path: Path) -> None:
+    """It reads Excel's UTF-16 "Unicode Text" (tab-separated, with a BOM) saved as .csv."""
+    path = tmp_path / "list.csv"
+    path.write_bytes("MRN\tPatient Name\r\nRA1\tNí Bhriain, Zoë\r\n".encode("utf-16"))
+    master = read_master_list(path)
+    assert [(r.values["mrn"], r.values["patient_name"]) for r in master.rows] == [
+        ("RA1", "Ní Bhriain, Zoë")
+    ]

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from connectors import PROJECT_ROOT
 from connectors.cli import app
 from connectors.rules import normalise_description, read_seed
-from connectors.testbed.workbooks import rules_from_seed, write_rules_workbook
+from connectors.testbed.cohort import make_cohort
+from connectors.testbed.workbooks import rules_from_seed, write_demo_workbooks, write_rules_workbook
 
 SEED = Path("seeds") / "study_description_rules.csv"
 TRICKY = [
@@ -198,3 +199,15 @@ def test_export_refuses_a_name_that_is_not_xlsx(workspace: Path, cli: CliRunner,
     assert res.exit_code == 2
     assert "the rules workbook must be an .xlsx file" in res.output
     assert not (workspace / name).exists()
+
+
+def test_demo_workbooks_import_with_one_conflict(workspace: Path, cli: CliRunner) -> None:
+    """It gives the demo a master list that imports and a rules workbook with one conflict."""
+    cohort = make_cohort(12, seed=3, as_of=dt.date(2026, 11, 1))
+    files = write_demo_workbooks(cohort, workspace / "inputs", workspace / SEED)
+    res = cli.invoke(app, ["--json", "rules", "import", str(files["rules_workbook"])])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.output)["conflicts"]) == 1
+    res = cli.invoke(app, ["--json", "patients", "import", str(files["master_list"])])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["patients"] == 12

@@ -217,3 +217,27 @@ def rules_from_seed(seed: Path) -> tuple[list[tuple[str, str]], list[tuple[str, 
             target = include if rec["decision"] == "include" else exclude
             target.append((rec["description"], rec.get("note") or ""))
     return include, exclude
+
+
+#: Descriptions the synthetic cohort uses that the starter seed leaves undecided (triage).
+UNDECIDED = ("CT Neck Chest Recon", "MR Pharynx Dynamic")
+
+
+def write_demo_workbooks(cohort: Cohort, folder: Path, seed: Path) -> dict[str, Path]:
+    """The demo's two inputs: a damaged master list and the team's rules workbook.
+
+    The workbook holds the seed's rules with one description moved to the other sheet (so
+    ``rules import`` reports a conflict) and leaves the cohort's ``UNDECIDED`` descriptions out
+    (so ``study_triage`` has something to show).
+    """
+    folder = Path(folder)
+    master = write_master_list(
+        cohort, folder / "master_patient_list.xlsx", damage=True, title_rows=["HNC cohort"]
+    )
+    include, exclude = rules_from_seed(seed)
+    include = [r for r in include if r[0] not in UNDECIDED]
+    exclude = [r for r in exclude if r[0] not in UNDECIDED]
+    if include:
+        exclude.append((include[-1][0], "moved by the demo: on both lists now"))
+    rules = write_rules_workbook(folder / "study_descriptions.xlsx", include, exclude)
+    return {"master_list": master, "rules_workbook": rules}

@@ -152,7 +152,7 @@ def repair_nhs(cell: Cell, title: str, row: Row, fail: Any) -> str | None:
     return text
 
 
-_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]00:00(?::00(?:\.0+)?)?)?")
+_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 _UK = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})")
 _SERIAL_TEXT = re.compile(r"\d{1,7}(?:\.\d+)?")
 DATE_HELP = "use YYYY-MM-DD or DD/MM/YYYY (day first)"

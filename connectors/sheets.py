@@ -294,9 +294,11 @@ def cell_at(row: list[Cell], index: int) -> Cell:
 
 
 def data_rows(sheet: Sheet, header: Header) -> Iterable[tuple[int, list[Cell]]]:
-    """(1-based row number as Excel shows it, cells) for each non-blank row below the header."""
+    """(1-based row number as Excel shows it, cells) for each row below the header with a value
+    in one of the known columns (notes and totals in other columns are not rows of the table)."""
+    known = list(header.columns.values())
     for r, row in enumerate(sheet.rows[header.row :], start=header.row + 1):
-        if not all(c.is_blank for c in row):
+        if not all(cell_at(row, i).is_blank for i in known):
             yield r, row
 
 

@@ -435,6 +435,7 @@ def test_headers_below_titles_in_odd_spellings_on_the_second_sheet(tmp_path: Pat
     ws.append(["RA1", "9434765919", "04/05/1960", "Dr Who"])
     ws.append([])
     ws.append(["RA2", None, None, None])
+    ws.append([None, None, None, "Total: 2 patients"])
     wb.save(tmp_path / "list.xlsx")
     master = read_master_list(tmp_path / "list.xlsx")
     assert (master.sheet, master.header_row) == ("Cohort", 4)

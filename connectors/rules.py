@@ -300,7 +300,12 @@ def import_rules_workbook(rc: RunContext, file: Path, decided_by: str | None) ->
     changed = not seed.is_file() or seed.read_bytes() != data
     if changed:
         mode = seed.stat().st_mode & 0o777 if seed.is_file() else 0o644
-        atomic_write(seed, data, mode)
+        try:
+            atomic_write(seed, data, mode)
+        except OSError as e:
+            raise InputError(
+                f"cannot write the rules seed ({e.strerror or e})", file=seed
+            ) from None
     summary = {
         "seed": str(seed),
         "seed_sha256": sha256_file(seed),

@@ -121,9 +121,9 @@ def _parse_row(
                 "Paste Special > Values, then import again",
             )
         got[key] = cell
-    for cell in got.values():
+    for key, cell in got.items():
         if isinstance(cell.value, str) and cell.value != clean_text(cell.value):
-            row.repaired("spaces")
+            row.repaired("spaces", f"{header.titles[key]}: spaces trimmed")
     mrn = repair_mrn(got[MRN], header.titles[MRN], mrn_width, row, fail)
     if mrn is None:
         raise fail(

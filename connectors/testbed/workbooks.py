@@ -150,14 +150,15 @@ def write_master_list(
     if title_rows:
         ws.append([])
     ws.append(list(HEADER))
+    r = len(title_rows) + (1 if title_rows else 0) + 1  # ws.max_row is O(cells): count instead
     for values, formats in rows:
         ws.append(values)
+        r += 1
         for col, number_format in formats.items():
-            ws.cell(row=ws.max_row, column=col + 1).number_format = number_format
+            ws.cell(row=r, column=col + 1).number_format = number_format
         for col in (2, 5):  # dates written as dates get a date format, as Excel would show them
-            cell = ws.cell(row=ws.max_row, column=col + 1)
-            if isinstance(cell.value, dt.date):
-                cell.number_format = "dd/mm/yyyy"
+            if isinstance(values[col], dt.date):
+                ws.cell(row=r, column=col + 1).number_format = "dd/mm/yyyy"
     _save_private(wb, path)
     return path
 
@@ -198,10 +199,12 @@ def write_rules_workbook(
         for t in title_rows:
             ws.append([t])
         ws.append(["Study Description", "Note"])
+        r = len(title_rows) + 1
         for item in items:
             desc, note = (item, "") if isinstance(item, str) else item
             ws.append([None, note or None])
-            cell = ws.cell(row=ws.max_row, column=1)
+            r += 1
+            cell = ws.cell(row=r, column=1)
             cell.value = desc
             cell.data_type = "s"  # text even when it starts with "=": the workbook as typed
     _save_private(wb, Path(path))

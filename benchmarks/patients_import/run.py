@@ -72,17 +72,31 @@ def cohort_of(n: int) -> Cohort:
     return Cohort(seed=7, patients=patients)
 
 
+PEAK = """
+import atexit, os
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as f:
+        f.write(str(kb))
+atexit.register(_peak)
+"""
+
+
 def measure(code: str, arg: Path, cwd: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of ``python -c code arg`` run in ``cwd``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """(seconds, peak RSS in MiB) of ``python -c code arg`` run in ``cwd``.
+
+    Peak RSS is the child's own ``VmHWM`` read at exit (``ru_maxrss`` of a forked child also
+    counts the parent's pages from before the exec, which would hide what the step costs).
+    """
+    peak_file = cwd / "peak.kb"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_PEAK_FILE": str(peak_file)}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(arg)], cwd=cwd, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    res = subprocess.run([sys.executable, "-c", PEAK + code, str(arg)], cwd=cwd, env=env)
     elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark step failed ({proc.returncode}) on {arg}")
-    return elapsed, usage.ru_maxrss / 1024
+    if res.returncode != 0:
+        raise SystemExit(f"benchmark step failed ({res.returncode}) on {arg}")
+    return elapsed, int(peak_file.read_text()) / 1024
 
 
 def main(sizes: list[int]) -> None:

@@ -176,6 +176,10 @@ def import_master_list(rc: RunContext, file: Path) -> dict[str, Any]:
         "withdrawn": sum(1 for r in master.rows if r.values["status"] == "withdrawn"),
         "repairs": counts,
         "rows_repaired": sum(1 for r in master.rows if r.kinds),
+        "without_nhs_number": sum(1 for r in master.rows if not r.values["nhs_number"]),
+        "mrns_on_several_rows": sum(
+            1 for n in Counter(r.values["mrn"] for r in master.rows).values() if n > 1
+        ),
     }
     _say(master, summary)
     logger.info("master list: %d rows from %s, repairs %s", written, path.name, counts)
@@ -188,6 +192,13 @@ def _say(master: MasterList, summary: dict[str, Any]) -> None:
         f"Imported {summary['patients']} patients ({summary['withdrawn']} withdrawn) from "
         f"{master.path.name} ({where}header on row {master.header_row})."
     )
+    if summary["without_nhs_number"]:
+        console.say(f"{summary['without_nhs_number']} rows have no NHS number (loaded; unlinked).")
+    if summary["mrns_on_several_rows"]:
+        console.say(
+            f"{summary['mrns_on_several_rows']} MRNs are on more than one row (loaded; the "
+            "linkage report shows any MRN with two NHS numbers)."
+        )
     if not summary["repairs"]:
         console.say("Nothing needed repairing.")
         return

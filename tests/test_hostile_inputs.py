@@ -471,3 +471,21 @@ def test_excel_unicode_text_export_is_read(tmp_path: Path) -> None:
     assert [(r.values["mrn"], r.values["patient_name"]) for r in master.rows] == [
         ("RA1", "Ní Bhriain, Zoë")
     ]
+
+
+def test_refusal_end_to_end_in_a_subprocess(workspace: Path) -> None:
+    """It exits 2 from the real process with the message on stderr and nothing on stdout."""
+    import subprocess
+    import sys
+
+    (workspace / "list.xlsx").write_bytes(b"%PDF-1.7\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "connectors.cli", "--json", "patients", "import", "list.xlsx"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert res.stderr.strip() == "Error: list.xlsx: not an Excel workbook: it is a PDF"

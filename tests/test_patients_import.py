@@ -110,7 +110,10 @@ def test_each_import_is_a_new_snapshot_and_odd_identifiers_are_kept(
     second = write_master_list(cohort, workspace / "q2.xlsx", patients=[*cohort.patients, twin])
     res = cli.invoke(app, ["--json", "patients", "import", second.name])
     assert res.exit_code == 0, res.output
-    run_id = json.loads(res.output)["run_id"]
+    summary = json.loads(res.output)
+    run_id = summary["run_id"]
+    assert summary["mrns_on_several_rows"] == 1
+    assert summary["without_nhs_number"] == sum(not q.nhs_number for q in cohort.patients)
     with duckdb.connect(str(workspace / DB), read_only=True) as con:
         counts = con.execute(
             "select run_id, count(*) from raw.master_patients group by 1 order by min(loaded_at)"

@@ -95,25 +95,15 @@ def _data_sheet(ws: WriteOnlyWorksheet, table: Table) -> None:
     ws.freeze_panes = "A2"
     ws.auto_filter.ref = f"A1:{last_col}{len(table.rows) + 1}"
     ws.append([_text_cell(ws, header_label(c), bold=True) for c in table.columns])
-    kinds = _column_kinds(table)
     for row in table.rows:
-        ws.append([_value(ws, v, k) for v, k in zip(row, kinds, strict=True)])
+        ws.append([_value(ws, v) for v in row])
 
 
-def _column_kinds(table: Table) -> list[str]:
-    """Per column: 'plain' (numbers, booleans, None) or 'cell' (strings, dates need care)."""
-    kinds = ["plain"] * len(table.columns)
-    for row in table.rows[:WIDTH_SAMPLE]:
-        for i, v in enumerate(row):
-            if isinstance(v, str | dt.date):
-                kinds[i] = "cell"
-    return kinds
-
-
-def _value(ws: WriteOnlyWorksheet, v: Any, kind: str) -> Any:
-    if kind == "plain" or v is None:
-        return v
-    return _cell(ws, v)
+def _value(ws: WriteOnlyWorksheet, v: Any) -> Any:
+    """Plain values stream fastest; only text Excel would misread needs its own cell."""
+    if isinstance(v, str) and (v[:1] == "=" or ILLEGAL_CHARACTERS_RE.search(v)):
+        return _text_cell(ws, v)
+    return v  # openpyxl gives date/datetime values a date number format itself
 
 
 def _cell(ws: WriteOnlyWorksheet, v: Any) -> Any:

@@ -33,6 +33,7 @@ PATIENT_COLUMNS = (
     "Before ref.",
     "On/after ref.",
 )
+PAGE_SIZE = 25  # table rows per page, and so swimmer-plot lanes: readable on a laptop screen
 NUMERIC = (False, False, False, False, True, False, False, False, True, True, True, True)
 _PLACEHOLDER = re.compile(r"/\*@(CSS|JS|DATA)@\*/")
 
@@ -144,6 +145,7 @@ def page_payload(data: ReportData) -> dict[str, Any]:
             "last_sync": data.last_sync,
         },
         "counts": data.counts,
+        "page_size": PAGE_SIZE,
         "modalities": modalities,
         "summary": summary,
         "patients": {"columns": list(PATIENT_COLUMNS), "numeric": list(NUMERIC), "rows": rows},

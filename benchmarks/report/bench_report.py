@@ -68,7 +68,7 @@ def fill(wh: Warehouse, patients: int, per_patient: int) -> None:
                 "run_id": "import-1", "loaded_at": ts, "source_file": "master.xlsx",
                 "source_sha256": "0" * 64, "source_row": i + 1, "mrn": f"MRN{i:07d}",
                 "nhs_number": nhs, "status": "active",
-                "reference_date": dt.date(2018, 1, 1) + dt.timedelta(days=(i * 97) % 2500),
+                "reference_date": dt.date(2016, 1, 1) + dt.timedelta(days=(i * 97) % 2000),
             }
             for i, nhs in enumerate(nhs_numbers(patients), start=1)
         ],

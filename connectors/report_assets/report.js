@@ -3,7 +3,6 @@
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
-  var PAGE_SIZE = 40;
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939"];
   var REC_COLOURS = { present: "#2e7d32", uid_mismatch: "#8e24aa", unexpected: "#546e7a" };
@@ -11,6 +10,7 @@
   var UNEXPECTED_SHADES = ["#546e7a", "#90a4ae", "#37474f", "#b0bec5"];
 
   var data = JSON.parse(document.getElementById("report-data").textContent);
+  var PAGE_SIZE = data.page_size;
   var modalityColour = {};
   data.modalities.forEach(function (m, i) { modalityColour[m] = PALETTE[i % PALETTE.length]; });
 
@@ -227,7 +227,8 @@
     slice.forEach(function (r) {
       var tr = el("tr");
       r.forEach(function (v, j) {
-        tr.appendChild(el("td", numeric[j] ? { "class": "num" } : null, numeric[j] ? fmt(v) : v));
+        var cls = numeric[j] ? "num" : (cols[j] === "Modalities" ? "wrap" : "");
+        tr.appendChild(el("td", cls ? { "class": cls } : null, numeric[j] ? fmt(v) : v));
       });
       frag.appendChild(tr);
     });

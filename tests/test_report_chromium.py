@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -120,3 +121,48 @@ def test_print_layout_hides_the_controls(page: Any, tmp_path: Path) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("P2X_SCREENSHOT"):  # how docs/data_availability.png can be refreshed
         shutil.copyfile(shot, os.environ["P2X_SCREENSHOT"])
+
+
+def test_an_empty_report_opens_cleanly(tmp_path: Path) -> None:
+    """It writes and opens a page and a workbook for a built but empty warehouse (before any
+    sync): no console errors, the charts say there is nothing yet."""
+    import openpyxl
+
+    from connectors.report import ReportData, Table, compute_counts
+    from connectors.report_xlsx import write_workbook
+
+    exe = require_binary("/usr/bin/chromium", "chromium")
+    cols = {
+        "availability": ["nhs_number", "mrn", "modality", "patient_status", "is_on_master_list",
+                         "reference_date", "number_of_studies", "first_study_date",
+                         "last_study_date", "days_from_reference_to_first",
+                         "days_from_reference_to_last", "studies_before_reference",
+                         "studies_on_or_after_reference"],
+        "summary": ["modality", "study_quarter", "number_of_studies"],
+        "reconciliation": ["reconciliation_key", "reconciliation_status", "failure_reason",
+                           "unexpected_reason"],
+        "points": ["nhs_number", "modality", "days_from_reference"],
+    }  # fmt: skip
+    t = {k: Table(k, v, []) for k, v in cols.items()}
+    data = ReportData(
+        generated_at=dt.datetime(2026, 1, 1),
+        run_id="r",
+        rules_sha256=None,
+        last_sync=None,
+        availability=t["availability"],
+        summary=t["summary"],
+        reconciliation=t["reconciliation"],
+        session_points=t["points"],
+    )
+    data.counts = compute_counts(data)
+    page = tmp_path / HTML_NAME
+    atomic_write(page, lambda f: write_html(data, f), binary=False)
+    atomic_write(tmp_path / "w.xlsx", lambda f: write_workbook(data, f), binary=True)
+    assert openpyxl.load_workbook(tmp_path / "w.xlsx")["Reconciliation"].max_row == 1
+    with Chromium(exe) as browser:
+        browser.open(page.as_uri())
+        assert browser.console_errors() == []
+        assert "No dated studies" in browser.eval(
+            "document.getElementById('chart-quarters').textContent"
+        )
+        assert browser.eval("document.querySelectorAll('#patients tbody tr').length") == 0

@@ -320,7 +320,11 @@ def report(
 
     Example: pacs2xnat report --out reports/
     """
-    _not_built(7)
+    from connectors.report import run_report
+
+    with invocation("report") as rc:
+        rc.summary.update(run_report(rc, out))
+        console.say(f"report: {rc.summary['workbook']}, {rc.summary['html']}")
 
 
 @app.command()

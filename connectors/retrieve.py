@@ -37,6 +37,7 @@ from pynetdicom.sop_class import (
 from connectors.config import Settings
 from connectors.errors import PacsUnreachable, StudyFailed
 from connectors.pacs_net import NET_HANDLERS, fast_reactor, make_ae
+from connectors.retrieve_dcmtk import DcmtkBackend
 from connectors.retrieve_scp import MoveReceiver
 from connectors.storage import StudySink, encoded_instance, get_storage_contexts
 
@@ -88,11 +89,12 @@ class Retriever:
         self._sinks: dict[int, StudySink] = {}  # C-GET: id(association) -> its current study
         self._receiver: MoveReceiver | None = None
         self._closed = False
+        self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
 
     # -- context manager -------------------------------------------------------------------
 
     def __enter__(self) -> Retriever:
-        if self.method == "c-move":
+        if self.method == "c-move" and self._dcmtk is None:
             self._receiver = MoveReceiver(self.settings)
             self._receiver.start()
         return self
@@ -128,25 +130,46 @@ class Retriever:
         sink = StudySink(uid, dest)
         started = time.monotonic()
         with self._slots:
-            assoc = self._checkout()
-            ok = False
-            try:
-                with fast_reactor(assoc):
-                    if self.method == "c-get":
-                        outcome = self._c_get(assoc, sink)
-                    else:
-                        outcome = self._c_move(assoc, sink)
-                ok = assoc.is_established and outcome.final_status is not None
-                if sink.files == 0 and ok and not sink.disk_full:
-                    self._raise_nothing_found(assoc, uid, expected)
-            finally:
-                self._checkin(assoc, healthy=ok)
+            if self._dcmtk is not None:
+                outcome, ok = self._run_dcmtk(sink, expected)
+            else:
+                outcome, ok = self._run_pynetdicom(sink, expected)
         seconds = time.monotonic() - started
         self._judge(sink, outcome, expected, lost=not ok, seconds=seconds)
         logger.info(
             "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
         )
         return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
+
+    def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+        assoc = self._checkout()
+        ok = False
+        try:
+            with fast_reactor(assoc):
+                if self.method == "c-get":
+                    outcome = self._c_get(assoc, sink)
+                else:
+                    outcome = self._c_move(assoc, sink)
+            ok = assoc.is_established and outcome.final_status is not None
+            if sink.files == 0 and ok and not sink.disk_full:
+                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+        finally:
+            self._checkin(assoc, healthy=ok)
+        return outcome, ok
+
+    def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+        assert self._dcmtk is not None
+        status, (remaining, completed, failed, warning), _tail = self._dcmtk.run(sink)
+        total = remaining + completed + failed + warning
+        outcome = _Outcome(status, completed, failed, warning, total or None)
+        ok = status is not None
+        if sink.files == 0 and ok and not sink.disk_full:
+            assoc = self._open(find_only=True)
+            try:
+                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+            finally:
+                _release(assoc)
+        return outcome, ok
 
     # -- associations ----------------------------------------------------------------------
 
@@ -171,12 +194,14 @@ class Retriever:
         else:
             _abort(assoc)
 
-    def _open(self) -> Association:
+    def _open(self, *, find_only: bool = False) -> Association:
         p = self.settings.pacs
         ae = make_ae(self.settings)
         handlers: list[Any] = list(NET_HANDLERS)
         ext_neg: list[Any] = []
-        if self.method == "c-get":
+        if find_only:
+            pass
+        elif self.method == "c-get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
             for cx in get_storage_contexts():
                 ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)

@@ -12,7 +12,8 @@ operation counts. Failures are ``StudyFailed`` with a reason category from
 ``seeds/failure_reasons.csv``; no association at all is ``PacsUnreachable`` (exit 3).
 
 Speed (benchmarks/load/README.md): TCP_NODELAY on our sockets and a fast DUL reactor while a
-transfer runs (``connectors/pacs_net.py``) double pynetdicom's throughput.
+transfer runs (``pacs_net.py``, ``retrieve_pace.py``) double pynetdicom's throughput; the
+optional dcmtk back end (``retrieve_dcmtk.py``) reaches getscu's.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from pynetdicom.sop_class import (
 )
 
 from connectors.config import Settings
-from connectors.errors import PacsUnreachable, StudyFailed
-from connectors.pacs_net import NET_HANDLERS, fast_reactor, make_ae
+from connectors.errors import StudyFailed
+from connectors.pacs_net import make_ae, open_association
 from connectors.retrieve_dcmtk import DcmtkBackend
+from connectors.retrieve_pace import fast_reactor
 from connectors.retrieve_scp import MoveReceiver
 from connectors.storage import StudySink, encoded_instance, get_storage_contexts
 
@@ -195,9 +197,9 @@ class Retriever:
             _abort(assoc)
 
     def _open(self, *, find_only: bool = False) -> Association:
-        p = self.settings.pacs
         ae = make_ae(self.settings)
-        handlers: list[Any] = list(NET_HANDLERS)
+        ae.maximum_pdu_size = 0  # no limit: the PACS sends its largest PDUs
+        handlers: list[Any] = []
         ext_neg: list[Any] = []
         if find_only:
             pass
@@ -210,16 +212,7 @@ class Retriever:
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        assoc = ae.associate(
-            p.host, p.port, ae_title=p.called_aet, ext_neg=ext_neg, evt_handlers=handlers
-        )
-        if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "no answer"
-            raise PacsUnreachable(
-                f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
-                f" calling AE {p.calling_aet!r}): {why}"
-            )
-        return assoc
+        return open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
 
     # -- C-GET -----------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from connectors.config import Settings
 from connectors.errors import ConfigError
-from connectors.pacs_net import fast_acceptor, make_ae
+from connectors.pacs_net import make_ae
+from connectors.retrieve_pace import ACCEPTOR_HANDLERS
 from connectors.storage import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_UNEXPECTED_STUDY,
@@ -43,6 +44,7 @@ class MoveReceiver:
 
     def start(self) -> None:
         ae = make_ae(self.settings)
+        ae.maximum_pdu_size = 0
         ae.ae_title = self.settings.pacs.move_destination or self.settings.pacs.calling_aet
         ae.require_called_aet = False
         for cx in scp_storage_contexts():
@@ -52,7 +54,7 @@ class MoveReceiver:
             self._server = ae.start_server(
                 (self.host, port),
                 block=False,
-                evt_handlers=[(evt.EVT_CONN_OPEN, fast_acceptor), (evt.EVT_C_STORE, self._on)],
+                evt_handlers=[*ACCEPTOR_HANDLERS, (evt.EVT_C_STORE, self._on)],
             )
         except OSError as e:
             raise ConfigError(

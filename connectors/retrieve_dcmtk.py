@@ -23,6 +23,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+from pydicom.filereader import read_file_meta_info
+
 from connectors.config import Settings
 from connectors.errors import ConfigError, PacsUnreachable
 from connectors.storage import DISK_FULL_ERRNOS, StudySink, file_name_for
@@ -118,7 +120,7 @@ class DcmtkBackend:
             for f in staging.iterdir():
                 if not f.is_file():
                     continue
-                uid = f.name.split(".", 1)[1] if "." in f.name else f.name
+                uid = _sop_instance_uid(f)
                 target = sink.folder / file_name_for(uid)
                 size = f.stat().st_size
                 os.replace(f, target)
@@ -130,6 +132,21 @@ class DcmtkBackend:
                 sink.disk_full = True
             sink.errors += 1
             sink.last_error = e.strerror or str(e)
+
+
+_NAME_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*\.)?([0-9][0-9.]*)$")
+
+
+def _sop_instance_uid(path: Path) -> str:
+    """The SOP Instance UID from the File Meta header; else from dcmtk's ``<MOD>.<uid>`` name."""
+    try:
+        uid = str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", "")).strip()
+        if uid:
+            return uid
+    except Exception as e:  # an unreadable header: fall back to the name dcmtk gave it
+        logger.debug("no File Meta in %s: %s", path.name, e)
+    m = _NAME_RE.match(path.name)
+    return m.group(1) if m else path.name
 
 
 def _secs(x: float) -> str:

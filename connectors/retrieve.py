@@ -29,7 +29,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -42,7 +42,12 @@ from connectors.retrieve_dcmtk import DcmtkBackend
 from connectors.retrieve_pace import fast_reactor
 from connectors.retrieve_procs import WorkerPool, raise_or_return
 from connectors.retrieve_scp import MoveReceiver
-from connectors.storage import StudySink, encoded_instance, get_storage_contexts
+from connectors.storage import (
+    StudySink,
+    abstract_syntax,
+    encoded_instance,
+    get_storage_contexts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +225,8 @@ class Retriever:
         elif self.method == "c-get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
             for cx in get_storage_contexts():
-                ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-                ext_neg.append(build_role(cx.abstract_syntax, scp_role=True))
+                ae.add_requested_context(abstract_syntax(cx), cx.transfer_syntax)
+                ext_neg.append(build_role(abstract_syntax(cx), scp_role=True))
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -289,7 +294,7 @@ class Retriever:
     ) -> None:
         uid = sink.study_instance_uid
         counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
-        kw = {"files_expected": expected, "files_received": sink.files}
+        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
         if sink.disk_full:
             raise StudyFailed(
                 "disk_full",
@@ -307,11 +312,15 @@ class Retriever:
             )
         status = outcome.final_status
         if status not in (0x0000, WARNING_SUBOPS):
-            if sink.files == 0 and status in (0xC000, 0xA900, 0xC001):
-                self._not_found(uid, expected)
+            hint = ""
+            if self.method == "c-move" and sink.files == 0:  # Orthanc: 0xC000, others: 0xA801
+                hint = (
+                    f" (does it know our move_destination {self.settings.pacs.move_destination!r}"
+                    f" at port {self.settings.pacs.receive_port}?)"
+                )
             raise StudyFailed(
                 "retrieve_failed",
-                f"study {uid}: the PACS answered with status 0x{status or 0:04X}; {counts}",
+                f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
                 transient=True,
                 **kw,
             )
@@ -325,14 +334,6 @@ class Retriever:
                 f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
                 **kw,
             )
-
-    def _not_found(self, uid: str, expected: int | None) -> None:
-        raise StudyFailed(
-            "not_found_on_pacs",
-            f"study {uid} is not on the PACS",
-            files_expected=expected,
-            files_received=0,
-        )
 
 
 _GET_MODEL = StudyRootQueryRetrieveInformationModelGet

@@ -264,6 +264,24 @@ def test_retrieves_from_dcmqrscp(studies: dict[str, list[Path]], tmp_path: Path)
     assert_same_instances(got, studies[uid])
 
 
+@pytest.mark.orthanc
+def test_a_move_destination_the_pacs_does_not_know_fails_with_its_status(
+    orthanc: Any, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """It reports the PACS's failure status (Orthanc 0xC000, others 0xA801) naming our move
+    destination, with no files, as 'retrieve_failed' (the study is on the PACS)."""
+    settings = pacs_settings(
+        orthanc, retrieve="c-move", move_destination="NOBODY", receive_port=free_port()
+    )
+    uid = sorted(studies)[0]
+    with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
+        r.retrieve(uid, tmp_path / "s", expected=len(studies[uid]))
+    assert e.value.reason_category == "retrieve_failed"
+    assert "status 0x" in str(e.value)
+    assert "move_destination 'NOBODY'" in str(e.value)
+    assert e.value.files_received == 0
+
+
 def test_no_pacs_is_unreachable(tmp_path: Path) -> None:
     """It raises PacsUnreachable (exit 3) naming the address when nothing listens there, from
     a worker process too."""

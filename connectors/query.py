@@ -286,6 +286,9 @@ def run_query(
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
     today = today or dt.date.today()
+    settings = rc.settings
+    # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
+    open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     build_plan(rc, today)
     plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
@@ -299,8 +302,6 @@ def run_query(
     if not tasks:
         console.say("Nothing to ask: every active patient is queried up to today.")
         return {**summary, "patients_queried": 0, "patients_failed": 0, "studies_found": 0}
-    settings = rc.settings
-    first = open_association(settings, make_ae(settings, QUERY_CONTEXTS))  # exit 3 if not
     n_workers = max(1, min(settings.pacs.max_associations, len(tasks)))
     logger.info(
         "querying %d patients on %s with %d associations", len(tasks), describe(settings), n_workers
@@ -310,7 +311,7 @@ def run_query(
         todo.put(t)
     results: queue.SimpleQueue[Outcome | _Fatal | None] = queue.SimpleQueue()
     stop = threading.Event()
-    askers = [_Asker(settings, first if i == 0 else None) for i in range(n_workers)]
+    askers = [_Asker(settings) for _ in range(n_workers)]
     threads = [
         threading.Thread(
             target=_work, args=(a, todo, results, stop), daemon=True, name=f"cfind-{i}"

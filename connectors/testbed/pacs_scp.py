@@ -7,7 +7,8 @@ series or image level (C-MOVE to known destinations ``{AE title: (host, port)}``
 on every socket. Knobs for the real world: ``latency`` (seconds before each C-FIND answer),
 ``result_cap`` with ``cap_status`` (``"cancel"``: end with 0xFE00 after exactly the cap, as
 Orthanc does; ``"success"``: end with Success, as many hospital PACS do), ``find_status`` (answer
-every C-FIND with this failure status), ``abort_after`` (abort a C-GET/C-MOVE after k instances).
+every C-FIND with this failure status), ``abort_after`` (abort a C-GET/C-MOVE after k instances),
+``abort_finds`` (abort the association on the first k C-FIND requests).
 Every request is recorded in ``requests`` (service, calling AE title, identifier as a dict) so
 tests can assert on what the PACS *received*.
 
@@ -130,6 +131,7 @@ class DemoPacs:
         find_status: int | None = None,
         require_called_aet: bool = True,
         abort_after: int | None = None,
+        abort_finds: int = 0,
         tcp_nodelay: bool = True,
     ) -> None:
         self.aet = aet
@@ -142,6 +144,7 @@ class DemoPacs:
         self.find_status = find_status
         self.require_called_aet = require_called_aet
         self.abort_after = abort_after
+        self.abort_finds = abort_finds
         self.tcp_nodelay = tcp_nodelay
         self.studies: dict[str, StudyRecord] = {}
         self.requests: list[dict[str, Any]] = []
@@ -239,6 +242,11 @@ class DemoPacs:
 
     def _handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         query = self._record("C-FIND", event)
+        with self._lock:
+            abort, self.abort_finds = self.abort_finds > 0, max(0, self.abort_finds - 1)
+        if abort:  # a lost association: the requestor must reopen one and ask again
+            event.assoc.abort()
+            return
         if self.latency:
             time.sleep(self.latency)
         if self.find_status is not None:

@@ -82,11 +82,14 @@ class StudyRecord:
     charset: str
     instances: list[Instance] = field(default_factory=list)
     modalities: set[str] = field(default_factory=set)
+    declared_instances: int | None = None  # for file-less studies (C-FIND only)
 
     def value(self, keyword: str) -> str:
         if keyword == "ModalitiesInStudy":
             return "\\".join(sorted(self.modalities))
         if keyword == "NumberOfStudyRelatedInstances":
+            if self.declared_instances is not None:
+                return str(self.declared_instances)
             return str(len(self.instances))
         if keyword == "NumberOfStudyRelatedSeries":
             return str(len({i.series_instance_uid for i in self.instances}))
@@ -147,6 +150,7 @@ class DemoPacs:
         self.abort_finds = abort_finds
         self.tcp_nodelay = tcp_nodelay
         self.studies: dict[str, StudyRecord] = {}
+        self._by_patient: dict[str, list[StudyRecord]] = {}
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: Any = None
@@ -174,6 +178,7 @@ class DemoPacs:
                     if not isinstance(charset, str):
                         charset = "\\".join(charset)
                     rec = self.studies[uid] = StudyRecord(attrs, charset)
+                    self._by_patient.setdefault(attrs["PatientID"], []).append(rec)
                 rec.instances.append(
                     Instance(
                         Path(path),
@@ -186,6 +191,20 @@ class DemoPacs:
                     rec.modalities.add(str(ds.Modality))
             n += 1
         return n
+
+    def add_study(
+        self, attrs: Mapping[str, str], modalities: Iterable[str], n_instances: int, charset: str
+    ) -> None:
+        """Index a study that has no files (answers C-FIND only): for large query benchmarks."""
+        rec = StudyRecord(
+            {k: str(attrs.get(k, "")) for k in STUDY_KEYS},
+            charset,
+            modalities=set(modalities),
+            declared_instances=n_instances,
+        )
+        with self._lock:
+            self.studies[rec.attrs["StudyInstanceUID"]] = rec
+            self._by_patient.setdefault(rec.attrs["PatientID"], []).append(rec)
 
     def matches(self, query: Dataset) -> list[StudyRecord]:
         """The studies matching a study-level identifier (universal match for empty keys)."""
@@ -200,8 +219,12 @@ class DemoPacs:
             text = "\\".join(str(v) for v in value) if elem.VM > 1 else str(value)
             if text:
                 conditions.append((kw, text, elem.VR))
+        pid = str(query.get("PatientID", "") or "")
         with self._lock:
-            studies = list(self.studies.values())
+            if pid and not any(c in pid for c in "*?\\"):
+                studies = list(self._by_patient.get(pid, ()))  # exact Patient ID: indexed
+            else:
+                studies = list(self.studies.values())
         out = []
         for rec in studies:
             ok = True

@@ -318,6 +318,7 @@ class Retriever:
             raise StudyFailed(
                 "retrieve_incomplete",
                 f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
+                transient=True,  # as seeds/failure_reasons.csv says: a PACS may still be filling
                 **kw,
             )
 

@@ -171,6 +171,7 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     ):
         r.retrieve(uid, tmp_path / "s", expected=expected)
     assert e.value.reason_category == "retrieve_incomplete"
+    assert e.value.transient  # seeds/failure_reasons.csv
     assert (e.value.files_expected, e.value.files_received) == (expected, expected - 1)
     assert f"{expected - 1} of {expected}" in str(e.value)
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1

@@ -28,6 +28,7 @@ class PacsConfig:
     called_aet: str = "ORTHANC"
     calling_aet: str = "PACS2XNAT"
     retrieve: str = "c-get"
+    retrieve_backend: str = "pynetdicom"
     move_destination: str = ""
     receive_port: int = 11113
     max_associations: int = 2
@@ -75,6 +76,7 @@ class PatientsConfig:
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pacs", "retrieve"): ("c-get", "c-move"),
+    ("pacs", "retrieve_backend"): ("pynetdicom", "dcmtk"),
     ("xnat", "mode"): ("direct", "dqr"),
 }
 POSITIVE: set[tuple[str, str]] = {

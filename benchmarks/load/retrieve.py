@@ -1,0 +1,327 @@
+"""Retrieval benchmark: our Retriever against dcmtk getscu on the same Orthanc, in one run.
+
+    .venv/bin/python benchmarks/load/retrieve.py                 # 30 CT studies x 100 images
+    .venv/bin/python benchmarks/load/retrieve.py --studies 6     # a quick look
+    .venv/bin/python benchmarks/load/retrieve.py --big-mb 1000   # + peak RSS on a 1 GB study
+
+Orthanc (Debian) runs with TCP_NODELAY=1 in its environment. Every variant retrieves the same
+studies; each runs in its own process, so its peak RSS is its own. The baseline is dcmtk
+``getscu`` run once per study with ``TCP_NODELAY=1`` (Debian's dcmtk leaves Nagle on without
+it). Prints a table: MB/s, ratio to the baseline, peak RSS. See README.md for the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _scaffold import Orthanc, write_ct_study  # noqa: E402
+
+GETSCU = "/usr/bin/getscu"  # dcmtk's; .venv/bin/getscu is pynetdicom's app of the same name
+MOVE_AET = "BENCHMOVE"
+
+
+def run_getscu(port: int, uids: list[str], out: Path, nodelay: bool) -> float:
+    env = dict(os.environ)
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
+    else:
+        env.pop("TCP_NODELAY", None)
+    t = time.perf_counter()
+    for i, uid in enumerate(uids):
+        d = out / f"g{i}"
+        d.mkdir(parents=True)
+        subprocess.run(
+            [
+                *(GETSCU, "-aet", "BENCH", "-aec", "ORTHANC", "-S"),
+                *("-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}"),
+                *("-od", str(d), "127.0.0.1", str(port)),
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return time.perf_counter() - t
+
+
+def worker(spec: dict) -> dict:
+    """One variant, in this (child) process: returns seconds and bytes."""
+    out = Path(spec["out"])
+    if spec["kind"] == "bare":
+        return bare_pynetdicom(spec["port"], spec["uids"], out)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from connectors.config import settings_from_dict
+    from connectors.retrieve import Retriever
+
+    settings = settings_from_dict(
+        {
+            "pacs": {
+                "port": spec["port"],
+                "retrieve": spec["method"],
+                "retrieve_backend": spec.get("backend", "pynetdicom"),
+                "max_associations": spec["assocs"],
+                "move_destination": MOVE_AET,
+                "receive_port": spec["receive_port"],
+            }
+        }
+    )
+    t = time.perf_counter()
+    with Retriever(settings) as r, ThreadPoolExecutor(spec["assocs"]) as pool:
+        jobs = [
+            pool.submit(r.retrieve, uid, out / f"s{i}", spec.get("expected"))
+            for i, uid in enumerate(spec["uids"])
+        ]
+        total = sum(j.result().bytes for j in jobs)
+    return {"seconds": time.perf_counter() - t, "bytes": total}
+
+
+def bare_pynetdicom(port: int, uids: list[str], out: Path) -> dict:
+    """A plain pynetdicom C-GET loop on one association, TCP_NODELAY set, defaults otherwise."""
+    import socket
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    state = {"bytes": 0, "n": 0}
+
+    def nodelay(event: evt.Event) -> None:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def store(event: evt.Event) -> int:
+        data = event.encoded_dataset()
+        state["n"] += 1
+        (out / f"{state['n']}.dcm").write_bytes(data)
+        state["bytes"] += len(data)
+        return 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    t = time.perf_counter()
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="ORTHANC",
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_C_STORE, store)],
+    )
+    for uid in uids:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = uid
+        for _status, _ in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
+            pass
+    assoc.release()
+    return {"seconds": time.perf_counter() - t, "bytes": state["bytes"]}
+
+
+def child_rss_wrapper(spec: dict) -> dict:
+    """Popen + wait4 so the peak RSS is this child's alone."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec['name']} failed with exit code {proc.returncode}")
+    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    result["rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--studies", type=int, default=30)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--nagle-studies", type=int, default=3, help="getscu with Nagle on is slow")
+    ap.add_argument("--big-mb", type=int, default=0, help="also retrieve one study this big")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-retrieve-"))
+    try:
+        bench(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, tmp: Path) -> None:
+    from _scaffold import free_port
+
+    receive_port = free_port()
+    orthanc = Orthanc(
+        tmp / "orthanc",
+        nodelay=True,
+        modalities={MOVE_AET: [MOVE_AET, "127.0.0.1", receive_port]},
+    )
+    try:
+        print(f"seeding Orthanc: {args.studies} CT studies x {args.images} images", file=sys.stderr)
+        uids = []
+        for k in range(args.studies):
+            src = tmp / "src" / str(k)
+            uids.append(write_ct_study(src, args.images, seed=k))
+            for f in sorted(src.iterdir()):
+                orthanc.upload(f)
+            shutil.rmtree(src)
+        rows = run_variants(args, tmp, orthanc.dicom_port, uids, receive_port)
+        if args.big_mb:
+            rows.append(big_study(args, tmp, orthanc, receive_port))
+    finally:
+        orthanc.stop()
+    print_table(rows)
+
+
+def run_variants(
+    args: argparse.Namespace, tmp: Path, port: int, uids: list[str], receive_port: int
+) -> list[dict]:
+    rows: list[dict] = []
+
+    def folder(name: str) -> Path:
+        d = tmp / "out" / name
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    def size(d: Path) -> int:
+        return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+
+    for nodelay, subset in ((True, uids), (False, uids[: args.nagle_studies])):
+        name = "getscu per study, TCP_NODELAY=1" if nodelay else "getscu per study, Nagle on"
+        d = folder(name.replace(" ", "_"))
+        secs = run_getscu(port, subset, d, nodelay)
+        rows.append({"name": name, "seconds": secs, "bytes": size(d), "rss_mb": None})
+        print(f"  {name}: {size(d) / 1e6 / secs:.1f} MB/s", file=sys.stderr)
+        shutil.rmtree(d, ignore_errors=True)
+
+    variants = [
+        ("bare pynetdicom C-GET, 1 assoc, TCP_NODELAY", {"kind": "bare"}),
+        ("ours C-GET, 1 association", {"method": "c-get", "assocs": 1}),
+        ("ours C-GET, 2 associations (threads)", {"method": "c-get", "assocs": 2}),
+        ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
+        ("ours C-MOVE, 2 associations (threads)", {"method": "c-move", "assocs": 2}),
+        (
+            "ours dcmtk back end C-GET, 1 association",
+            {"method": "c-get", "assocs": 1, "backend": "dcmtk"},
+        ),
+        (
+            "ours dcmtk back end C-GET, 2 associations",
+            {"method": "c-get", "assocs": 2, "backend": "dcmtk"},
+        ),
+        (
+            "ours dcmtk back end C-MOVE, 1 association",
+            {"method": "c-move", "assocs": 1, "backend": "dcmtk"},
+        ),
+    ]
+    for name, extra in variants:
+        d = folder(name)
+        spec = {"kind": "ours", "name": name, "port": port, "uids": uids, "out": str(d)}
+        spec.update(receive_port=receive_port, **extra)
+        r = child_rss_wrapper(spec)
+        rows.append({"name": name, **r})
+        print(f"  {name}: {r['bytes'] / 1e6 / r['seconds']:.1f} MB/s", file=sys.stderr)
+        shutil.rmtree(d, ignore_errors=True)
+    rows.append(two_processes(tmp, port, uids, receive_port))
+    return rows
+
+
+def two_processes(tmp: Path, port: int, uids: list[str], receive_port: int) -> dict:
+    """Ours, C-GET, two processes with one association each, studies split between them."""
+    name = "ours C-GET, 2 processes x 1 association"
+    procs = []
+    t = time.perf_counter()
+    for k in range(2):
+        spec = {
+            "kind": "ours",
+            "name": name,
+            "port": port,
+            "uids": uids[k::2],
+            "out": str(tmp / "out" / f"proc{k}"),
+            "method": "c-get",
+            "assocs": 1,
+            "receive_port": receive_port,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+            )
+        )
+    total, rss = 0, 0.0
+    for p in procs:
+        assert p.stdout is not None
+        out = p.stdout.read()
+        _, _status, usage = os.wait4(p.pid, 0)
+        total += json.loads(out.decode().strip().splitlines()[-1])["bytes"]
+        rss = max(rss, usage.ru_maxrss / 1024)
+    secs = time.perf_counter() - t
+    shutil.rmtree(tmp / "out", ignore_errors=True)
+    print(f"  {name}: {total / 1e6 / secs:.1f} MB/s", file=sys.stderr)
+    return {"name": name, "seconds": secs, "bytes": total, "rss_mb": rss}
+
+
+def big_study(args: argparse.Namespace, tmp: Path, orthanc: Orthanc, receive_port: int) -> dict:
+    """One study of ``--big-mb`` MB (512x512 CT slices, 0.5 MB each): peak RSS of ours."""
+    n = max(1, args.big_mb * 1_000_000 // (512 * 512 * 2))
+    print(f"seeding one {args.big_mb} MB study ({n} images)", file=sys.stderr)
+    src = tmp / "big"
+    uid = write_ct_study(src, n, size=512, seed=10_000)
+    for f in sorted(src.iterdir()):
+        orthanc.upload(f)
+    shutil.rmtree(src)
+    name = f"ours C-GET, one {args.big_mb} MB study (peak RSS)"
+    spec = {
+        "kind": "ours",
+        "name": name,
+        "port": orthanc.dicom_port,
+        "uids": [uid],
+        "out": str(tmp / "out" / "big"),
+        "method": "c-get",
+        "assocs": 1,
+        "receive_port": receive_port,
+        "expected": n,
+    }
+    r = child_rss_wrapper(spec)
+    shutil.rmtree(tmp / "out", ignore_errors=True)
+    print(f"  {name}: {r['rss_mb']:.0f} MB peak RSS", file=sys.stderr)
+    return {"name": name, **r}
+
+
+def print_table(rows: list[dict]) -> None:
+    base = next(r for r in rows if r["name"] == "getscu per study, TCP_NODELAY=1")
+    base_rate = base["bytes"] / base["seconds"]
+    print(f"| {'variant':<48} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | RSS MB |")
+    print(f"|{'-' * 50}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
+    for r in rows:
+        rate = r["bytes"] / r["seconds"]
+        rss = f"{r['rss_mb']:.0f}" if r.get("rss_mb") else "-"
+        print(
+            f"| {r['name']:<48} | {r['bytes'] / 1e6:6.0f} | {r['seconds']:6.2f} | "
+            f"{rate / 1e6:6.1f} | {rate / base_rate:8.2f} | {rss:>6} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Retrieve whole studies from the PACS to disk: C-GET (default) or C-MOVE to our storage SCP.
+
+The loader's API::
+
+    with Retriever(settings) as r:                       # reuses associations
+        got = r.retrieve(study_uid, dest, expected=n)    # thread-safe, <= max_associations at once
+
+Each instance is written to ``dest/<SOPInstanceUID>.dcm`` as it arrives, as received (no decode,
+one instance in memory at a time; ``connectors/storage.py``). The count is checked against
+``expected`` (the PACS's Number of Study Related Instances) and against the PACS's own sub-
+operation counts. Failures are ``StudyFailed`` with a reason category from
+``seeds/failure_reasons.csv``; no association at all is ``PacsUnreachable`` (exit 3).
+
+Speed (benchmarks/load/README.md): TCP_NODELAY on our sockets and a fast DUL reactor while a
+transfer runs (``pacs_net.py``, ``retrieve_pace.py``) double pynetdicom's throughput; the
+optional dcmtk back end (``retrieve_dcmtk.py``) reaches getscu's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from connectors.config import Settings
+from connectors.errors import StudyFailed
+from connectors.pacs_net import make_ae, open_association
+from connectors.retrieve_dcmtk import DcmtkBackend
+from connectors.retrieve_pace import fast_reactor
+from connectors.retrieve_scp import MoveReceiver
+from connectors.storage import StudySink, encoded_instance, get_storage_contexts
+
+logger = logging.getLogger(__name__)
+
+PENDING = {0xFF00, 0xFF01}
+WARNING_SUBOPS = 0xB000
+
+
+@dataclass(frozen=True)
+class RetrievedStudy:
+    """One study on disk: ``folder`` holds one ``<SOPInstanceUID>.dcm`` per instance."""
+
+    study_instance_uid: str
+    folder: Path
+    files: int
+    bytes: int
+    expected: int | None
+    seconds: float
+
+
+@dataclass
+class _Outcome:
+    """What the PACS said about one C-GET/C-MOVE."""
+
+    final_status: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    total: int | None = None  # completed + failed + warning + remaining, from the PACS
+
+
+class Retriever:
+    """C-GET or C-MOVE of whole studies, reusing at most ``max_associations`` associations."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.method = settings.pacs.retrieve
+        if self.method == "c-move" and not settings.pacs.move_destination:
+            from connectors.errors import ConfigError
+
+            raise ConfigError(
+                "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
+                "knows it (the PACS sends the study to that AE, at our receive_port)"
+            )
+        self._slots = threading.BoundedSemaphore(settings.pacs.max_associations)
+        self._idle: list[Association] = []
+        self._lock = threading.Lock()
+        self._sinks: dict[int, StudySink] = {}  # C-GET: id(association) -> its current study
+        self._receiver: MoveReceiver | None = None
+        self._closed = False
+        self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> Retriever:
+        if self.method == "c-move" and self._dcmtk is None:
+            self._receiver = MoveReceiver(self.settings)
+            self._receiver.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release every idle association and stop our storage SCP."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for assoc in idle:
+            _release(assoc)
+        if self._receiver is not None:
+            self._receiver.stop()
+            self._receiver = None
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def retrieve(
+        self, study_instance_uid: str, dest: Path, expected: int | None = None
+    ) -> RetrievedStudy:
+        """Retrieve one study into ``dest`` (created owner-only); see the module docstring."""
+        uid = study_instance_uid.strip()
+        dest = Path(dest)
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sink = StudySink(uid, dest)
+        started = time.monotonic()
+        with self._slots:
+            if self._dcmtk is not None:
+                outcome, ok = self._run_dcmtk(sink, expected)
+            else:
+                outcome, ok = self._run_pynetdicom(sink, expected)
+        seconds = time.monotonic() - started
+        self._judge(sink, outcome, expected, lost=not ok, seconds=seconds)
+        logger.info(
+            "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
+        )
+        return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
+
+    def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+        assoc = self._checkout()
+        ok = False
+        try:
+            with fast_reactor(assoc):
+                if self.method == "c-get":
+                    outcome = self._c_get(assoc, sink)
+                else:
+                    outcome = self._c_move(assoc, sink)
+            ok = assoc.is_established and outcome.final_status is not None
+            if sink.files == 0 and ok and not sink.disk_full:
+                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+        finally:
+            self._checkin(assoc, healthy=ok)
+        return outcome, ok
+
+    def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+        assert self._dcmtk is not None
+        status, (remaining, completed, failed, warning), _tail = self._dcmtk.run(sink)
+        total = remaining + completed + failed + warning
+        outcome = _Outcome(status, completed, failed, warning, total or None)
+        ok = status is not None
+        if sink.files == 0 and ok and not sink.disk_full:
+            assoc = self._open(find_only=True)
+            try:
+                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+            finally:
+                _release(assoc)
+        return outcome, ok
+
+    # -- associations ----------------------------------------------------------------------
+
+    def _checkout(self) -> Association:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("Retriever used after close()")
+            while self._idle:
+                assoc = self._idle.pop()
+                if assoc.is_established:
+                    return assoc
+        return self._open()
+
+    def _checkin(self, assoc: Association, *, healthy: bool) -> None:
+        self._sinks.pop(id(assoc), None)
+        if healthy and assoc.is_established:
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(assoc)
+                    return
+            _release(assoc)
+        else:
+            _abort(assoc)
+
+    def _open(self, *, find_only: bool = False) -> Association:
+        ae = make_ae(self.settings)
+        ae.maximum_pdu_size = 0  # no limit: the PACS sends its largest PDUs
+        handlers: list[Any] = []
+        ext_neg: list[Any] = []
+        if find_only:
+            pass
+        elif self.method == "c-get":
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            for cx in get_storage_contexts():
+                ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+                ext_neg.append(build_role(cx.abstract_syntax, scp_role=True))
+            handlers.append((evt.EVT_C_STORE, self._on_c_store))
+        else:
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        return open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
+
+    # -- C-GET -----------------------------------------------------------------------------
+
+    def _on_c_store(self, event: evt.Event) -> int:
+        """C-STORE sub-operation of our C-GET: write to the association's current study."""
+        sink = self._sinks.get(id(event.assoc))
+        got = encoded_instance(event)
+        if sink is None or got is None:
+            return 0xC210
+        return sink.write(*got)
+
+    def _c_get(self, assoc: Association, sink: StudySink) -> _Outcome:
+        self._sinks[id(assoc)] = sink
+        responses = assoc.send_c_get(_identifier(sink.study_instance_uid), _GET_MODEL)
+        return _consume(responses)
+
+    # -- C-MOVE ----------------------------------------------------------------------------
+
+    def _c_move(self, assoc: Association, sink: StudySink) -> _Outcome:
+        assert self._receiver is not None, "use Retriever as a context manager"
+        with self._receiver.expecting(sink):
+            responses = assoc.send_c_move(
+                _identifier(sink.study_instance_uid),
+                self.settings.pacs.move_destination,
+                _MOVE_MODEL,
+            )
+            return _consume(responses)
+
+    # -- judging ---------------------------------------------------------------------------
+
+    def _raise_nothing_found(self, assoc: Association, uid: str, expected: int | None) -> None:
+        """Nothing came: ask the PACS whether the study exists (C-FIND) to name the failure."""
+        if expected == 0:
+            raise StudyFailed("no_images_on_pacs", f"study {uid}: the PACS holds no images")
+        found = _find_study(assoc, uid)
+        if found is None:
+            raise StudyFailed(
+                "not_found_on_pacs",
+                f"study {uid} is not on the PACS",
+                files_expected=expected,
+                files_received=0,
+            )
+        n = found.get("NumberOfStudyRelatedInstances")
+        if n in (None, "", 0, "0"):
+            raise StudyFailed(
+                "no_images_on_pacs",
+                f"study {uid}: the PACS lists it with no images",
+                files_expected=expected,
+                files_received=0,
+            )
+
+    def _judge(
+        self,
+        sink: StudySink,
+        outcome: _Outcome,
+        expected: int | None,
+        *,
+        lost: bool,
+        seconds: float,
+    ) -> None:
+        uid = sink.study_instance_uid
+        counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
+        kw = {"files_expected": expected, "files_received": sink.files}
+        if sink.disk_full:
+            raise StudyFailed(
+                "disk_full",
+                f"study {uid}: disk full in {sink.folder} ({sink.last_error}); {counts}",
+                transient=True,
+                **kw,
+            )
+        if lost:
+            timed_out = seconds >= self.settings.pacs.dimse_timeout
+            raise StudyFailed(
+                "timeout" if timed_out else "retrieve_failed",
+                f"study {uid}: the association was lost during the transfer; {counts}",
+                transient=True,
+                **kw,
+            )
+        status = outcome.final_status
+        if status not in (0x0000, WARNING_SUBOPS):
+            if sink.files == 0 and status in (0xC000, 0xA900, 0xC001):
+                self._not_found(uid, expected)
+            raise StudyFailed(
+                "retrieve_failed",
+                f"study {uid}: the PACS answered with status 0x{status or 0:04X}; {counts}",
+                transient=True,
+                **kw,
+            )
+        missing = outcome.failed + outcome.warning
+        short_of_expected = expected is not None and sink.files < expected
+        short_of_pacs = outcome.total is not None and sink.files < outcome.total
+        if missing or short_of_expected or short_of_pacs or sink.errors:
+            detail = f"{outcome.failed} sub-operations failed" if outcome.failed else ""
+            raise StudyFailed(
+                "retrieve_incomplete",
+                f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
+                **kw,
+            )
+
+    def _not_found(self, uid: str, expected: int | None) -> None:
+        raise StudyFailed(
+            "not_found_on_pacs",
+            f"study {uid} is not on the PACS",
+            files_expected=expected,
+            files_received=0,
+        )
+
+
+_GET_MODEL = StudyRootQueryRetrieveInformationModelGet
+_MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
+
+
+def _identifier(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
+
+
+def _consume(responses: Any) -> _Outcome:
+    """Read a C-GET/C-MOVE response stream once; an empty status means the association died."""
+    out = _Outcome()
+    for status, _identifier_ds in responses:
+        if not status or "Status" not in status:
+            out.final_status = None
+            return out
+        code = int(status.Status)
+        done = [int(status.get(k) or 0) for k in _SUBOP_KEYS]
+        if code in PENDING:
+            out.total = sum(done) + int(status.get("NumberOfRemainingSuboperations") or 0)
+            continue
+        out.final_status = code
+        out.completed, out.failed, out.warning = done
+        if out.total is None and any(done):
+            out.total = sum(done)
+    return out
+
+
+_SUBOP_KEYS = (
+    "NumberOfCompletedSuboperations",
+    "NumberOfFailedSuboperations",
+    "NumberOfWarningSuboperations",
+)
+
+
+def _find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
+    """A study-level C-FIND on the same association: None when the PACS does not know it."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.StudyInstanceUID = uid
+    q.NumberOfStudyRelatedInstances = ""
+    found: dict[str, Any] | None = None
+    try:
+        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
+            if status and int(status.get("Status", -1)) in PENDING and ident is not None:
+                n = ident.get("NumberOfStudyRelatedInstances")
+                found = {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}
+    except (ValueError, RuntimeError) as e:  # no Find context accepted: cannot tell
+        logger.debug("C-FIND after an empty retrieve not possible: %s", e)
+        return {"NumberOfStudyRelatedInstances": None}
+    return found
+
+
+def _n(x: int | None) -> str:
+    return "?" if x is None else str(x)
+
+
+def _release(assoc: Association) -> None:
+    try:
+        assoc.release()
+    except Exception as e:  # releasing a dead association: nothing left to do
+        logger.debug("release failed: %s", e)
+
+
+def _abort(assoc: Association) -> None:
+    try:
+        assoc.abort()
+    except Exception as e:  # aborting a dead association: nothing left to do
+        logger.debug("abort failed: %s", e)

@@ -1,0 +1,171 @@
+"""The storage side of a retrieve: which SOP classes we accept, and writing instances to disk.
+
+Each instance is written as it arrives, as received: the encoded dataset (never decoded) with a
+File Meta header naming the transfer syntax the association agreed on, to ``<uid>.dcm.part``
+then renamed to ``<SOPInstanceUID>.dcm``. Only one instance is in memory at a time, never a
+whole study. The handler never raises: it answers with a DICOM status (0xA700 when the disk is
+full, 0xC210 when it cannot understand the request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.tag import Tag
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AllStoragePresentationContexts, StoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext
+
+logger = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_UNEXPECTED_STUDY = 0xC211  # an instance of a study we are not retrieving (C-MOVE)
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+STUDY_UID_TAG = Tag(0x0020, 0x000D)
+
+# Uncompressed first (what a PACS holds most), then the compressed syntaxes a PACS may store,
+# so it can send what it has without transcoding.
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    RLELossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+]
+
+
+def get_storage_contexts() -> list[PresentationContext]:
+    """The storage contexts a C-GET proposes: pynetdicom's 120 common SOP classes.
+
+    A requestor may propose at most 128 contexts; the C-GET and C-FIND models take two. The 120
+    cover CT, MR, PET, CR, DX, IO, RF, US, MG, XA, NM, SC, RT (dose, plan, structure set,
+    image), SR, the Enhanced/Legacy Converted families and segmentation. A study holding an
+    unusual SOP class outside them comes over C-MOVE (``retrieve = "c-move"``), whose storage
+    SCP accepts every storage SOP class.
+    """
+    out = []
+    for cx in StoragePresentationContexts:
+        c = PresentationContext()
+        c.abstract_syntax = cx.abstract_syntax
+        c.transfer_syntax = list(TRANSFER_SYNTAXES)
+        out.append(c)
+    return out
+
+
+def scp_storage_contexts() -> list[PresentationContext]:
+    """Every storage SOP class pynetdicom knows, for our C-MOVE storage SCP (no 128 limit)."""
+    out = []
+    for cx in AllStoragePresentationContexts:
+        c = PresentationContext()
+        c.abstract_syntax = cx.abstract_syntax
+        c.transfer_syntax = list(TRANSFER_SYNTAXES)
+        out.append(c)
+    return out
+
+
+_UID_RE = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+def file_name_for(sop_instance_uid: str) -> str:
+    """``<SOPInstanceUID>.dcm``; a UID that is not digits and dots becomes a hash."""
+    uid = (sop_instance_uid or "").strip().rstrip("\x00").strip()
+    if _UID_RE.match(uid) and ".." not in uid:
+        return f"{uid}.dcm"
+    return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40] + ".dcm"
+
+
+@dataclass
+class StudySink:
+    """Where one study's instances go, and what arrived so far (thread-safe counters)."""
+
+    study_instance_uid: str
+    folder: Path
+    files: int = 0
+    bytes: int = 0
+    disk_full: bool = False
+    errors: int = 0
+    last_error: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def write(self, sop_instance_uid: str, data: bytes) -> int:
+        """Write one encoded instance; returns the DICOM status for the C-STORE response."""
+        name = file_name_for(sop_instance_uid)
+        final = self.folder / name
+        part = self.folder / (name + ".part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+            os.replace(part, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            with self._lock:
+                self.errors += 1
+                self.last_error = f"{e.strerror or e}"
+                if e.errno in DISK_FULL_ERRNOS:
+                    self.disk_full = True
+            logger.warning("could not write an instance to %s: %s", self.folder, e.strerror)
+            return STATUS_OUT_OF_RESOURCES
+        with self._lock:
+            self.files += 1
+            self.bytes += len(data)
+        return STATUS_SUCCESS
+
+
+def encoded_instance(event: evt.Event) -> tuple[str, bytes] | None:
+    """The SOP Instance UID and the encoded dataset with File Meta, or None if unreadable."""
+    try:
+        uid = str(event.request.AffectedSOPInstanceUID or "")
+        return uid, event.encoded_dataset(include_meta=True)
+    except Exception as e:  # the handler never raises: any failure is a DICOM status
+        logger.warning("C-STORE request not understood: %s", e)
+        return None
+
+
+def study_uid_of(data: bytes) -> str | None:
+    """The Study Instance UID of an encoded instance, read without decoding the pixel data."""
+    try:
+        ds = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=[STUDY_UID_TAG])
+        value = ds.get("StudyInstanceUID")
+        return str(value).strip() if value else None
+    except Exception:  # a dataset pydicom cannot read is answered with 0xC210
+        return None

@@ -61,3 +61,4 @@ def test_build_on_empty_warehouse_records_its_run(workspace: Path, cli: CliRunne
         rows = con.execute("select command, outcome, exit_code from raw.runs").fetchall()
         assert rows == [("build", "success", 0)]
         assert con.execute("select count(*) from staging.stg_pacs__studies").fetchone() == (0,)
+        assert con.execute("select count(*) from main.ingest_manifest").fetchone() == (0,)

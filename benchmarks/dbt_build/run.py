@@ -1,0 +1,211 @@
+"""Benchmark: `dbt build` wall time and peak memory against the number of PACS study rows.
+
+For each scale a fresh copy of the dbt project and a fresh warehouse are made; raw.pacs_studies,
+raw.pacs_queries and raw.master_patients are filled in SQL (generate_series, deterministic: no
+randomness, the same rows every run); then `dbt build` runs in a child process, whose wall time
+and peak RSS (``os.wait4`` rusage of that child alone) are measured. The baseline, in the same
+run, is the build of the empty warehouse: the fixed cost of dbt (parse, seeds, unit tests).
+
+    .venv/bin/python benchmarks/dbt_build/run.py                 # 10k, 100k, 1M
+    .venv/bin/python benchmarks/dbt_build/run.py --scales 10000  # quicker
+
+Rows: ~20 study rows per patient, 10 % of rows a second observation of a study (a later
+query run), descriptions drawn from the synthetic cohort's (included, excluded and unknown),
+a few placeholder dates, empty studies, missing NHS numbers and withdrawn patients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.testbed.cohort import HISTORY  # noqa: E402
+from connectors.warehouse import Warehouse  # noqa: E402
+
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros", "data-tests")
+STUDIES_PER_PATIENT = 20
+
+
+@dataclass
+class Result:
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+    ok: bool
+
+
+def make_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def fill(warehouse: Warehouse, rows: int) -> None:
+    """``rows`` rows in raw.pacs_studies (and their queries and patients), in SQL."""
+    if rows == 0:
+        return
+    descriptions = ", ".join("'" + d.replace("'", "''") + "'" for d, *_ in HISTORY)
+    patients = max(1, rows // STUDIES_PER_PATIENT)
+    unique = rows - rows // 10  # 10 % of rows observe a study a second time
+    with warehouse.connect() as con:
+        con.execute(
+            f"""
+            insert into raw.master_patients (run_id, loaded_at, source_file, source_sha256,
+                source_row, mrn, nhs_number, status, patient_name, birth_date)
+            select 'import-1', timestamp '2026-06-01 08:00', 'master.xlsx', repeat('0', 64),
+                p + 2, 'RA' || lpad(p::varchar, 7, '0'),
+                case when p % 97 = 0 then null
+                     else lpad((900000000 + p)::varchar, 9, '0')
+                          || ((11 - ((900000000 + p)::varchar).split('')
+                               .list_transform(lambda d, i: d::int * (11 - i))
+                               .list_sum() % 11) % 11 % 10)::varchar
+                end,
+                case when p % 211 = 0 then 'withdrawn' else 'active' end,
+                'Smith, John', date '1950-01-01' + (p % 10000)::int
+            from generate_series(0, {patients - 1}) as t (p)
+            """
+        )
+        con.execute(
+            f"""
+            insert into raw.pacs_queries (run_id, loaded_at, query_id, mrn, started_at,
+                finished_at, outcome, studies_found, sub_queries)
+            select r, timestamp '2026-06-01 09:00', r || '-' || p, 'RA' || lpad(p::varchar, 7, '0'),
+                timestamp '2026-06-01 09:00', timestamp '2026-06-01 09:00', 'success',
+                {STUDIES_PER_PATIENT}, 1
+            from generate_series(0, {patients - 1}) as t (p), (values ('q1'), ('q2')) as r (r)
+            """
+        )
+        con.execute(
+            f"""
+            insert into raw.pacs_studies (run_id, loaded_at, query_id, queried_at, query_mrn,
+                accession_number, patient_id, study_date, study_time, study_description,
+                study_instance_uid, modalities_in_study, number_of_study_related_instances,
+                patient_name, patient_birth_date)
+            select
+                case when i < {unique} then 'q1' else 'q2' end as run_id,
+                timestamp '2026-06-01 09:00' + to_days(case when i < {unique} then 0 else 90 end),
+                (case when i < {unique} then 'q1' else 'q2' end) || '-' || (s % {patients}),
+                timestamp '2026-06-01 09:00' + to_days(case when i < {unique} then 0 else 90 end),
+                'RA' || lpad((s % {patients})::varchar, 7, '0'),
+                'RJ' || lpad(s::varchar, 9, '0'),
+                'RA' || lpad((s % {patients})::varchar, 7, '0'),
+                case when s % 503 = 0 then '19000101'
+                     else strftime(date '2015-01-01' + (s * 7 % 4000)::int, '%Y%m%d') end,
+                '101500',
+                ([{descriptions}])[1 + s % {len(HISTORY)}],
+                '1.2.826.0.1.3680043.10.1234.88.' || s,
+                case when s % 3 = 0 then 'CT\\PT' else 'CT' end,
+                case when s % 401 = 0 then '0' else (1 + s % 40)::varchar end,
+                'SMITH^JOHN',
+                strftime(date '1950-01-01' + ((s % {patients}) % 10000)::int, '%Y%m%d')
+            from (
+                select i, case when i < {unique} then i else (i - {unique}) * 9 end as s
+                from generate_series(0, {rows - 1}) as t (i)
+            )
+            """
+        )
+
+
+def run_build(project: Path, warehouse: Path) -> tuple[float, float, bool]:
+    """``dbt build`` in a child process: (wall seconds, peak RSS MB of that child, success)."""
+    env = {
+        **os.environ,
+        "PACS2XNAT_WAREHOUSE": str(warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    dbt = Path(sys.executable).with_name("dbt")
+    cmd = [
+        str(dbt),
+        "--quiet",
+        "build",
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(project),
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(output.decode("utf-8", "replace")[-4000:])
+    return seconds, usage.ru_maxrss / 1024, proc.returncode == 0
+
+
+def measure(rows: int, tmp: Path) -> Result:
+    project = make_project(tmp / f"p{rows}")
+    warehouse = Warehouse(project / "warehouse" / "pacs2xnat.duckdb")
+    warehouse.ensure()
+    fill(warehouse, rows)
+    seconds, rss, ok = run_build(project, warehouse.path)
+    shutil.rmtree(project, ignore_errors=True)
+    return Result(rows, seconds, rss, ok)
+
+
+def table(results: list[Result]) -> str:
+    base = results[0]
+    lines = [
+        "| PACS study rows | dbt build (s) | × baseline | net of baseline (s) | net µs/row | "
+        "time growth vs previous | peak RSS (MB) | RSS × baseline | ok |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:-:|",
+    ]
+    prev: Result | None = None
+    for r in results:
+        net = max(r.seconds - base.seconds, 0.0)
+        per_row = f"{net / r.rows * 1e6:.1f}" if r.rows else "–"
+        growth = (
+            f"{r.seconds / prev.seconds:.2f}× for {r.rows / prev.rows:.0f}× rows"
+            if prev and prev.rows
+            else "–"
+        )
+        label = "0 (baseline: empty)" if r.rows == 0 else f"{r.rows:,}"
+        lines.append(
+            f"| {label} | {r.seconds:.1f} | {r.seconds / base.seconds:.2f} | {net:.1f} | "
+            f"{per_row} | {growth} | {r.peak_rss_mb:.0f} | {r.peak_rss_mb / base.peak_rss_mb:.2f} "
+            f"| {'yes' if r.ok else 'NO'} |"
+        )
+        prev = r
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scales", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--repeat", type=int, default=1, help="builds per scale; the fastest counts")
+    args = ap.parse_args()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp:
+        measure(0, Path(tmp) / "warm-up")  # imports and page cache warm, not counted
+        for rows in [0, *args.scales]:
+            runs = [measure(rows, Path(tmp) / f"r{k}") for k in range(args.repeat)]
+            r = min(runs, key=lambda x: x.seconds)
+            r.ok = all(x.ok for x in runs)
+            print(f"{rows:>9,} rows: {r.seconds:6.1f} s, {r.peak_rss_mb:6.0f} MB", file=sys.stderr)
+            results.append(r)
+    print(table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+-- One row per study: the latest observation of each Study Instance UID across every C-FIND of
+-- every run (raw.pacs_studies is append-only, so a study seen each quarter has many rows).
+-- The first and last time any query saw it are kept.
+
+with
+
+pacs_studies as (
+
+    select * from {{ ref('stg_pacs__studies') }}
+
+),
+
+observations_ranked as (
+
+    select
+        *,
+        min(queried_at) over (partition by study_instance_uid) as first_queried_at,
+        max(queried_at) over (partition by study_instance_uid) as last_queried_at,
+        count(*) over (partition by study_instance_uid) as number_of_observations
+    from pacs_studies
+    qualify row_number() over (
+        partition by study_instance_uid
+        order by queried_at desc, loaded_at desc, run_id desc, query_id desc
+    ) = 1
+
+)
+
+select * from observations_ranked

@@ -58,6 +58,7 @@ class XnatApp:
         self.jsessions: dict[str, str] = {}
         self._lock = threading.Lock()
         self.request_log: list[tuple[str, str, int]] = []
+        self.in_flight: dict[str, int] = {}  # path -> requests being served now
         self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
         self.router = Router()
         r = self.router
@@ -91,7 +92,13 @@ class XnatApp:
             path=path,
             params=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
         )
-        ans = self.handle(req)
+        with self._lock:
+            self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        try:
+            ans = self.handle(req)
+        finally:
+            with self._lock:
+                self.in_flight[path] -= 1
         with self._lock:
             self.request_log.append((req.method, path, ans.status))
         return respond(start_response, ans)

@@ -131,6 +131,7 @@ class Faults:
     fail_path: str = ""  # ... whose path starts with this (and that are not auth/connect)
     delay_seconds: float = 0.0
     delay_path: str = ""
+    delay_after: int = 0  # ... once this many matching requests went by undelayed
     unauthorized_after: int | None = None  # every request after N more is refused with 401
     dqr_stuck: bool = False  # DQR requests stop at ISSUED and nothing arrives
     drop_files: int = 0  # sessions are archived with this many fewer files than sent
@@ -141,14 +142,16 @@ class Faults:
         with self.lock:
             self.fail_status, self.fail_count, self.fail_path = status, count, path
 
-    def slow(self, seconds: float, path: str = "") -> None:
-        self.delay_seconds, self.delay_path = seconds, path
+    def slow(self, seconds: float, path: str = "", after: int = 0) -> None:
+        with self.lock:
+            self.delay_seconds, self.delay_path, self.delay_after = seconds, path, after
 
     def reset(self) -> None:
         with self.lock:
             self.fail_status = self.fail_count = self.drop_files = 0
             self.fail_path = self.delay_path = ""
             self.delay_seconds = 0.0
+            self.delay_after = 0
             self.unauthorized_after = None
             self.dqr_stuck = False
 
@@ -165,11 +168,17 @@ class Faults:
                 and req.path.startswith(self.fail_path)
                 and not req.path.startswith(("/data/JSESSION", "/data/services/auth"))
             )
+            status = self.fail_status
             if hit:
                 self.fail_count -= 1
-                status = self.fail_status
-        if self.delay_seconds and req.path.startswith(self.delay_path):
-            time.sleep(self.delay_seconds)
+            delay = 0.0
+            if self.delay_seconds and req.path.startswith(self.delay_path):
+                if self.delay_after > 0:
+                    self.delay_after -= 1
+                else:
+                    delay = self.delay_seconds
+        if delay:
+            time.sleep(delay)
         if hit:
             return error(status, "Internal Server Error (fault switched on by the test)")
         return None

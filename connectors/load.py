@@ -56,7 +56,7 @@ class Study:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Study:
-        n = row.get("number_of_study_related_instances")
+        n: Any = row.get("number_of_study_related_instances")
         return cls(
             study_instance_uid=str(row["study_instance_uid"]),
             accession_number=row.get("accession_number"),

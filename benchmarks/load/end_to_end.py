@@ -79,8 +79,9 @@ def settings_for(spec: dict[str, Any]) -> Any:
             port=spec["pacs_port"],
             called_aet="ORTHANC",
             max_associations=spec["assoc"],
+            retrieve_backend=spec.get("backend", "pynetdicom"),
         ),
-        xnat=XnatConfig(url=spec["xnat_url"], project=spec["project"], timeout=600.0),
+        xnat=XnatConfig(url=spec["xnat_url"], project=spec.get("project", "LOAD"), timeout=600.0),
         warehouse=WarehouseConfig(path=str(work / "wh" / "w.duckdb")),
         load=LoadConfig(work_dir=str(work / "tmp"), queue_size=2, retries=0),
     )
@@ -142,17 +143,23 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         assert summary["loaded"] == len(studies), summary
         nbytes = summary["bytes"]
     seconds = time.perf_counter() - t
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "bytes": nbytes, "rss_mb": rss_mb}
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return {"seconds": seconds, "bytes": nbytes, "rss_mb": me.ru_maxrss / 1024, "cpu": cpu}
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"{spec['variant']} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -172,6 +179,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--size", type=int, default=256, help="image rows = columns")
     ap.add_argument("--assoc", type=int, default=2, help="max_associations")
+    ap.add_argument("--backend", default="pynetdicom", choices=("pynetdicom", "dcmtk"))
     ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -202,7 +210,12 @@ def main() -> None:
             orthanc.upload(sorted(folder.iterdir()))
             shutil.rmtree(folder)
             studies.append((uid, args.images))
-        base = {"pacs_port": orthanc.port, "xnat_url": url, "assoc": args.assoc}
+        base = {
+            "pacs_port": orthanc.port,
+            "xnat_url": url,
+            "assoc": args.assoc,
+            "backend": args.backend,
+        }
         keep = root / "retrieved"
         rows = []
         spec = {**base, "studies": studies, "keep": str(keep), "work": str(root / "w1")}
@@ -239,15 +252,18 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
     bound = max(by["retrieve-only"]["seconds"], by["upload-only"]["seconds"])
     print(
         f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
-        f"max_associations={args.assoc}; baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
+        f"max_associations={args.assoc}, retrieve_backend={args.backend}; baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
     )
-    print(f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}{'peak RSS MB':>13}")
+    print(
+        f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"
+        f"{'peak RSS MB':>13}{'client CPU s':>14}"
+    )
     for name, r in rows:
         mb = r["bytes"] / 1e6
         ratio = r["seconds"] / bound if not name.startswith("load 1 study") else float("nan")
         print(
             f"{name:<26}{r['seconds']:>9.1f}{mb:>9.0f}{mb / r['seconds']:>8.1f}"
-            f"{ratio:>12.2f}{r['rss_mb']:>13.0f}"
+            f"{ratio:>12.2f}{r['rss_mb']:>13.0f}{r['cpu']:>14.1f}"
         )
     e2e = by["load (direct)"]["seconds"] / bound
     print(f"\nload / max(retrieve, upload) = {e2e:.2f}  (target <= 1.30)")

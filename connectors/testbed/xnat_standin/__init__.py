@@ -75,7 +75,7 @@ class StandinXnat:
         )
         self._port = self._server.server_address[1]  # a restart keeps the same port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="standin-xnat", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="standin-xnat", daemon=True
         )
         self._thread.start()
         return self

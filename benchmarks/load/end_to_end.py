@@ -252,7 +252,8 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
     bound = max(by["retrieve-only"]["seconds"], by["upload-only"]["seconds"])
     print(
         f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
-        f"max_associations={args.assoc}, retrieve_backend={args.backend}; baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
+        f"max_associations={args.assoc}, retrieve_backend={args.backend}; "
+        f"baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
     )
     print(
         f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"

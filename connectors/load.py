@@ -182,7 +182,7 @@ def run_load(
     # One login for the whole run: sync, the manifest build (dbt never touches XNAT), loading.
     with XnatClient(settings) as client:
         client.check_project()
-        synced = sync_sessions(rc, client)
+        synced = sync_sessions(rc, client, as_own_run=True)
         present: dict[str, tuple[str, str]] = synced.pop("sessions_by_label")
         if build_manifest:
             from connectors.dbt import build
@@ -196,7 +196,12 @@ def run_load(
         studies = [Study.from_row(r) for r in rows]
         if limit:
             studies = studies[:limit]
-        summary: dict[str, Any] = {"mode": mode, "studies": len(studies), "sync": synced}
+        summary: dict[str, Any] = {
+            "mode": mode,
+            "manifest_rows": len(rows),
+            "studies": len(studies),
+            "sync": synced,
+        }
         if dry_run:
             _print_plan(studies, present)
             summary["dry_run"] = True

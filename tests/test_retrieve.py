@@ -25,6 +25,7 @@ from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
 from connectors.pacs_net import make_ae, open_association
 from connectors.retrieve import RetrievedStudy, Retriever
 from connectors.storage import file_name_for
+from connectors.testbed.dcmqrscp import Dcmqrscp
 from connectors.testbed.orthanc import free_port
 from tests.conftest import in_ci, require_binary
 from tests.pacs_fixtures import pacs_settings
@@ -236,13 +237,18 @@ def test_a_full_disk_is_disk_full(
 
 
 @pytest.mark.dcmtk
-def test_retrieves_from_dcmqrscp(
-    dcmqrscp: Any, studies: dict[str, list[Path]], tmp_path: Path
-) -> None:
-    """It retrieves a whole study from dcmtk's dcmqrscp with C-GET."""
+def test_retrieves_from_dcmqrscp(studies: dict[str, list[Path]], tmp_path: Path) -> None:
+    """It retrieves a whole study from dcmtk's dcmqrscp with C-GET.
+
+    A private dcmqrscp, not the session one: the test bed's single-process dcmqrscp answers
+    its first association only (reported to the lead).
+    """
+    require_binary("dcmqrscp", "dcmtk")
     uid = sorted(studies)[1]
-    with Retriever(pacs_settings(dcmqrscp)) as r:
-        got = r.retrieve(uid, tmp_path / uid, expected=len(studies[uid]))
+    with Dcmqrscp(tmp_path / "qr") as server:
+        server.add_files(studies[uid])
+        with Retriever(pacs_settings(server)) as r:
+            got = r.retrieve(uid, tmp_path / uid, expected=len(studies[uid]))
     assert_same_instances(got, studies[uid])
 
 

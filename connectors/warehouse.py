@@ -245,23 +245,40 @@ class Warehouse:
 
         Columns missing from a row are null; an unknown key is a programming error.
         """
-        spec = RAW_TABLES[table]
-        names = spec.column_names
-        batch: list[Sequence[Any]] = []
-        for row in rows:
-            extra = set(row) - set(names)
-            if extra:
-                raise KeyError(f"raw.{table} has no column(s) {sorted(extra)}")
-            batch.append(tuple(row.get(n) for n in names))
-        if not batch:
-            return 0
-        sql = f"insert into raw.{table} ({', '.join(names)}) values ({', '.join('?' * len(names))})"
+        return self.append_many({table: rows}, con=con)[table]
+
+    def append_many(
+        self,
+        tables: Mapping[str, Iterable[Mapping[str, Any]]],
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> dict[str, int]:
+        """Append rows to several raw tables in ONE transaction: all of them or none.
+
+        E.g. a patient's ``pacs_studies`` rows together with the ``pacs_queries`` row saying
+        its query succeeded, so a run killed half way never leaves one without the other.
+        """
+        statements: list[tuple[str, list[Sequence[Any]]]] = []
+        counts: dict[str, int] = {}
+        for table, rows in tables.items():
+            names = RAW_TABLES[table].column_names
+            batch: list[Sequence[Any]] = []
+            for row in rows:
+                extra = set(row) - set(names)
+                if extra:
+                    raise KeyError(f"raw.{table} has no column(s) {sorted(extra)}")
+                batch.append(tuple(row.get(n) for n in names))
+            counts[table] = len(batch)
+            if batch:
+                cols, marks = ", ".join(names), ", ".join("?" * len(names))
+                statements.append((f"insert into raw.{table} ({cols}) values ({marks})", batch))
+        if not statements:
+            return counts
         if con is not None:
-            _append_batch(con, sql, batch)
+            _append_batches(con, statements)
         else:
             with self.connect() as own:
-                _append_batch(own, sql, batch)
-        return len(batch)
+                _append_batches(own, statements)
+        return counts
 
     def read_relation(
         self, relation: str, where: str = "", params: Sequence[Any] = ()
@@ -280,10 +297,13 @@ class Warehouse:
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def _append_batch(con: duckdb.DuckDBPyConnection, sql: str, batch: list[Sequence[Any]]) -> None:
+def _append_batches(
+    con: duckdb.DuckDBPyConnection, statements: list[tuple[str, list[Sequence[Any]]]]
+) -> None:
     con.execute("begin transaction")
     try:
-        con.executemany(sql, batch)
+        for sql, batch in statements:
+            con.executemany(sql, batch)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

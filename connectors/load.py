@@ -144,10 +144,11 @@ class LoadContext:
         if self.on_done is not None:
             self.on_done(study, out, final)
 
-    def already_there(self, study: Study) -> Outcome | None:
-        """An outcome without loading when XNAT already has this label (our study or not)."""
+    def already_there(self, study: Study, ask_xnat: bool = False) -> Outcome | None:
+        """An outcome without loading when XNAT already has this label (our study or not):
+        from the run's fresh sync, and with ``ask_xnat`` also from XNAT right now."""
         found = self.present.get(study.session_label)
-        if found is None:
+        if found is None and ask_xnat:
             row = self.client.find_session(study.session_label)
             found = (row["ID"], row.get("UID", "")) if row else None
         if found is None:

@@ -192,11 +192,15 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
 def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first: bool) -> Outcome:
     client = ctx.client
     n = len(files)
-    if not first:
-        # A try that timed out may still have been archived: look before sending again.
-        row = client.find_session(study.session_label)
-        if row is not None:
+    # Look before sending: XNAT may have the session since the sync (another run, DQR), or a
+    # try of ours that timed out may have been archived after all.
+    row = client.find_session(study.session_label)
+    if row is not None:
+        if not first:
             return _verify(ctx, study, row, n, removed_on_mismatch=True)
+        if row.get("UID") and row["UID"] != study.study_instance_uid:
+            raise StudyFailed("xnat_conflict", f"session {study.session_label} holds another study")
+        return Outcome("already_present", files_expected=study.expected, xnat_session_id=row["ID"])
     client.ensure_subject(study.subject_label)
     progress = ZipProgress()
     try:

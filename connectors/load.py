@@ -204,7 +204,8 @@ def run_load(
             "sync": synced,
         }
         if dry_run:
-            _print_plan(studies, present)
+            if not console.json_mode():  # --json: stdout carries the summary only
+                _print_plan(studies, present)
             summary["dry_run"] = True
             summary["would_load"] = sum(1 for s in studies if s.session_label not in present)
             return summary

@@ -40,6 +40,7 @@ from connectors.errors import StudyFailed
 from connectors.pacs_net import make_ae, open_association
 from connectors.retrieve_dcmtk import DcmtkBackend
 from connectors.retrieve_pace import fast_reactor
+from connectors.retrieve_procs import WorkerPool, raise_or_return
 from connectors.retrieve_scp import MoveReceiver
 from connectors.storage import StudySink, encoded_instance, get_storage_contexts
 
@@ -92,10 +93,17 @@ class Retriever:
         self._receiver: MoveReceiver | None = None
         self._closed = False
         self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
+        # pynetdicom C-GET with several associations: one worker process per association
+        self._use_processes = (
+            self._dcmtk is None and self.method == "c-get" and settings.pacs.max_associations > 1
+        )
+        self._pool: WorkerPool | None = None
 
     # -- context manager -------------------------------------------------------------------
 
     def __enter__(self) -> Retriever:
+        if self._use_processes:
+            self._pool = WorkerPool(self.settings, self.settings.pacs.max_associations)
         if self.method == "c-move" and self._dcmtk is None:
             self._receiver = MoveReceiver(self.settings)
             self._receiver.start()
@@ -119,6 +127,9 @@ class Retriever:
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -129,8 +140,11 @@ class Retriever:
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sink = StudySink(uid, dest)
         started = time.monotonic()
+        if self._pool is not None:
+            files, size, _ = raise_or_return(self._pool.run(uid, dest, expected))
+            return RetrievedStudy(uid, dest, files, size, expected, time.monotonic() - started)
+        sink = StudySink(uid, dest)
         with self._slots:
             if self._dcmtk is not None:
                 outcome, ok = self._run_dcmtk(sink, expected)

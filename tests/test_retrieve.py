@@ -161,7 +161,10 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     server = orthanc_factory(files)
     expected = number_of_study_related_instances(server, uid)
     assert server.delete_instance(pydicom.dcmread(files[0]).SOPInstanceUID)
-    with Retriever(pacs_settings(server)) as r, pytest.raises(StudyFailed) as e:
+    with (
+        Retriever(pacs_settings(server, max_associations=1)) as r,
+        pytest.raises(StudyFailed) as e,
+    ):
         r.retrieve(uid, tmp_path / "s", expected=expected)
     assert e.value.reason_category == "retrieve_incomplete"
     assert (e.value.files_expected, e.value.files_received) == (expected, expected - 1)
@@ -169,16 +172,21 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1
 
 
+@pytest.mark.parametrize("associations", [1, 2])
 def test_a_dropped_association_fails_the_study_and_the_next_retrieve_reconnects(
-    demo_pacs_factory: Callable[..., Any], studies: dict[str, list[Path]], tmp_path: Path
+    demo_pacs_factory: Callable[..., Any],
+    studies: dict[str, list[Path]],
+    tmp_path: Path,
+    associations: int,
 ) -> None:
     """It turns an association aborted mid-C-GET into a transient 'retrieve_failed' that keeps
-    the files already written, then opens a fresh association for the next retrieve."""
+    the files already written, then opens a fresh association for the next retrieve (in this
+    process with one association, in the worker processes with two)."""
     pacs = demo_pacs_factory(abort_after=1)
     uid = max(studies, key=lambda u: len(studies[u]))
     n = len(studies[uid])
     assert n > 1
-    with Retriever(pacs_settings(pacs)) as r:
+    with Retriever(pacs_settings(pacs, max_associations=associations)) as r:
         with pytest.raises(StudyFailed) as e:
             r.retrieve(uid, tmp_path / "first", expected=n)
         assert e.value.reason_category == "retrieve_failed"
@@ -225,7 +233,11 @@ def test_a_full_disk_is_disk_full(
     'disk_full', leaving no half-written file behind."""
     uid = max(studies, key=lambda u: sum(p.stat().st_size for p in studies[u]))
     settings = pacs_settings(
-        orthanc, retrieve=method, move_destination=MOVE_AET, receive_port=receive_port
+        orthanc,
+        retrieve=method,
+        move_destination=MOVE_AET,
+        receive_port=receive_port,
+        max_associations=1,
     )
     with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
         r.retrieve(uid, tiny_disk / "s", expected=len(studies[uid]))
@@ -247,13 +259,14 @@ def test_retrieves_from_dcmqrscp(studies: dict[str, list[Path]], tmp_path: Path)
     uid = sorted(studies)[1]
     with Dcmqrscp(tmp_path / "qr") as server:
         server.add_files(studies[uid])
-        with Retriever(pacs_settings(server)) as r:
+        with Retriever(pacs_settings(server, max_associations=1)) as r:
             got = r.retrieve(uid, tmp_path / uid, expected=len(studies[uid]))
     assert_same_instances(got, studies[uid])
 
 
 def test_no_pacs_is_unreachable(tmp_path: Path) -> None:
-    """It raises PacsUnreachable (exit 3) naming the address when nothing listens there."""
+    """It raises PacsUnreachable (exit 3) naming the address when nothing listens there, from
+    a worker process too."""
     settings = settings_from_dict({"pacs": {"port": free_port(), "acse_timeout": 2.0}})
     with Retriever(settings) as r, pytest.raises(PacsUnreachable) as e:
         r.retrieve("1.2.3", tmp_path / "x")

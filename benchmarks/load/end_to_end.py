@@ -155,6 +155,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "bytes": nbytes,
         "rss_mb": me.ru_maxrss / 1024,
+        "child_rss_mb": kids.ru_maxrss / 1024,  # the largest retrieval worker process
         "cpu": cpu,
         **extra,
     }
@@ -279,14 +280,14 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
     )
     print(
         f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"
-        f"{'peak RSS MB':>13}{'CPU s: client':>15}{'XNAT':>6}{'PACS':>6}"
+        f"{'peak RSS MB':>13}{'(workers)':>10}{'CPU s: client':>15}{'XNAT':>6}{'PACS':>6}"
     )
     for name, r in rows:
         mb = r["bytes"] / 1e6
         ratio = r["seconds"] / bound if not name.startswith("load 1 study") else float("nan")
         print(
             f"{name:<26}{r['seconds']:>9.1f}{mb:>9.0f}{mb / r['seconds']:>8.1f}"
-            f"{ratio:>12.2f}{r['rss_mb']:>13.0f}{r['cpu']:>15.1f}"
+            f"{ratio:>12.2f}{r['rss_mb']:>13.0f}{r['child_rss_mb']:>10.0f}{r['cpu']:>15.1f}"
             f"{r['xnat_cpu']:>6.1f}{r['pacs_cpu']:>6.1f}"
         )
     load = by["load (direct)"]

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from connectors import console
-from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed
+from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed, XnatUnreachable
 from connectors.runs import RunContext
 from connectors.sync import sync_sessions
 from connectors.warehouse import utcnow
@@ -39,6 +39,7 @@ from connectors.xnat import XnatClient
 logger = logging.getLogger(__name__)
 
 MANIFEST = "main.ingest_manifest"
+UNAVAILABLE_LIMIT = 3  # studies in a row failed as xnat_unavailable: XNAT is down, stop (exit 3)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class LoadContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_done: Callable[[Study, Outcome, bool], None] | None = None
     con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
+    unavailable_in_a_row: int = 0
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now (so a crash loses nothing that happened)."""
@@ -137,6 +139,8 @@ class LoadContext:
         with self._lock:  # serialises the shared connection too
             self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
             if final:
+                down = out.reason_category == "xnat_unavailable"
+                self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0
                 self.tallies[out.outcome] = self.tallies.get(out.outcome, 0) + 1
                 if out.outcome == "failed":
                     self.failures.append((study, out))
@@ -144,6 +148,11 @@ class LoadContext:
                     self.bytes_loaded += out.bytes_transferred or 0
         if self.on_done is not None:
             self.on_done(study, out, final)
+        if self.unavailable_in_a_row >= UNAVAILABLE_LIMIT:
+            raise XnatUnreachable(
+                f"XNAT failed {UNAVAILABLE_LIMIT} studies in a row after retries "
+                f"({out.message}); stopping: rerun load when XNAT is back"
+            )
 
     def already_there(self, study: Study, ask_xnat: bool = False) -> Outcome | None:
         """An outcome without loading when XNAT already has this label (our study or not):

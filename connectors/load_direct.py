@@ -70,22 +70,24 @@ def load_direct(
     ready: queue.Queue[_Retrieved] = queue.Queue(maxsize=settings.load.queue_size)
     stop = threading.Event()
     factory = retriever_factory or _default_retriever
-    with factory(settings) as retriever:
-        pool = ThreadPoolExecutor(settings.pacs.max_associations, thread_name_prefix="retrieve")
-        try:
-            for s in todo:
-                pool.submit(_produce, ctx, retriever, s, work, ready, stop)
-            for _ in todo:
-                item = ready.get()
-                if item.fatal is not None:
-                    raise item.fatal
-                _consume(ctx, item)
-        finally:
-            stop.set()
-            _drain(ready)
-            pool.shutdown(wait=True, cancel_futures=True)
-            _drain(ready)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with factory(settings) as retriever:
+            pool = ThreadPoolExecutor(settings.pacs.max_associations, thread_name_prefix="retrieve")
+            try:
+                for s in todo:
+                    pool.submit(_produce, ctx, retriever, s, work, ready, stop)
+                for _ in todo:
+                    item = ready.get()
+                    if item.fatal is not None:
+                        raise item.fatal
+                    _consume(ctx, item)
+            finally:
+                stop.set()
+                _drain(ready)
+                pool.shutdown(wait=True, cancel_futures=True)
+                _drain(ready)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # nothing retrieved outlives the run
 
 
 def _drain(q: queue.Queue[_Retrieved]) -> None:

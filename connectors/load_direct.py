@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -64,6 +65,7 @@ def load_direct(
             todo.append(s)
     if not todo:
         return
+    _remove_stale_runs(settings.work_dir)
     work = settings.work_dir / ctx.rc.run_id
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(work, 0o700)
@@ -88,6 +90,20 @@ def load_direct(
                 _drain(ready)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # nothing retrieved outlives the run
+
+
+RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+def _remove_stale_runs(work_dir: Path) -> None:
+    """Folders of runs that were killed (SIGKILL, power cut): only one load runs at a time
+    (the warehouse lock), so any run folder found now is stale. Only run-id-named folders."""
+    if not work_dir.is_dir():
+        return
+    for child in work_dir.iterdir():
+        if child.is_dir() and RUN_FOLDER.match(child.name):
+            logger.info("removing a killed run's retrieved files: %s", child)
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def _drain(q: queue.Queue[_Retrieved]) -> None:

@@ -100,6 +100,7 @@ def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
     rerun = [a for a in attempts(settings) if a["run_id"] == rc.run_id]
     assert {a["outcome"] for a in rerun} <= {"loaded", "already_present"}
     assert len(_imports(app_)) - 2 == 1 + summary["loaded"]  # the killed one, then the rest
+    assert not any((tmp_path / "work").rglob("*.dcm"))  # the killed run's files too
 
 
 def _imports(app_: Any) -> list[Any]:

@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 PLAN_MART = "main.pacs_query_plan"
 #: First wait before asking again after a lost association; doubles each retry.
 RETRY_BACKOFF_SECONDS = 0.5
-#: Results written per transaction at most (each patient's rows stay together).
+#: Results written per transaction at most (each patient's rows stay together), and how long
+#: the writer waits to fill a transaction (a kill loses at most this much work, asked again).
 WRITE_BATCH = 200
+WRITE_DELAY_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,9 @@ def run_query(
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
     today = today or dt.date.today()
+    settings = rc.settings
+    # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
+    open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     build_plan(rc, today)
     plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
@@ -299,23 +304,45 @@ def run_query(
     if not tasks:
         console.say("Nothing to ask: every active patient is queried up to today.")
         return {**summary, "patients_queried": 0, "patients_failed": 0, "studies_found": 0}
+    try:
+        summary.update(ask_patients(rc, tasks))
+    except PacsUnreachable:
+        rc.summary.update(summary)
+        raise
+    console.say(
+        f"Queried {summary['patients_queried']} patients: {summary['studies_found']} studies "
+        f"found, {summary['patients_failed']} failed, {summary['sub_queries']} C-FIND requests."
+    )
+    if summary["patients_failed"]:
+        summary["exit_code"] = 1
+    return summary
+
+
+def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any]:
+    """Ask the PACS for every task on at most ``max_associations`` reused associations and
+    record each outcome as it arrives; the counts. ``PacsUnreachable`` if the PACS goes away
+    for good (what was committed stays)."""
     settings = rc.settings
-    first = open_association(settings, make_ae(settings, QUERY_CONTEXTS))  # exit 3 if not
     n_workers = max(1, min(settings.pacs.max_associations, len(tasks)))
     logger.info(
-        "querying %d patients on %s with %d associations", len(tasks), describe(settings), n_workers
+        "querying %d patients on %s with %d associations",
+        len(tasks),
+        describe(settings),
+        n_workers,
     )
     todo: queue.SimpleQueue[PlannedQuery] = queue.SimpleQueue()
     for t in tasks:
         todo.put(t)
     results: queue.SimpleQueue[Outcome | _Fatal | None] = queue.SimpleQueue()
     stop = threading.Event()
-    askers = [_Asker(settings, first if i == 0 else None) for i in range(n_workers)]
     threads = [
         threading.Thread(
-            target=_work, args=(a, todo, results, stop), daemon=True, name=f"cfind-{i}"
+            target=_work,
+            args=(_Asker(settings), todo, results, stop),
+            daemon=True,
+            name=f"cfind-{i}",
         )
-        for i, a in enumerate(askers)
+        for i in range(n_workers)
     ]
     for th in threads:
         th.start()
@@ -326,23 +353,17 @@ def run_query(
         stop.set()
         for th in threads:
             th.join()
-    summary.update(
-        patients_queried=tally.queried,
-        patients_failed=tally.failed,
-        studies_found=tally.studies,
-        sub_queries=tally.sub_queries,
-        max_associations=n_workers,
-    )
+    counts = {
+        "patients_queried": tally.queried,
+        "patients_failed": tally.failed,
+        "studies_found": tally.studies,
+        "sub_queries": tally.sub_queries,
+        "max_associations": n_workers,
+    }
     if fatal is not None:
-        rc.summary.update(summary)
+        rc.summary.update(counts)
         raise fatal.error
-    console.say(
-        f"Queried {tally.queried} patients: {tally.studies} studies found, "
-        f"{tally.failed} failed, {tally.sub_queries} C-FIND requests."
-    )
-    if tally.failed:
-        summary["exit_code"] = 1
-    return summary
+    return counts
 
 
 def _collect(
@@ -362,6 +383,7 @@ def _collect(
         while running:
             batch: list[Outcome] = []
             item = results.get()
+            deadline = time.monotonic() + WRITE_DELAY_SECONDS
             while True:
                 if item is None:
                     running -= 1
@@ -370,10 +392,10 @@ def _collect(
                     stop.set()
                 else:
                     batch.append(item)
-                if len(batch) >= WRITE_BATCH:
+                if len(batch) >= WRITE_BATCH or not running:
                     break
-                try:
-                    item = results.get_nowait()
+                try:  # gather a little more: fewer, larger transactions
+                    item = results.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
             if not batch:
@@ -399,4 +421,11 @@ def _collect(
     return fatal
 
 
-__all__ = ["PlannedQuery", "build_plan", "outcome_rows", "plan_queries", "run_query"]
+__all__ = [
+    "PlannedQuery",
+    "ask_patients",
+    "build_plan",
+    "outcome_rows",
+    "plan_queries",
+    "run_query",
+]

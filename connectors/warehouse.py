@@ -257,7 +257,7 @@ class Warehouse:
         E.g. a patient's ``pacs_studies`` rows together with the ``pacs_queries`` row saying
         its query succeeded, so a run killed half way never leaves one without the other.
         """
-        statements: list[tuple[str, list[Sequence[Any]]]] = []
+        statements: list[tuple[str, list[Any]]] = []
         counts: dict[str, int] = {}
         for table, rows in tables.items():
             names = RAW_TABLES[table].column_names
@@ -268,9 +268,7 @@ class Warehouse:
                     raise KeyError(f"raw.{table} has no column(s) {sorted(extra)}")
                 batch.append(tuple(row.get(n) for n in names))
             counts[table] = len(batch)
-            if batch:
-                cols, marks = ", ".join(names), ", ".join("?" * len(names))
-                statements.append((f"insert into raw.{table} ({cols}) values ({marks})", batch))
+            statements.extend(_insert_statements(table, names, batch))
         if not statements:
             return counts
         if con is not None:
@@ -297,13 +295,31 @@ class Warehouse:
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+#: Rows per multi-row INSERT: DuckDB's executemany runs one statement per row, ~10× slower.
+INSERT_CHUNK = 256
+
+
+def _insert_statements(
+    table: str, names: Sequence[str], batch: list[Sequence[Any]]
+) -> list[tuple[str, list[Any]]]:
+    """Multi-row ``insert ... values (?, ...), (?, ...)`` statements with flattened parameters."""
+    cols, marks = ", ".join(names), "(" + ", ".join("?" * len(names)) + ")"
+    out = []
+    for i in range(0, len(batch), INSERT_CHUNK):
+        chunk = batch[i : i + INSERT_CHUNK]
+        values = ", ".join([marks] * len(chunk))
+        params = [v for row in chunk for v in row]
+        out.append((f"insert into raw.{table} ({cols}) values {values}", params))
+    return out
+
+
 def _append_batches(
-    con: duckdb.DuckDBPyConnection, statements: list[tuple[str, list[Sequence[Any]]]]
+    con: duckdb.DuckDBPyConnection, statements: list[tuple[str, list[Any]]]
 ) -> None:
     con.execute("begin transaction")
     try:
-        for sql, batch in statements:
-            con.executemany(sql, batch)
+        for sql, params in statements:
+            con.execute(sql, params)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -3,7 +3,7 @@ dcmqrscp and the in-process demo PACS, seeded with one synthetic cohort written 
 
 - ``pacs_cohort``: the cohort (``make_cohort(PACS_COHORT_SIZE, seed=PACS_COHORT_SEED,
   as_of=PACS_AS_OF)``); ``pacs_files``: its studies as DICOM files (at most
-  ``PACS_INSTANCES_PER_STUDY`` instances each, 64×64 16-bit pixels), written once per session.
+  ``PACS_INSTANCES_PER_SERIES`` instances per series, 64×64 16-bit pixels), written once.
 - ``orthanc``: a session-scoped Orthanc (TCP_NODELAY=1) holding ``pacs_files``.
 - ``orthanc_factory(**kwargs)``: start more Orthancs (small, capped with ``limit_find_results``,
   ``check_called_aet=True``, ``tcp_nodelay=False``, ``modalities=...``); stopped at teardown.
@@ -35,7 +35,7 @@ from tests.conftest import require_binary
 PACS_AS_OF = dt.date(2026, 11, 1)
 PACS_COHORT_SIZE = 16
 PACS_COHORT_SEED = 11
-PACS_INSTANCES_PER_STUDY = 3
+PACS_INSTANCES_PER_SERIES = 3
 
 
 def pacs_settings(server: Any, base: Settings | None = None, **pacs: Any) -> Settings:
@@ -65,7 +65,7 @@ def pacs_cohort() -> Cohort:
 @pytest.fixture(scope="session")
 def pacs_files(pacs_cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("pacs_dicom")
-    return write_cohort(pacs_cohort, folder, max_instances_per_study=PACS_INSTANCES_PER_STUDY)
+    return write_cohort(pacs_cohort, folder, max_instances_per_series=PACS_INSTANCES_PER_SERIES)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,6 @@ from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
 from connectors.pacs_net import make_ae, open_association
 from connectors.retrieve import RetrievedStudy, Retriever
 from connectors.storage import file_name_for
-from connectors.testbed.dcmqrscp import Dcmqrscp
 from connectors.testbed.orthanc import free_port
 from tests.conftest import in_ci, require_binary
 from tests.pacs_fixtures import pacs_settings
@@ -249,19 +248,46 @@ def test_a_full_disk_is_disk_full(
 
 
 @pytest.mark.dcmtk
-def test_retrieves_from_dcmqrscp(studies: dict[str, list[Path]], tmp_path: Path) -> None:
-    """It retrieves a whole study from dcmtk's dcmqrscp with C-GET.
+def test_retrieves_from_dcmqrscp(
+    dcmqrscp: Any, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """It retrieves whole studies from dcmtk's dcmqrscp with C-GET, on one association."""
+    uids = sorted(studies)[1:3]
+    with Retriever(pacs_settings(dcmqrscp, max_associations=1)) as r:
+        got = [r.retrieve(u, tmp_path / u, expected=len(studies[u])) for u in uids]
+    for study in got:
+        assert_same_instances(study, studies[study.study_instance_uid])
 
-    A private dcmqrscp, not the session one: the test bed's single-process dcmqrscp answers
-    its first association only (reported to the lead).
-    """
-    require_binary("dcmqrscp", "dcmtk")
-    uid = sorted(studies)[1]
-    with Dcmqrscp(tmp_path / "qr") as server:
-        server.add_files(studies[uid])
-        with Retriever(pacs_settings(server, max_associations=1)) as r:
-            got = r.retrieve(uid, tmp_path / uid, expected=len(studies[uid]))
-    assert_same_instances(got, studies[uid])
+
+@pytest.mark.orthanc
+def test_a_study_listed_with_no_images_is_no_images_on_pacs(orthanc: Any, tmp_path: Path) -> None:
+    """It names a retrieve that brings nothing for a study the PACS counted 0 instances for
+    'no_images_on_pacs', not a PACS failure."""
+    with (
+        Retriever(pacs_settings(orthanc, max_associations=1)) as r,
+        pytest.raises(StudyFailed) as e,
+    ):
+        r.retrieve("1.2.826.0.1.3680043.8.498.2", tmp_path / "x", expected=0)
+    assert e.value.reason_category == "no_images_on_pacs"
+    assert not e.value.transient
+
+
+@pytest.mark.orthanc
+def test_a_move_destination_the_pacs_does_not_know_fails_with_its_status(
+    orthanc: Any, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """It reports the PACS's failure status (Orthanc 0xC000, others 0xA801) naming our move
+    destination, with no files, as 'retrieve_failed' (the study is on the PACS)."""
+    settings = pacs_settings(
+        orthanc, retrieve="c-move", move_destination="NOBODY", receive_port=free_port()
+    )
+    uid = sorted(studies)[0]
+    with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
+        r.retrieve(uid, tmp_path / "s", expected=len(studies[uid]))
+    assert e.value.reason_category == "retrieve_failed"
+    assert "status 0x" in str(e.value)
+    assert "move_destination 'NOBODY'" in str(e.value)
+    assert e.value.files_received == 0
 
 
 def test_no_pacs_is_unreachable(tmp_path: Path) -> None:

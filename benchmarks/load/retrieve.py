@@ -314,7 +314,7 @@ def print_table(rows: list[dict]) -> None:
     base = next(r for r in rows if r["name"] == BASELINE)
     base_rate = base["bytes"] / base["seconds"]
     print(f"| {'variant':<52} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | RSS MB |")
-    print(f"|{'-' * 50}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
+    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
     for r in rows:
         rate = r["bytes"] / r["seconds"]
         rss = f"{r['rss_mb']:.0f}" if r.get("rss_mb") else "-"

@@ -202,6 +202,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image rows = columns")
     ap.add_argument("--assoc", type=int, default=2, help="max_associations")
     ap.add_argument("--backend", default="pynetdicom", choices=("pynetdicom", "dcmtk"))
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="interleaved rounds; each variant's fastest is kept"
+    )
     ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -212,7 +215,7 @@ def main() -> None:
     from connectors.testbed.orthanc import Orthanc
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    projects = ["UPLOAD", "LOAD", "BIG"]
+    projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD")] + ["BIG"]
     standin = subprocess.Popen(
         [sys.executable, "-c", STANDIN % (USER, PASSWORD, projects)],
         stdin=subprocess.PIPE,
@@ -240,14 +243,22 @@ def main() -> None:
         }
         keep = root / "retrieved"
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
-        rows = []
-        spec = {**base, "studies": studies, "keep": str(keep), "work": str(root / "w1")}
-        rows.append(("retrieve-only", run_child({**spec, "variant": "retrieve-only"}, others)))
-        spec = {**spec, "project": "UPLOAD", "work": str(root / "w2")}
-        rows.append(("upload-only", run_child({**spec, "variant": "upload-only"}, others)))
-        shutil.rmtree(keep, ignore_errors=True)
-        spec = {**spec, "project": "LOAD", "work": str(root / "w3")}
-        rows.append(("load (direct)", run_child({**spec, "variant": "load"}, others)))
+        best: dict[str, dict[str, Any]] = {}
+        for r in range(args.repeat):  # interleaved rounds: fair on a machine shared with others
+            spec = {**base, "studies": studies, "keep": str(keep), "work": str(root / f"w1{r}")}
+            for name, variant, project in (
+                ("retrieve-only", "retrieve-only", "LOAD0"),
+                ("upload-only", "upload-only", f"UPLOAD{r}"),
+                ("load (direct)", "load", f"LOAD{r}"),
+            ):
+                work = str(root / f"{variant}-{r}")
+                got = run_child(
+                    {**spec, "variant": variant, "project": project, "work": work}, others
+                )
+                if name not in best or got["seconds"] < best[name]["seconds"]:
+                    best[name] = got
+            shutil.rmtree(keep, ignore_errors=True)
+        rows = list(best.items())
         if args.big_mb:
             n = max(1, args.big_mb * 1_000_000 // (512 * 512 * 2 + 1000))
             folder = root / "src" / "big"
@@ -275,6 +286,7 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
     bound = max(by["retrieve-only"]["seconds"], by["upload-only"]["seconds"])
     print(
         f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
+        f"fastest of {args.repeat} interleaved rounds, "
         f"max_associations={args.assoc}, retrieve_backend={args.backend}; "
         f"baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
     )

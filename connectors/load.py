@@ -183,9 +183,11 @@ def run_load(
     *,
     build_manifest: bool = True,
     retriever_factory: Callable[[Any], Any] | None = None,
+    relation: str = MANIFEST,
 ) -> dict[str, Any]:
     """Load the manifest. ``build_manifest=False`` reads the mart as it is (tests, demo);
-    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``."""
+    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``; ``relation``
+    is another mart with the manifest's columns (``failures --retry``), built by dbt too."""
     settings = rc.settings
     mode = mode or settings.xnat.mode
     if mode not in ("direct", "dqr"):
@@ -201,9 +203,9 @@ def run_load(
             build(
                 project_dir=rc.project_dir,
                 warehouse_path=settings.warehouse_path,
-                select=["+ingest_manifest"],
+                select=["+" + relation.split(".")[-1]],
             )
-        rows = rc.warehouse.read_relation(MANIFEST, "order by study_date, session_label")
+        rows = rc.warehouse.read_relation(relation, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
         if limit:
             studies = studies[:limit]

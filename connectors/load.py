@@ -30,7 +30,13 @@ from rich.progress import (
 from rich.table import Table
 
 from connectors import console
-from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed, XnatUnreachable
+from connectors.errors import (
+    EXIT_SOME_FAILED,
+    ConfigError,
+    StepFailed,
+    StudyFailed,
+    XnatUnreachable,
+)
 from connectors.runs import RunContext
 from connectors.sync import sync_sessions
 from connectors.warehouse import utcnow
@@ -198,13 +204,7 @@ def run_load(
         synced = sync_sessions(rc, client, as_own_run=True)
         present: dict[str, tuple[str, str]] = synced.pop("sessions_by_label")
         if build_manifest:
-            from connectors.dbt import build
-
-            build(
-                project_dir=rc.project_dir,
-                warehouse_path=settings.warehouse_path,
-                select=["+" + relation.split(".")[-1]],
-            )
+            _build_manifest(rc, relation)
         rows = rc.warehouse.read_relation(relation, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
         if limit:
@@ -249,6 +249,18 @@ def run_load(
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED
     return summary
+
+
+def _build_manifest(rc: RunContext, relation: str) -> None:
+    """``dbt build --select +<mart>``; cautious indirect selection, so a singular test that also
+    reads a model outside the selection (built or not) is left for the full build."""
+    from connectors.dbt import run_dbt
+
+    args = ["build", "--select", "+" + relation.split(".")[-1], "--indirect-selection", "cautious"]
+    result = run_dbt(args, project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path)
+    if not result.success:
+        detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
+        raise StepFailed(f"dbt build of the manifest failed:\n  {detail}")
 
 
 @contextlib.contextmanager

@@ -292,7 +292,10 @@ def load(
 
     Example: pacs2xnat load --limit 5
     """
-    _not_built(5)
+    from connectors.load import run_load
+
+    with invocation("load") as rc:
+        rc.summary.update(run_load(rc, mode, limit, dry_run))
 
 
 @app.command()
@@ -301,7 +304,10 @@ def sync() -> None:
 
     Example: pacs2xnat sync
     """
-    _not_built(5)
+    from connectors.sync import run_sync
+
+    with invocation("sync") as rc:
+        rc.summary.update(run_sync(rc))
 
 
 @app.command()

@@ -1,0 +1,197 @@
+"""The stand-in XNAT as a WSGI app: auth, the endpoints xnatpy needs to connect, listings and
+item documents (``xnat-rest-contract.md`` §§1-5). Import/prearchive live in ``archive.py``,
+the DQR plugin in ``dqr.py``."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from connectors.testbed.xnat_standin import archive, dqr, listing
+from connectors.testbed.xnat_standin.importer import drain
+from connectors.testbed.xnat_standin.store import Store
+from connectors.testbed.xnat_standin.web import (
+    Answer,
+    Faults,
+    Request,
+    Router,
+    as_json,
+    error,
+    respond,
+    result_set,
+    text,
+    unauthorized,
+)
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = ("/", "/data/services/auth", "/data/version")
+SCHEMAS = ("xnat", "xdat")
+BUILD_INFO = {
+    "version": "1.8.10",
+    "buildNumber": "standin",
+    "buildDate": "2024-01-01",
+    "commit": "standin",
+    "sha": "standin",
+}
+
+
+class XnatApp:
+    """One stand-in server's behaviour and state. ``users`` maps user name to password."""
+
+    def __init__(
+        self,
+        users: dict[str, str],
+        projects: Iterable[str] = ("HNC",),
+        pacs: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.users = dict(users)
+        self.store = Store()
+        for p in projects:
+            self.store.add_project(p)
+        self.faults = Faults()
+        self.jsessions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        # (method, path, status) of the latest requests, for tests; bounded for `demo serve`
+        self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
+            maxlen=100_000
+        )
+        self.in_flight: dict[str, int] = {}  # path -> requests being served now
+        self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
+        self.router = Router()
+        r = self.router
+        r.add("GET", "/", lambda q: text(200, "XNAT stand-in"))
+        r.add("GET,POST", "/data/JSESSION", self.jsession)
+        r.add("DELETE", "/data/JSESSION", self.logout)
+        r.add("PUT,POST", "/data/services/auth", self.login)
+        r.add("GET", "/data/auth", lambda q: text(200, f"User '{q.user}' is logged in."))
+        r.add("GET", "/data/version", lambda q: error(404, "Not Found"))
+        r.add("GET", "/xapi/siteConfig/buildInfo", lambda q: as_json(BUILD_INFO))
+        r.add("GET", "/xapi/schemas", lambda q: as_json(list(SCHEMAS)))
+        r.add("GET", "/xapi/schemas/{name}", self.schema)
+        r.add("GET", "/data/search/elements", lambda q: result_set([], title="Data-Types"))
+        r.add("GET", "/data/search/elements/{xsi}", lambda q: result_set([]))
+        r.add("GET", "/data/services/tokens/issue", self.token)
+        listing.register(r, self.store)
+        archive.register(r, self.store, self.faults)
+        self.dqr.register(r)
+
+    # ------------------------------------------------------------------ WSGI entry point
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/") or "/"
+        if path.startswith("/data/archive/"):
+            path = "/data/" + path[len("/data/archive/") :]
+        req = Request(
+            environ=environ,
+            method=environ["REQUEST_METHOD"].upper(),
+            path=path,
+            params=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+        )
+        with self._lock:
+            self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        try:
+            ans = self.handle(req)
+        finally:
+            with self._lock:
+                self.in_flight[path] -= 1
+        with self._lock:
+            self.request_log.append((req.method, path, ans.status))
+        return respond(start_response, ans)
+
+    def handle(self, req: Request) -> Answer:
+        new_cookie = None
+        if req.path not in OPEN_PATHS:
+            req.user, new_cookie = self.authenticate(req)
+            if req.user is None:
+                drain(req.environ)
+                return unauthorized()
+        fault = self.faults.before(req)
+        if fault is not None:
+            drain(req.environ)
+            return fault
+        handler, args, path_known = self.router.find(req.method, req.path)
+        if handler is None:
+            drain(req.environ)
+            return error(405 if path_known else 404, f"{req.path} not found.")
+        req.args = args
+        try:
+            ans = handler(req)
+        except Exception as e:
+            logger.exception("stand-in XNAT: %s %s failed", req.method, req.path)
+            ans = error(500, f"Internal Server Error: {type(e).__name__}")
+        if new_cookie and not any(h[0] == "Set-Cookie" for h in ans.headers):
+            ans.headers.append(("Set-Cookie", f"JSESSIONID={new_cookie}; Path=/; HttpOnly"))
+        return ans
+
+    def authenticate(self, req: Request) -> tuple[str | None, str | None]:
+        """(user, new session id): the JSESSIONID cookie, else Basic auth (which opens one)."""
+        sid = req.cookie("JSESSIONID")
+        with self._lock:
+            if sid and sid in self.jsessions:
+                return self.jsessions[sid], None
+        basic = req.basic_auth()
+        if basic and self.users.get(basic[0]) == basic[1]:
+            return basic[0], self.new_session(basic[0])
+        return None, None
+
+    def new_session(self, user: str) -> str:
+        sid = secrets.token_hex(16).upper()
+        with self._lock:
+            self.jsessions[sid] = user
+        return sid
+
+    # ------------------------------------------------------------------ handlers
+
+    def jsession(self, req: Request) -> Answer:
+        sid = req.cookie("JSESSIONID")
+        with self._lock:
+            known = sid in self.jsessions if sid else False
+        if not known:
+            sid = self.new_session(req.user or "")
+        ans = text(200, str(sid))
+        ans.headers.append(("Set-Cookie", f"JSESSIONID={sid}; Path=/; HttpOnly"))
+        return ans
+
+    def logout(self, req: Request) -> Answer:
+        sid = req.cookie("JSESSIONID")
+        with self._lock:
+            self.jsessions.pop(sid or "", None)
+        return text(200, "")
+
+    def login(self, req: Request) -> Answer:
+        form = req.read_form()
+        user = (form.get("username") or form.get("j_username") or [""])[0]
+        password = (form.get("password") or form.get("j_password") or [""])[0]
+        if not user or self.users.get(user) != password:
+            return error(401, "Authentication failed.")
+        sid = self.new_session(user)
+        ans = text(200, sid)
+        ans.headers.append(("Set-Cookie", f"JSESSIONID={sid}; Path=/; HttpOnly"))
+        return ans
+
+    def schema(self, req: Request) -> Answer:
+        name = req.args["name"]
+        if name not in SCHEMAS:
+            return error(404, f"schema {name} not found")
+        data = resources.files(__package__).joinpath(f"schemas/{name}.xsd").read_bytes()
+        return Answer(200, data, "application/xml")
+
+    def token(self, req: Request) -> Answer:
+        return as_json(
+            {
+                "alias": secrets.token_hex(8),
+                "secret": secrets.token_hex(16),
+                "xdatUserId": req.user,
+                "singleUse": False,
+                "enabled": True,
+            }
+        )

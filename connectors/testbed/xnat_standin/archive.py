@@ -1,0 +1,195 @@
+"""The import service (contract §6) and the prearchive (§7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from connectors.testbed.xnat_standin.importer import (
+    ImportRejected,
+    build_sessions,
+    drain,
+    iter_instances,
+    spool_body,
+)
+from connectors.testbed.xnat_standin.store import Conflict, PrearchiveEntry, Session, Store
+from connectors.testbed.xnat_standin.web import Answer, Faults, Request, Router, error, text
+
+ZIP_TYPES = {
+    "application/zip",
+    "application/x-zip-compressed",
+    "multipart/x-zip",
+}
+HANDLERS = {"DICOM-zip", "SI", "dicom-zip"}
+
+
+def register(r: Router, store: Store, faults: Faults) -> None:
+    h = _Archive(store, faults)
+    r.add("POST", "/data/services/import", h.import_)
+    r.add("GET", "/data/prearchive/projects", h.prearchive)
+    r.add("GET", "/data/prearchive/projects/{p}", h.prearchive)
+    r.add("GET", "/data/prearchive/projects/{p}/{ts}/{name}", h.prearchive_one)
+    r.add("DELETE", "/data/prearchive/projects/{p}/{ts}/{name}", h.prearchive_delete)
+    r.add("POST", "/data/services/archive", h.archive_service)
+    r.add("POST", "/data/services/prearchive/delete", h.delete_service)
+
+
+def _strip_data(uri: str) -> str:
+    return uri[len("/data") :] if uri.startswith("/data/") else uri
+
+
+def _uri(session: Session, subject_label: str) -> str:
+    return (
+        f"/data/archive/projects/{session.project}/subjects/{subject_label}"
+        f"/experiments/{session.label}\r\n"
+    )
+
+
+class _Archive:
+    def __init__(self, store: Store, faults: Faults) -> None:
+        self.store = store
+        self.faults = faults
+
+    def import_(self, req: Request) -> Answer:
+        handler = req.param("import-handler") or "DICOM-zip"
+        if handler not in HANDLERS:
+            drain(req.environ)
+            return error(404, f"Unknown import handler {handler}")
+        if req.content_type not in ZIP_TYPES:
+            drain(req.environ)
+            return error(400, "Unsupported format")
+        dest = _strip_data(req.param("dest") or "")
+        project = req.param("project") or req.param("PROJECT_ID") or ""
+        subject = req.param("subject") or req.param("SUBJECT_ID")
+        label = req.param("session") or req.param("EXPT_LABEL")
+        overwrite = req.param("overwrite")
+        spool, size = spool_body(req.environ)
+        with spool:
+            if size == 0:
+                return error(400, "In-body File posts must include the file directly")
+            with self.store.lock:
+                known = project in self.store.projects
+            target = project if known else "Unassigned"
+            try:
+                built, _ = build_sessions(
+                    iter_instances(spool), target, label, drop=self.faults.drop_files
+                )
+            except ImportRejected as e:
+                return error(e.status, str(e))
+        if not built:
+            return error(400, "The upload held no DICOM files")
+        timestamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S%f")[:-3]
+        answers = []
+        with self.store.lock:
+            for sess, header_subject in built:
+                subj_label = subject or header_subject
+                entry = PrearchiveEntry(
+                    target, timestamp, sess.label, subj_label, sess.uid, "READY", sess
+                )
+                self.store.prearchive.append(entry)
+                if not dest.startswith("/archive") or not known:
+                    answers.append(f"/data{entry.url}\r\n")
+                    continue
+                try:
+                    done = self.store.archive(sess, subj_label, merge=overwrite is not None)
+                except Conflict as e:
+                    entry.status = "CONFLICT"
+                    return error(e.status, str(e))
+                self.store.prearchive.remove(entry)
+                answers.append(_uri(done, subj_label))
+        return text(200, "".join(answers))
+
+    def _rows(self, project: str | None) -> list[dict[str, str]]:
+        return [
+            {
+                "project": e.project,
+                "timestamp": e.timestamp,
+                "lastmod": e.uploaded,
+                "uploaded": e.uploaded,
+                "scan_date": e.session.date,
+                "scan_time": e.session.time,
+                "subject": e.subject,
+                "folderName": e.name,
+                "name": e.name,
+                "tag": e.uid,
+                "status": e.status,
+                "url": e.url,
+                "autoarchive": "AutoArchive",
+                "prevent_anon": "false",
+                "prevent_auto_commit": "false",
+                "SOURCE": "",
+                "VISIT": "",
+                "PROTOCOL": "",
+                "TIMEZONE": "",
+            }
+            for e in self.store.prearchive
+            if project is None or e.project == project
+        ]
+
+    def prearchive(self, req: Request) -> Answer:
+        from connectors.testbed.xnat_standin.web import result_set
+
+        with self.store.lock:
+            rows = self._rows(req.args.get("p"))
+        return result_set(rows)
+
+    def _entry(self, url: str) -> PrearchiveEntry | None:
+        url = _strip_data(url).rstrip("/")
+        for e in self.store.prearchive:
+            if e.url == url:
+                return e
+        return None
+
+    def prearchive_one(self, req: Request) -> Answer:
+        from connectors.testbed.xnat_standin.web import result_set
+
+        a = req.args
+        with self.store.lock:
+            e = self._entry(f"/prearchive/projects/{a['p']}/{a['ts']}/{a['name']}")
+            if e is None:
+                return error(404, "Unknown prearchive session")
+            rows = [r for r in self._rows(e.project) if r["url"] == e.url]
+        return result_set(rows)
+
+    def prearchive_delete(self, req: Request) -> Answer:
+        a = req.args
+        with self.store.lock:
+            e = self._entry(f"/prearchive/projects/{a['p']}/{a['ts']}/{a['name']}")
+            if e is None:
+                return error(404, "Unknown prearchive session")
+            self.store.prearchive.remove(e)
+        return text(200, "")
+
+    def delete_service(self, req: Request) -> Answer:
+        srcs = req.params.get("src") or req.read_form().get("src") or []
+        with self.store.lock:
+            for src in srcs:
+                e = self._entry(src)
+                if e is None:
+                    return error(404, f"{src} not found.")
+                self.store.prearchive.remove(e)
+        return text(200, "")
+
+    def archive_service(self, req: Request) -> Answer:
+        params = dict(req.params)
+        if not params.get("src"):
+            params |= req.read_form()
+        src = (params.get("src") or [""])[0]
+        overwrite = (params.get("overwrite") or [""])[0]
+        with self.store.lock:
+            e = self._entry(src)
+            if e is None:
+                return error(404, "Unknown prearchive session")
+            if e.project == "Unassigned":
+                return error(400, "Cannot archive sessions from the Unassigned folder.")
+            if "project" in params and params["project"][0] not in self.store.projects:
+                return error(403, "Invalid permissions for new project.")
+            sess = e.session
+            sess.label = (params.get("session") or [sess.label])[0]
+            subject = (params.get("subject") or [e.subject])[0]
+            try:
+                done = self.store.archive(sess, subject, merge=overwrite in ("append", "delete"))
+            except Conflict as c:
+                e.status = "CONFLICT"
+                return error(409, str(c))
+            self.store.prearchive.remove(e)
+        return text(200, _uri(done, subject), "text/uri-list")

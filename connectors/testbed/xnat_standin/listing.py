@@ -1,0 +1,306 @@
+"""Reading the project (contract §4) and creating subjects (§5): ResultSet listings with
+``columns``, ``xsiType``, wildcard filters and paging; item documents; scans, resources, files."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from connectors.testbed.xnat_standin.store import Scan, Session, Store, Subject
+from connectors.testbed.xnat_standin.web import (
+    Answer,
+    Request,
+    Router,
+    as_json,
+    error,
+    result_set,
+    text,
+)
+
+CONTROL = {"format", "columns", "xsiType", "limit", "offset", "sortBy", "sortOrder", "req_format"}
+IMAGE_SESSION = "xnat:imageSessionData"
+
+
+def register(r: Router, store: Store) -> None:
+    h = _Handlers(store)
+    r.add("GET", "/data/projects", h.projects)
+    r.add("GET", "/data/projects/{p}", h.project)
+    r.add("GET", "/data/projects/{p}/prearchive_code", lambda q: text(200, "4"))
+    r.add("GET", "/data/projects/{p}/subjects", h.subjects)
+    r.add("GET", "/data/projects/{p}/subjects/{s}", h.subject)
+    r.add("PUT", "/data/projects/{p}/subjects/{s}", h.put_subject)
+    r.add("GET", "/data/subjects/{s}", h.subject)
+    r.add("GET", "/data/projects/{p}/experiments", h.experiments)
+    r.add("GET", "/data/projects/{p}/subjects/{s}/experiments", h.experiments)
+    r.add("GET", "/data/experiments", h.experiments)
+    for base in (
+        "/data/experiments/{e}",
+        "/data/projects/{p}/experiments/{e}",
+        "/data/projects/{p}/subjects/{s}/experiments/{e}",
+    ):
+        r.add("GET", base, h.experiment)
+        r.add("DELETE", base, h.delete_experiment)
+        r.add("GET", base + "/scans", h.scans)
+        r.add("GET", base + "/scans/{scan}/resources", h.resources)
+        r.add("GET", base + "/scans/{scan}/files", h.files)
+
+
+def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Answer:
+    """Filters (wildcards), paging and the ``columns`` projection, as a ResultSet."""
+    for key, values in req.params.items():
+        if key in CONTROL or not values:
+            continue
+        pattern = values[0]
+        if key == "date" and "/" in pattern:
+            rows = [r for r in rows if _date_in(r.get("date", ""), pattern)]
+        else:
+            rows = [r for r in rows if fnmatch.fnmatchcase(r.get(key, ""), pattern)]
+    total = len(rows)
+    offset = int(req.param("offset") or 0)
+    limit = req.param("limit")
+    rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
+    cols_param = req.param("columns")
+    cols = cols_param.split(",") if cols_param else default
+    if "URI" not in cols:
+        cols = [*cols, "URI"]
+    return result_set([{c: r.get(c, "") for c in cols} for r in rows], total=total)
+
+
+def _date_in(iso: str, spec: str) -> bool:
+    def us(d: str) -> str:
+        m, dd, y = d.split("/")
+        return f"{y}-{m.zfill(2)}-{dd.zfill(2)}"
+
+    lo, _, hi = spec.partition("-")
+    return us(lo) <= iso <= us(hi or lo) if iso else False
+
+
+def _item(xsi: str, fields: dict[str, Any], children: list[dict[str, Any]] | None = None) -> Any:
+    return {
+        "meta": {"xsi:type": xsi, "isHistory": False, "start_date": "2024-01-01 00:00:00.0"},
+        "data_fields": fields,
+        "children": children or [],
+    }
+
+
+class _Handlers:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # projects
+    def projects(self, req: Request) -> Answer:
+        with self.store.lock:
+            rows = [{**p, "URI": f"/data/projects/{p['ID']}"} for p in self.store.projects.values()]
+        return _select(req, rows, ["ID", "secondary_ID", "name", "description", "pi_firstname"])
+
+    def project(self, req: Request) -> Answer:
+        p = self.store.projects.get(req.args["p"])
+        if p is None:
+            return error(404, "Unable to find the specified experiment.")
+        return as_json({"items": [_item("xnat:projectData", dict(p))]})
+
+    # subjects
+    def _subject_row(self, s: Subject) -> dict[str, str]:
+        return {
+            "ID": s.id,
+            "project": s.project,
+            "label": s.label,
+            "insert_date": s.insert_date,
+            "insert_user": "standin",
+            "URI": f"/data/subjects/{s.id}",
+        }
+
+    def subjects(self, req: Request) -> Answer:
+        p = req.args["p"]
+        if p not in self.store.projects:
+            return error(404, f"Unable to identify project {p}")
+        with self.store.lock:
+            rows = [self._subject_row(s) for s in self.store.subjects.values() if s.project == p]
+        return _select(req, rows, ["ID", "project", "label", "insert_date", "insert_user"])
+
+    def _find_subject(self, req: Request) -> Subject | None:
+        p, s = req.args.get("p"), req.args["s"]
+        if p is None:
+            return self.store.subjects.get(s)
+        return self.store.subject_by_label(p, s)
+
+    def subject(self, req: Request) -> Answer:
+        with self.store.lock:
+            s = self._find_subject(req)
+            if s is None:
+                return error(404, "Unable to find the specified subject.")
+            fields = {"ID": s.id, "label": s.label, "project": s.project}
+        return as_json({"items": [_item("xnat:subjectData", fields)]})
+
+    def put_subject(self, req: Request) -> Answer:
+        p = req.args["p"]
+        if p not in self.store.projects:
+            return error(422, "Submitted subject record must include the project attribute.")
+        with self.store.lock:
+            subj, created = self.store.ensure_subject(p, req.args["s"])
+        return text(201 if created else 200, subj.id)
+
+    # experiments
+    def _session_row(self, s: Session) -> dict[str, str]:
+        subj = self.store.subjects.get(s.subject_id)
+        return {
+            "ID": s.id,
+            "project": s.project,
+            "label": s.label,
+            "subject_ID": s.subject_id,
+            "subject_label": subj.label if subj else "",
+            "date": s.date,
+            "time": s.time,
+            "modality": s.modality,
+            "UID": s.uid,
+            "studyInstanceUID": s.uid,
+            "dcmAccessionNumber": s.accession,
+            "xsiType": s.xsi_type,
+            "insert_date": s.insert_date,
+            "insert_user": "standin",
+            "URI": f"/data/experiments/{s.id}",
+        }
+
+    def experiments(self, req: Request) -> Answer:
+        p, s = req.args.get("p"), req.args.get("s")
+        if p is not None and p not in self.store.projects:
+            return error(404, f"Unable to identify project {p}")
+        xsi = req.param("xsiType")
+        with self.store.lock:
+            subj = self._find_subject(req) if s is not None else None
+            sessions = [
+                x
+                for x in self.store.sessions.values()
+                if (p is None or x.project == p)
+                and (s is None or (subj is not None and x.subject_id == subj.id))
+                and (not xsi or xsi in (IMAGE_SESSION, "xnat:experimentData", x.xsi_type))
+            ]
+            rows = [self._session_row(x) for x in sessions]
+        default = ["ID", "project", "date", "xsiType", "label", "insert_date"]
+        if p is None:
+            default += ["subject_ID", "subject_label"]
+        return _select(req, rows, default)
+
+    def _find_session(self, req: Request) -> Session | None:
+        p, e = req.args.get("p"), req.args["e"]
+        if p is None:
+            return self.store.sessions.get(e)
+        return self.store.session_by_label(p, e)
+
+    def experiment(self, req: Request) -> Answer:
+        with self.store.lock:
+            s = self._find_session(req)
+            if s is None:
+                return error(404, "Unable to find the specified experiment.")
+            row = self._session_row(s)
+            fields = {k: row[k] for k in ("ID", "label", "project", "date", "time", "modality")}
+            fields |= {"subject_ID": s.subject_id, "UID": s.uid, "dcmAccessionNumber": s.accession}
+            scans = [
+                _item(
+                    sc.xsi_type,
+                    {
+                        "ID": sc.id,
+                        "type": sc.series_description or sc.modality,
+                        "UID": sc.uid,
+                        "series_description": sc.series_description,
+                        "image_session_ID": s.id,
+                        "frames": len(sc.files),
+                    },
+                )
+                for sc in s.scans.values()
+            ]
+            xsi = s.xsi_type
+        children = [{"field": "scans/scan", "items": scans}] if scans else []
+        return as_json({"items": [_item(xsi, fields, children)]})
+
+    def delete_experiment(self, req: Request) -> Answer:
+        with self.store.lock:
+            s = self._find_session(req)
+            if s is None:
+                return error(404, "Unable to find the specified experiment.")
+            self.store.delete_session(s.id)
+        return text(200, "")
+
+    def _scans_of(self, req: Request) -> tuple[Session | None, list[Scan]]:
+        s = self._find_session(req)
+        if s is None:
+            return None, []
+        wanted = req.args.get("scan", "ALL")
+        scans = [x for x in s.scans.values() if wanted in ("ALL", x.id)]
+        return s, scans
+
+    def scans(self, req: Request) -> Answer:
+        with self.store.lock:
+            s, scans = self._scans_of(req)
+            if s is None:
+                return error(404, "Unable to find the specified experiment.")
+            rows = [
+                {
+                    "xnat_imagescandata_id": str(i + 1),
+                    "ID": x.id,
+                    "type": x.series_description or x.modality,
+                    "quality": "usable",
+                    "xsiType": x.xsi_type,
+                    "note": "",
+                    "series_description": x.series_description,
+                    "UID": x.uid,
+                    "modality": x.modality,
+                    "frames": str(len(x.files)),
+                    "URI": f"/data/experiments/{s.id}/scans/{x.id}",
+                }
+                for i, x in enumerate(scans)
+            ]
+        return _select(
+            req,
+            rows,
+            [
+                "xnat_imagescandata_id",
+                "ID",
+                "type",
+                "quality",
+                "xsiType",
+                "note",
+                "series_description",
+            ],
+        )
+
+    def resources(self, req: Request) -> Answer:
+        with self.store.lock:
+            s, scans = self._scans_of(req)
+            if s is None:
+                return error(404, "Unable to find the specified experiment.")
+            rows = [
+                {
+                    "xnat_abstractresource_id": str(i + 1),
+                    "label": "DICOM",
+                    "element_name": "xnat:resourceCatalog",
+                    "category": "scans",
+                    "cat_id": x.id,
+                    "format": "DICOM",
+                    "content": "RAW",
+                    "file_count": str(len(x.files)),
+                    "file_size": str(sum(x.files.values())),
+                }
+                for i, x in enumerate(scans)
+            ]
+        return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"])
+
+    def files(self, req: Request) -> Answer:
+        with self.store.lock:
+            s, scans = self._scans_of(req)
+            if s is None:
+                return error(404, "Unable to find the specified experiment.")
+            rows = [
+                {
+                    "Name": f"{uid}.dcm",
+                    "Size": str(size),
+                    "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/DICOM/files/{uid}.dcm",
+                    "collection": "DICOM",
+                    "cat_ID": x.id,
+                    "file_format": "DICOM",
+                    "file_content": "RAW",
+                }
+                for x in scans
+                for uid, size in x.files.items()
+            ]
+        return _select(req, rows, ["Name", "Size", "collection", "cat_ID"])

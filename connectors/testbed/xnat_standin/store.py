@@ -1,0 +1,225 @@
+"""The stand-in XNAT's state: projects, subjects, sessions, scans, prearchive, DQR requests.
+
+In memory, guarded by one lock. Files are not kept, only what XNAT would know about them: per
+scan the SOP Instance UIDs (so re-sending a file adds nothing, as in XNAT) and their byte sizes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+MODALITY_TYPES = {
+    "CT": "xnat:ctSessionData",
+    "MR": "xnat:mrSessionData",
+    "PT": "xnat:petSessionData",
+    "CR": "xnat:crSessionData",
+    "DX": "xnat:dxSessionData",
+    "US": "xnat:usSessionData",
+}
+SCAN_TYPES = {
+    "CT": "xnat:ctScanData",
+    "MR": "xnat:mrScanData",
+    "PT": "xnat:petScanData",
+    "CR": "xnat:crScanData",
+    "DX": "xnat:dxScanData",
+    "US": "xnat:usScanData",
+}
+OTHER_SESSION = "xnat:otherDicomSessionData"
+OTHER_SCAN = "xnat:otherDicomScanData"
+
+
+def now_text() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@dataclass
+class Scan:
+    id: str
+    uid: str
+    modality: str
+    series_description: str = ""
+    files: dict[str, int] = field(default_factory=dict)  # SOP Instance UID -> bytes
+
+    @property
+    def xsi_type(self) -> str:
+        return SCAN_TYPES.get(self.modality, OTHER_SCAN)
+
+
+@dataclass
+class Subject:
+    id: str
+    project: str
+    label: str
+    insert_date: str = field(default_factory=now_text)
+
+
+@dataclass
+class Session:
+    id: str
+    project: str
+    subject_id: str
+    label: str
+    uid: str
+    modality: str
+    date: str = ""
+    time: str = ""
+    accession: str = ""
+    insert_date: str = field(default_factory=now_text)
+    scans: dict[str, Scan] = field(default_factory=dict)  # by Series Instance UID
+
+    @property
+    def xsi_type(self) -> str:
+        return MODALITY_TYPES.get(self.modality, OTHER_SESSION)
+
+    def file_count(self) -> int:
+        return sum(len(s.files) for s in self.scans.values())
+
+
+@dataclass
+class PrearchiveEntry:
+    project: str
+    timestamp: str
+    name: str
+    subject: str
+    uid: str
+    status: str
+    session: Session  # what would be archived (not yet in the project)
+    uploaded: str = field(default_factory=now_text)
+
+    @property
+    def url(self) -> str:
+        return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.name}"
+
+
+@dataclass
+class DqrRequest:
+    id: int
+    username: str
+    pacs_id: int
+    project: str
+    study_uid: str
+    relabel: dict[str, str]
+    status: str = "QUEUED"
+    queued_time: int = 0
+    executed_time: int | None = None
+    accession: str = ""
+    patient_id: str = ""
+    message: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "username": self.username,
+            "pacsId": self.pacs_id,
+            "xnatProject": self.project,
+            "studyInstanceUid": self.study_uid,
+            "seriesIds": [],
+            "remappingScript": "",
+            "destinationAeTitle": "XNAT:8104",
+            "status": self.status,
+            "priority": 1,
+            "queuedTime": self.queued_time,
+            "accessionNumber": self.accession,
+            "patientId": self.patient_id,
+        }
+        if self.executed_time is not None:
+            out["executedTime"] = self.executed_time
+        return out
+
+
+class Store:
+    """Everything the stand-in knows. Call its methods with ``self.lock`` held."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.projects: dict[str, dict[str, str]] = {}
+        self.subjects: dict[str, Subject] = {}  # by ID
+        self.sessions: dict[str, Session] = {}  # by ID
+        self.prearchive: list[PrearchiveEntry] = []
+        self.dqr: dict[int, DqrRequest] = {}
+        self._next = {"S": 0, "E": 0, "R": 0}
+        self.sessions_by_key: dict[tuple[str, str], str] = {}  # (project, label) -> ID
+
+    def new_id(self, kind: str) -> str:
+        self._next[kind] += 1
+        return f"XNAT_{kind}{self._next[kind]:05d}"
+
+    def next_request_id(self) -> int:
+        self._next["R"] += 1
+        return self._next["R"]
+
+    def add_project(self, project_id: str, name: str = "") -> None:
+        self.projects[project_id] = {
+            "ID": project_id,
+            "name": name or project_id,
+            "secondary_ID": project_id,
+            "description": "stand-in project",
+            "pi_firstname": "",
+            "pi_lastname": "",
+        }
+
+    def subject_by_label(self, project: str, label: str) -> Subject | None:
+        for s in self.subjects.values():
+            if s.project == project and (s.label == label or s.id == label):
+                return s
+        return None
+
+    def ensure_subject(self, project: str, label: str) -> tuple[Subject, bool]:
+        found = self.subject_by_label(project, label)
+        if found:
+            return found, False
+        sid = self.new_id("S")
+        subj = Subject(sid, project, label)
+        self.subjects[sid] = subj
+        return subj, True
+
+    def session_by_label(self, project: str, label: str) -> Session | None:
+        sid = self.sessions_by_key.get((project, label))
+        if sid is None and label in self.sessions and self.sessions[label].project == project:
+            sid = label
+        return self.sessions.get(sid) if sid else None
+
+    def project_sessions(self, project: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.project == project]
+
+    def archive(self, built: Session, subject_label: str, merge: bool) -> Session:
+        """Put a built session into the project (creating the subject); merge or conflict."""
+        subj, _ = self.ensure_subject(built.project, subject_label)
+        existing = self.session_by_label(built.project, built.label)
+        if existing is not None:
+            if existing.subject_id != subj.id or existing.uid != built.uid:
+                raise Conflict(
+                    409,
+                    "Invalid modification of session "
+                    f"{'subject' if existing.subject_id != subj.id else 'UID'} via archive process",
+                )
+            if not merge:
+                raise Conflict(400, "Failed to archive 1 of 1 session(s)")
+            for uid, scan in built.scans.items():
+                target = existing.scans.setdefault(uid, scan)
+                if target is not scan:
+                    target.files.update(scan.files)
+            return existing
+        built.id = self.new_id("E")
+        built.subject_id = subj.id
+        self.sessions[built.id] = built
+        self.sessions_by_key[(built.project, built.label)] = built.id
+        return built
+
+    def delete_session(self, session_id: str) -> bool:
+        s = self.sessions.pop(session_id, None)
+        if s is None:
+            return False
+        self.sessions_by_key.pop((s.project, s.label), None)
+        return True
+
+
+class Conflict(Exception):
+    """An archive refused, with the HTTP status XNAT gives it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -170,7 +170,11 @@ def doctor() -> None:
 
     Example: pacs2xnat doctor
     """
-    _not_built(8)
+    from connectors.doctor import print_checks, run_checks
+
+    code = print_checks(run_checks(settings()))
+    if code:
+        raise typer.Exit(code)
 
 
 @patients_app.command("import")
@@ -398,7 +402,11 @@ def demo_serve(
 
     Example: pacs2xnat demo serve --json
     """
-    _not_built(8)
+    from connectors.demo import serve
+
+    opts = ctx.obj or {}
+    with _exit_codes():
+        serve(patients=opts.get("patients", 40), seed=opts.get("seed", 7), json_line=json_line)
 
 
 def _counts(counts: dict[str, Any]) -> str:

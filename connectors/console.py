@@ -69,6 +69,21 @@ def error(message: str) -> None:
     err.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
 
 
+def show(renderable: object) -> None:
+    """A table or panel for the person (stderr), unless --quiet or --json."""
+    if not (_state["quiet"] or _state["json"]):
+        err.print(renderable)
+
+
+def snapshot() -> dict[str, bool]:
+    """The output settings, to restore after running a command inside another (the demo)."""
+    return dict(_state)
+
+
+def restore(state: dict[str, bool]) -> None:
+    _state.update(state)
+
+
 def setup_logging(log_file: Path | None, verbose: bool) -> None:
     """A log file per run (owner-only) at INFO, or DEBUG with DICOM/HTTP detail under --verbose.
 

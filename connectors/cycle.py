@@ -8,7 +8,6 @@ of repeating finished work (``--restart`` starts again from the query).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable
@@ -27,31 +26,57 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Step:
     name: str
-    target: str  # "module:function", imported when the step runs
     describe: str
-
-    def function(self) -> Callable[..., dict[str, Any]]:
-        module, func = self.target.split(":")
-        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    run: Callable[[RunContext], dict[str, Any]]
 
 
-STEPS: tuple[Step, ...] = (
-    Step("query", "connectors.query:run_query", "C-FIND every due patient"),
-    Step("build", "connectors.cycle:build_step", "dbt build: select, link, manifest"),
-    Step("export", "connectors.export:export_ingest_csv", "the ingest CSV"),
-    Step("load", "connectors.load:run_load", "load the manifest into XNAT"),
-    Step("sync", "connectors.sync:run_sync", "read back what XNAT holds"),
-    Step("rebuild", "connectors.cycle:build_step", "dbt build: availability, failures"),
-    Step("report", "connectors.report:run_report", "availability workbook and HTML"),
-)
-STEP_NAMES = tuple(s.name for s in STEPS)
+def _query(rc: RunContext) -> dict[str, Any]:
+    from connectors.query import run_query
+
+    return run_query(rc)
 
 
-def build_step(rc: RunContext) -> dict[str, Any]:
+def _build(rc: RunContext) -> dict[str, Any]:
     result = dbt_build(
         project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path, quiet=True
     )
     return {"dbt": result.counts}
+
+
+def _export(rc: RunContext) -> dict[str, Any]:
+    from connectors.export import export_ingest_csv
+
+    return export_ingest_csv(rc, None)
+
+
+def _load(rc: RunContext) -> dict[str, Any]:
+    from connectors.load import run_load
+
+    return run_load(rc)
+
+
+def _sync(rc: RunContext) -> dict[str, Any]:
+    from connectors.sync import run_sync
+
+    return run_sync(rc)
+
+
+def _report(rc: RunContext) -> dict[str, Any]:
+    from connectors.report import run_report
+
+    return run_report(rc, None)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("query", "C-FIND every due patient", _query),
+    Step("build", "dbt build: select, link, manifest", _build),
+    Step("export", "the ingest CSV", _export),
+    Step("load", "load the manifest into XNAT", _load),
+    Step("sync", "read back what XNAT holds", _sync),
+    Step("rebuild", "dbt build: availability, failures", _build),
+    Step("report", "availability workbook and HTML", _report),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
 
 
 def _previous_progress(rc: RunContext) -> list[str]:
@@ -86,7 +111,7 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
             summary["steps_done"].append(step.name)
             continue
         console.say(f"[{step.name}] {step.describe}")
-        result = step.function()(rc)
+        result = step.run(rc)
         result = dict(result or {})
         exit_code = max(exit_code, int(result.pop("exit_code", EXIT_OK)))
         summary["steps"][step.name] = result
@@ -123,19 +148,49 @@ def _print_table(summary: dict[str, Any]) -> None:
 
     table = Table(title="pacs2xnat run", show_header=True, header_style="bold")
     table.add_column("step")
-    table.add_column("outcome")
+    table.add_column("outcome", overflow="fold")
     for name in STEP_NAMES:
         if name in summary["steps"]:
-            detail = _short(summary["steps"][name])
+            detail = _describe(name, summary["steps"][name], summary)
         elif name in summary.get("resumed_after", []):
             detail = "done in the previous run"
         else:
             detail = "not run"
         table.add_row(name, detail)
-    if summary.get("selection"):
-        table.add_row("selection", _short(summary["selection"]))
-    if not console.json_mode():
-        console.err.print(table)
+    console.show(table)
+
+
+def _describe(name: str, s: dict[str, Any], summary: dict[str, Any]) -> str:
+    """One line a person reads: the numbers that matter for each step."""
+    if name == "query":
+        return (
+            f"{s.get('patients_queried', 0)} patients queried, "
+            f"{s.get('studies_found', 0)} studies found, {s.get('patients_failed', 0)} failed"
+        )
+    if name == "build":
+        sel = summary.get("selection", {})
+        held = sum(sel.get(k, 0) for k in ("set_aside", "unlinked", "withdrawn"))
+        return (
+            f"{sel.get('selected', 0)} selected (linked), {sel.get('excluded', 0)} excluded, "
+            f"{sel.get('unknown', 0) + sel.get('conflict', 0)} unknown or conflicting "
+            f"(description_triage), {held} set aside or unlinked (linkage_report)"
+        )
+    if name == "export":
+        return f"{s.get('rows', 0)} rows -> {s.get('path', '')}"
+    if name == "load":
+        by_reason = s.get("failed_by_reason") or {}
+        reasons = ", ".join(f"{k} {v}" for k, v in by_reason.items())
+        return (
+            f"{s.get('loaded', 0)} loaded, {s.get('already_present', 0)} already in XNAT, "
+            f"{s.get('failed', 0)} failed{f' ({reasons})' if reasons else ''}"
+        )
+    if name == "sync":
+        return f"{s.get('sessions', 0)} sessions of {s.get('subjects', 0)} subjects in XNAT"
+    if name == "rebuild":
+        return _short(s)
+    if name == "report":
+        return f"{s.get('html', '')}\n{s.get('workbook', '')}"
+    return _short(s)
 
 
 def _short(d: dict[str, Any]) -> str:

@@ -93,7 +93,10 @@ def build(
     if select:
         # "cautious": a test runs only when every model it reads is selected, so a partial
         # build (the query plan, the manifest) never runs a test on a mart it did not build.
+        # Unit tests check the SQL's rules, not the data: the full `build` runs them, a partial
+        # build inside a command need not pay for them again.
         args += ["--select", *select, "--indirect-selection", "cautious"]
+        args += ["--exclude-resource-type", "unit_test"]
     result = run_dbt(
         args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet, vars=vars
     )

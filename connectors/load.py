@@ -241,6 +241,7 @@ def run_load(
         "loaded": ctx.tallies.get("loaded", 0),
         "already_present": ctx.tallies.get("already_present", 0),
         "failed": ctx.tallies.get("failed", 0),
+        "failed_by_reason": _by_reason(ctx.failures),
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
@@ -306,6 +307,14 @@ def _print_plan(studies: list[Study], present: dict[str, tuple[str, str]]) -> No
     console.out.print(table)
 
 
+def _by_reason(failures: list[tuple[Study, Outcome]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, outcome in failures:
+        key = outcome.reason_category or "other"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _print_summary(summary: dict[str, Any], failures: list[tuple[Study, Outcome]]) -> None:
     if console.json_mode():
         return
@@ -316,11 +325,11 @@ def _print_summary(summary: dict[str, Any], failures: list[tuple[Study, Outcome]
         table.add_row(key, str(summary[key]))
     table.add_row("MB loaded", f"{summary['bytes'] / 1e6:.1f}")
     table.add_row("MB/s", f"{summary['mb_per_s']:.1f}")
-    console.err.print(table)
+    console.show(table)
     if failures:
         ft = Table(title="failed studies (see pacs2xnat failures)")
         for col in ("session", "reason", "message"):
             ft.add_column(col)
         for s, o in failures[:50]:
             ft.add_row(s.session_label, o.reason_category or "", (o.message or "")[:120])
-        console.err.print(ft)
+        console.show(ft)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from connectors import console
+from connectors import clock, console
 from connectors.dbt import build as dbt_build
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
 from connectors.pacs import QUERY_CONTEXTS, FindResult, Window, find_patient
@@ -287,7 +287,7 @@ def run_query(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
-    today = today or dt.date.today()
+    today = today or clock.today()
     settings = rc.settings
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()

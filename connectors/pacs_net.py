@@ -89,7 +89,8 @@ def guard_responses(assoc: Association) -> None:
 
 
 def _pacs(settings: Settings | PacsConfig) -> PacsConfig:
-    return getattr(settings, "pacs", settings)  # type: ignore[return-value]
+    pacs = getattr(settings, "pacs", None)
+    return settings if pacs is None else pacs  # type: ignore[return-value]
 
 
 def make_ae(
@@ -109,7 +110,7 @@ def make_ae(
         if isinstance(cx, str):
             ae.add_requested_context(cx)
         else:
-            ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+            ae.add_requested_context(str(cx.abstract_syntax), cx.transfer_syntax)
     return ae
 
 

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +104,7 @@ class Tally:
     sub_queries: int = 0
 
 
-def progress_bar(total: int) -> Iterator[Any]:
+def progress_bar(total: int) -> Generator[Any, None, None]:
     """A Rich progress bar on stderr (only for a person at a terminal), else a no-op."""
     if not console.progress_enabled():
         while True:

@@ -146,13 +146,14 @@ def open_association(
     if assoc.is_established:
         guard_responses(assoc)
         return assoc
+    check = (
+        f"check that the PACS knows our AE title {cfg.calling_aet!r} and that its AE title is "
+        f"{cfg.called_aet!r}"
+    )
     if assoc.is_rejected:
-        raise PacsUnreachable(
-            f"{describe(cfg)} rejected the association: check that the PACS knows our AE title "
-            f"{cfg.calling_aet!r} and that its AE title is {cfg.called_aet!r}"
-        )
-    if assoc.is_aborted:
-        raise PacsUnreachable(f"{describe(cfg)} aborted the association request")
+        raise PacsUnreachable(f"{describe(cfg)} rejected the association: {check}")
+    if assoc.is_aborted:  # some PACS (and a busy Orthanc) drop the connection instead
+        raise PacsUnreachable(f"{describe(cfg)} aborted the association request: {check}")
     raise PacsUnreachable(
         f"cannot reach {describe(cfg)}: no association (connection refused or timed out "
         f"after {cfg.acse_timeout:g} s)"

@@ -185,7 +185,7 @@ def test_wrong_called_aet_is_exit_3(workspace: Path, cli: CliRunner, orthanc_fac
     write_query_config(workspace, strict, called_aet="NOTTHEPACS")
     res = cli.invoke(app, ["query"])
     assert res.exit_code == 3
-    assert "rejected the association" in res.output
+    assert "check that the PACS knows our AE title 'PACS2XNAT'" in res.output
     assert "'NOTTHEPACS'" in res.output
 
 

@@ -187,6 +187,8 @@ def run_query(
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
     today = today or dt.date.today()
+    if since and until and since > until:  # bad input: say so before touching PACS or dbt
+        raise InputError(f"--since {since} is after --until {until}", column="--since")
     settings = rc.settings
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()

@@ -46,10 +46,10 @@ def cycle_workspace(workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohor
 
 
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
-    cycle_workspace: Path, standin_xnat: Any
+    cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
     cli = CliRunner()
-    res = cli.invoke(app, ["run", "--until", "export"])
+    res = cli.invoke(app, ["--verbose", "run", "--until", "export"])  # DICOM detail in the log
     assert res.exit_code == 0, res.output
     (first,) = _runs(cycle_workspace)
     assert first[3]["steps_done"] == ["query", "build", "export"]
@@ -95,6 +95,7 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     assert present == selected
     labels = [s.label for s in standin_xnat.store.sessions.values()]
     assert len(labels) == len(set(labels)) == selected[0]
+    _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
 
 
 def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -> None:
@@ -125,3 +126,17 @@ def test_doctor_names_what_fails_and_how_to_fix_it(
     assert "fix: check [pacs] host/port/called_aet" in res.output
     assert "FAIL  XNAT login and project:" in res.output
     assert "pass  warehouse writable:" in res.output
+
+
+def _assert_logs_hold_no_secrets(workspace: Path, password: str, cohort: Cohort) -> None:
+    """Every log the cycle wrote (ours and dbt's): no password, no patient's full name."""
+    logs = [p for p in workspace.rglob("*.log") if "orthanc" not in p.parts]
+    assert logs
+    names = set()
+    for p in cohort.patients:
+        names |= {p.dicom_name, p.list_name, f"{p.given} {p.family}", f"{p.family} {p.given}"}
+    for log in logs:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        assert password not in text, log
+        found = [n for n in names if n.lower() in text.lower()]
+        assert found == [], (log, found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,23 @@ from connectors.errors import StepFailed, WarehouseBusy
 logger = logging.getLogger(__name__)
 
 WAREHOUSE_ENV = "PACS2XNAT_WAREHOUSE"
+
+#: What makes the dbt project: copied whole into a demo workspace or a test's folder.
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros", "data-tests")
+
+
+def copy_project(dest: Path) -> Path:
+    """A private copy of the shipped dbt project (its seeds may then change freely)."""
+    from connectors import PROJECT_ROOT
+
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in PROJECT_FILES:
+        src = PROJECT_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 @dataclass

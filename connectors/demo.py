@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors import PROJECT_ROOT, console
+from connectors import console
 from connectors.clock import TODAY_ENV
+from connectors.dbt import copy_project
 from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, StepFailed
 from connectors.testbed.cohort import Cohort, add_new_studies, make_cohort
 from connectors.testbed.dicom_files import write_cohort
@@ -34,7 +35,6 @@ from connectors.testbed.pacs_scp import DemoPacs
 from connectors.testbed.workbooks import write_demo_workbooks
 from connectors.testbed.xnat_standin import StandinXnat
 
-PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros", "data-tests")
 XNAT_PROJECT = "HNC"
 XNAT_USER = "demo"
 OUR_AET = "PACS2XNAT"
@@ -74,19 +74,6 @@ class DemoServers:
             self.pacs.upload(paths)
         else:
             self.pacs.add_files(paths)
-
-
-def copy_project(dest: Path) -> Path:
-    """The dbt project (models, seeds, macros) copied into the workspace: the demo's rules
-    import changes the copy's seed, never the repository's."""
-    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in PROJECT_FILES:
-        src = PROJECT_ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-        elif src.is_file():
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 @contextlib.contextmanager

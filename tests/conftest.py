@@ -14,26 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors import PROJECT_ROOT
-
-PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros", "data-tests")
+from connectors.dbt import copy_project
 
 pytest_plugins = [
     p
     for p in ("tests.pacs_fixtures", "tests.xnat_fixtures")
     if (PROJECT_ROOT / (p.replace(".", "/") + ".py")).is_file()
 ]
-
-
-def copy_project(dest: Path) -> Path:
-    """A private copy of the dbt project, so a test may change seeds without touching the repo."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = PROJECT_ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-        elif src.is_file():
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 @pytest.fixture

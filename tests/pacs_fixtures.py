@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from connectors.config import PacsConfig, Settings
-from connectors.testbed.cohort import Cohort, make_cohort
+from connectors.testbed.cohort import Cohort, make_cohort, raw_master_rows
 from connectors.testbed.dcmqrscp import Dcmqrscp
 from connectors.testbed.dicom_files import write_cohort
 from connectors.testbed.orthanc import ORTHANC_BINARY, Orthanc
@@ -144,24 +144,7 @@ def demo_pacs(demo_pacs_factory: Callable[..., DemoPacs]) -> DemoPacs:
 
 def master_patient_rows(cohort: Cohort, run_id: str = "seed-master") -> list[dict[str, Any]]:
     """``raw.master_patients`` rows for a cohort (as ``patients import`` would write them)."""
-    now = dt.datetime(2026, 1, 1, 9, 0, 0)
-    return [
-        {
-            "run_id": run_id,
-            "loaded_at": now,
-            "source_file": "master.xlsx",
-            "source_sha256": "0" * 64,
-            "source_sheet": "Sheet1",
-            "source_row": i + 2,
-            "mrn": p.mrn,
-            "nhs_number": p.nhs_number,
-            "reference_date": p.reference_date,
-            "status": p.status,
-            "patient_name": p.list_name,
-            "birth_date": p.birth_date,
-        }
-        for i, p in enumerate(cohort.patients)
-    ]
+    return raw_master_rows(cohort, run_id, dt.datetime(2026, 1, 1, 9, 0, 0))
 
 
 def write_query_config(workspace: Path, server: Any, **pacs: Any) -> Path:

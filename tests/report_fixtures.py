@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from connectors.dbt import build
-from connectors.testbed.cohort import Cohort, make_cohort
+from connectors.testbed.cohort import Cohort, make_cohort, raw_master_rows
 from connectors.warehouse import Warehouse
 from tests.conftest import copy_project
 
@@ -57,25 +57,7 @@ def build_scenario(root: Path, n_patients: int = 12, seed: int = 11) -> Scenario
     cohort = make_cohort(n_patients, seed=seed, as_of=AS_OF)
     sc = Scenario(project, config, wh, cohort)
     loaded = _ts(AS_OF, 8)
-    wh.append(
-        "master_patients",
-        [
-            {
-                "run_id": "import-1",
-                "loaded_at": loaded,
-                "source_file": "master.xlsx",
-                "source_sha256": "0" * 64,
-                "source_row": i + 2,
-                "mrn": p.mrn,
-                "nhs_number": p.nhs_number,
-                "reference_date": p.reference_date,
-                "status": p.status,
-                "patient_name": p.list_name,
-                "birth_date": p.birth_date,
-            }
-            for i, p in enumerate(cohort.patients)
-        ],
-    )
+    wh.append("master_patients", raw_master_rows(cohort, "import-1", loaded, sheet=None))
     queries, studies = [], []
     for p in cohort.patients:
         qid = f"query-1-{p.mrn}"

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from connectors.dbt import WAREHOUSE_ENV, BuildResult, run_dbt
-from connectors.testbed.cohort import Cohort, Patient, Series, Study, make_cohort, nhs_check_digit
+from connectors.testbed.cohort import (
+    Cohort,
+    Patient,
+    Series,
+    Study,
+    make_cohort,
+    nhs_check_digit,
+    raw_master_rows,
+)
 from connectors.warehouse import Warehouse
 from tests.conftest import copy_project
 
@@ -40,24 +48,7 @@ def _ts(day: dt.date, hour: int = 9) -> dt.datetime:
 
 def master_rows(cohort: Cohort, run_id: str) -> list[dict[str, Any]]:
     """The master list as `patients import` appends it, plus the hand-built conflict MRN."""
-    loaded = _ts(AS_OF, 8)
-    rows = [
-        {
-            "run_id": run_id,
-            "loaded_at": loaded,
-            "source_file": "master.xlsx",
-            "source_sha256": "0" * 64,
-            "source_sheet": "Sheet1",
-            "source_row": i + 2,
-            "mrn": p.mrn,
-            "nhs_number": p.nhs_number,
-            "reference_date": p.reference_date,
-            "status": p.status,
-            "patient_name": p.list_name,
-            "birth_date": p.birth_date,
-        }
-        for i, p in enumerate(cohort.patients)
-    ]
+    rows = raw_master_rows(cohort, run_id, _ts(AS_OF, 8))
     n = len(rows) + 2
     for k, nhs in enumerate(("9434765919", "4010232137")):
         rows.append(

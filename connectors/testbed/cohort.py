@@ -329,3 +329,27 @@ def add_new_studies(cohort: Cohort, since: dt.date, until: dt.date, seed: int = 
         )
     cohort.studies.extend(new)
     return new
+
+
+def raw_master_rows(
+    cohort: Cohort, run_id: str, loaded_at: dt.datetime, *, sheet: str | None = "Sheet1"
+) -> list[dict[str, object]]:
+    """The cohort's master list as ``patients import`` appends it to ``raw.master_patients``:
+    for tests and benchmarks that fill the warehouse directly."""
+    return [
+        {
+            "run_id": run_id,
+            "loaded_at": loaded_at,
+            "source_file": "master.xlsx",
+            "source_sha256": "0" * 64,
+            "source_sheet": sheet,
+            "source_row": i + 2,
+            "mrn": p.mrn,
+            "nhs_number": p.nhs_number,
+            "reference_date": p.reference_date,
+            "status": p.status,
+            "patient_name": p.list_name,
+            "birth_date": p.birth_date,
+        }
+        for i, p in enumerate(cohort.patients)
+    ]

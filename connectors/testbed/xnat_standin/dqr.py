@@ -276,22 +276,7 @@ def _store_handler(event: Any, sink: list[Instance]) -> int:
     try:
         ds = event.dataset
         size = len(event.request.DataSet.getvalue())
-        sink.append(
-            Instance(
-                study_uid=str(ds.StudyInstanceUID),
-                series_uid=str(ds.SeriesInstanceUID),
-                sop_uid=str(ds.SOPInstanceUID),
-                modality=str(ds.get("Modality", "") or ""),
-                series_number=str(ds.get("SeriesNumber", "") or ""),
-                series_description=str(ds.get("SeriesDescription", "") or ""),
-                study_date=str(ds.get("StudyDate", "") or ""),
-                study_time=str(ds.get("StudyTime", "") or ""),
-                accession=str(ds.get("AccessionNumber", "") or ""),
-                patient_name=str(ds.get("PatientName", "") or ""),
-                patient_id=str(ds.get("PatientID", "") or ""),
-                size=size,
-            )
-        )
+        sink.append(Instance.from_dataset(ds, size))
     except Exception:
         return 0xC210
     return 0x0000

@@ -12,7 +12,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -43,6 +43,28 @@ class Instance:
     patient_name: str
     patient_id: str
     size: int
+
+    @classmethod
+    def from_dataset(cls, ds: Any, size: int) -> Instance:
+        """From a DICOM header (raises AttributeError when a UID is missing)."""
+
+        def text(keyword: str) -> str:
+            return str(ds.get(keyword, "") or "")
+
+        return cls(
+            study_uid=str(ds.StudyInstanceUID),
+            series_uid=str(ds.SeriesInstanceUID),
+            sop_uid=str(ds.SOPInstanceUID),
+            modality=text("Modality"),
+            series_number=text("SeriesNumber"),
+            series_description=text("SeriesDescription"),
+            study_date=text("StudyDate"),
+            study_time=text("StudyTime"),
+            accession=text("AccessionNumber"),
+            patient_name=text("PatientName"),
+            patient_id=text("PatientID"),
+            size=size,
+        )
 
 
 def read_body(environ: dict, out: IO[bytes]) -> int:
@@ -111,27 +133,12 @@ def iter_instances(archive: IO[bytes]) -> Iterator[Instance]:
             with zf.open(info) as fp:
                 try:
                     ds = pydicom.dcmread(fp, stop_before_pixels=True)
-                    study_uid = str(ds.StudyInstanceUID)
-                    series_uid = str(ds.SeriesInstanceUID)
-                    sop_uid = str(ds.SOPInstanceUID)
+                    instance = Instance.from_dataset(ds, info.file_size)
                 except (InvalidDicomError, AttributeError, EOFError, ValueError):
                     raise ImportRejected(
                         400, f"unable to read DICOM object {info.filename}"
                     ) from None
-                yield Instance(
-                    study_uid=study_uid,
-                    series_uid=series_uid,
-                    sop_uid=sop_uid,
-                    modality=str(ds.get("Modality", "") or ""),
-                    series_number=str(ds.get("SeriesNumber", "") or ""),
-                    series_description=str(ds.get("SeriesDescription", "") or ""),
-                    study_date=str(ds.get("StudyDate", "") or ""),
-                    study_time=str(ds.get("StudyTime", "") or ""),
-                    accession=str(ds.get("AccessionNumber", "") or ""),
-                    patient_name=str(ds.get("PatientName", "") or ""),
-                    patient_id=str(ds.get("PatientID", "") or ""),
-                    size=info.file_size,
-                )
+                yield instance
 
 
 def build_sessions(

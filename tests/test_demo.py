@@ -151,3 +151,69 @@ def test_second_cycle_asked_only_since_the_first(demo_run: dict[str, Any]) -> No
 def _cohort(demo_run: dict[str, Any]) -> Any:
     first = dt.date.fromisoformat(demo_run["summary"]["first_cycle"])
     return make_cohort(PATIENTS, SEED, as_of=first)
+
+
+def test_demo_serve_answers_findscu_and_the_xnat_client(tmp_path: Path) -> None:
+    """It prints one JSON line once both servers answer; dcmtk's findscu and xnatpy use them."""
+    import select
+    import signal
+    import sys
+
+    import xnat
+
+    from tests.conftest import require_binary
+
+    findscu = require_binary("findscu", "dcmtk")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "connectors.cli",
+            "demo",
+            "--patients",
+            "4",
+            "--seed",
+            "3",
+            "serve",
+            "--json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "demo serve printed nothing in 120 s"
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert set(info) == {"pacs", "xnat"}
+        assert set(info["pacs"]) == {"host", "port", "aet"}
+        assert set(info["xnat"]) == {"url", "user", "password", "project"}
+        pacs = info["pacs"]
+        found = subprocess.run(
+            [
+                findscu,
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-aec",
+                pacs["aet"],
+                pacs["host"],
+                str(pacs["port"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert found.returncode == 0, found.stderr
+        assert "(0020,000d)" in (found.stdout + found.stderr)
+        x = info["xnat"]
+        with xnat.connect(x["url"], user=x["user"], password=x["password"]) as session:
+            assert x["project"] in session.projects
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0

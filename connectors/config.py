@@ -142,7 +142,7 @@ class Settings:
 
     def public_dict(self) -> dict[str, Any]:
         """The effective settings, for the debug log and the runs table (no secrets live here)."""
-        out = {s: asdict(getattr(self, s)) for s in SECTIONS}
+        out: dict[str, Any] = {s: asdict(getattr(self, s)) for s in SECTIONS}
         out["source"] = str(self.source) if self.source else None
         return out
 

@@ -69,7 +69,7 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
-    merged_vars = {"today": today().isoformat()} if is_pinned() else {}
+    merged_vars: dict[str, object] = {"today": today().isoformat()} if is_pinned() else {}
     merged_vars.update(dict(vars or {}))
     if merged_vars:
         cli += ["--vars", json.dumps(merged_vars, default=str)]

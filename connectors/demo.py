@@ -263,7 +263,7 @@ def _collect(project: Path, out_dir: Path) -> dict[str, Any]:
             "reconciliation",
         ):
             with contextlib.suppress(duckdb.Error):
-                counts[mart] = con.execute(f"select count(*) from main.{mart}").fetchone()[0]
+                counts[mart] = _scalar(con, f"select count(*) from main.{mart}")
         with contextlib.suppress(duckdb.Error):
             counts["selection"] = dict(
                 con.execute(
@@ -271,10 +271,15 @@ def _collect(project: Path, out_dir: Path) -> dict[str, Any]:
                 ).fetchall()
             )
         with contextlib.suppress(duckdb.Error):
-            counts["xnat_sessions"] = con.execute(
-                "select count(*) from intermediate.int_xnat_sessions__current"
-            ).fetchone()[0]
+            counts["xnat_sessions"] = _scalar(
+                con, "select count(*) from intermediate.int_xnat_sessions__current"
+            )
     return {"outputs": outputs, "counts": counts}
+
+
+def _scalar(con: Any, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
+    return row[0] if row else None
 
 
 def _print_outputs(summary: dict[str, Any], *, kept: bool) -> None:

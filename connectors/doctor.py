@@ -135,7 +135,7 @@ def _retrieve_fix(settings: Settings) -> str:
 
 def _retrieve(settings: Settings) -> str:
     from pydicom.dataset import Dataset
-    from pynetdicom.sop_class import (
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
         StudyRootQueryRetrieveInformationModelGet,
         StudyRootQueryRetrieveInformationModelMove,
     )

@@ -22,3 +22,13 @@ def test_ruff_check_is_clean() -> None:
 def test_ruff_format_is_clean() -> None:
     res = _ruff("format", "--check", ".")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_is_clean_on_the_package() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "mypy", "connectors"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr

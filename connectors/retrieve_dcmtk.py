@@ -138,15 +138,15 @@ _NAME_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*\.)?([0-9][0-9.]*)$")
 
 
 def _sop_instance_uid(path: Path) -> str:
-    """The SOP Instance UID from the File Meta header; else from dcmtk's ``<MOD>.<uid>`` name."""
-    try:
-        uid = str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", "")).strip()
-        if uid:
-            return uid
-    except Exception as e:  # an unreadable header: fall back to the name dcmtk gave it
-        logger.debug("no File Meta in %s: %s", path.name, e)
+    """The SOP Instance UID from dcmtk's ``<MOD>.<uid>`` name, else from the File Meta header."""
     m = _NAME_RE.match(path.name)
-    return m.group(1) if m else path.name
+    if m:
+        return m.group(1)
+    try:
+        return str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", "")).strip()
+    except Exception as e:  # an unreadable header: keep dcmtk's name (hashed by file_name_for)
+        logger.debug("no File Meta in %s: %s", path.name, e)
+        return path.name
 
 
 def _secs(x: float) -> str:

@@ -172,9 +172,11 @@ def run_load(
     *,
     build_manifest: bool = True,
     retriever_factory: Callable[[Any], Any] | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Load the manifest. ``build_manifest=False`` reads the mart as it is (tests, demo);
-    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``."""
+    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``; ``only``
+    (Study UIDs) keeps just those manifest studies (``pacs2xnat failures --retry``)."""
     settings = rc.settings
     mode = mode or settings.xnat.mode
     if mode not in ("direct", "dqr"):
@@ -194,6 +196,8 @@ def run_load(
             )
         rows = rc.warehouse.read_relation(MANIFEST, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
+        if only is not None:
+            studies = [s for s in studies if s.study_instance_uid in only]
         if limit:
             studies = studies[:limit]
         summary: dict[str, Any] = {"mode": mode, "studies": len(studies), "sync": synced}

@@ -189,7 +189,7 @@ def test_dry_run_and_limit_write_nothing(
     orthanc_free_settings: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It prints the studies --dry-run would load (to stdout) and records no attempt."""
-    settings, cohort, studies = orthanc_free_settings
+    settings, _cohort, studies = orthanc_free_settings
     summary = run_load(_rc(settings), "direct", limit=2, dry_run=True, build_manifest=False)
     assert (summary["studies"], summary["would_load"]) == (2, 2)
     out = capsys.readouterr().out

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from connectors import console
@@ -52,11 +53,12 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def build_register(rc: RunContext) -> None:
-    """``dbt build --select +ingest_failures`` (seeds, staging, the rules, the register)."""
+    """``dbt build --select +ingest_failures +ingest_manifest``: the register and the manifest
+    it decides (a data test on both would otherwise run against a manifest not built)."""
     build(
         project_dir=rc.project_dir,
         warehouse_path=rc.settings.warehouse_path,
-        select=["+ingest_failures"],
+        select=["+ingest_failures", "+ingest_manifest"],
         quiet=not console.verbose(),
     )
 
@@ -78,7 +80,10 @@ def show_failures(rc: RunContext, csv_path: Path | None = None) -> dict[str, Any
         "by_reason": dict(sorted(by_reason.items())),
     }
     if not console.json_mode():
-        console.out.print(_table(rows, by_reason))
+        out = console.out
+        if not out.is_terminal:  # a pipe or a file gets the whole table, not 80 columns
+            out = Console(file=out.file, width=200, soft_wrap=True)
+        out.print(_table(rows, by_reason))
     if csv_path is not None:
         digest = write_csv_atomic(Path(csv_path), _csv_lines(rows))
         summary |= {"csv": str(csv_path), "sha256": digest}
@@ -108,11 +113,16 @@ def retry_failures(rc: RunContext, mode: str | None = None, built: bool = False)
 
 
 def _table(rows: list[dict[str, Any]], by_reason: Counter[str]) -> Table:
-    table = Table(title=f"pacs2xnat failures: {len(rows)} open", show_footer=True)
     foot = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) or "none"
-    table.add_column("reason", footer=foot)
-    for col in ("session", "stage", "attempts", "last failed", "retry", "resolution", "message"):
-        table.add_column(col)
+    table = Table(
+        title=f"pacs2xnat failures: {len(rows)} open",
+        caption=f"open failures by reason: {foot}",
+        caption_justify="left",
+    )
+    table.add_column("reason", no_wrap=True)
+    for col in ("session", "stage", "attempts", "last failed", "retry", "resolution"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("message", max_width=60)
     for r in rows:
         table.add_row(
             str(r["reason_category"]),

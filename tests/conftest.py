@@ -19,7 +19,7 @@ PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros",
 
 pytest_plugins = [
     p
-    for p in ("tests.pacs_fixtures", "tests.xnat_fixtures")
+    for p in ("tests.pacs_fixtures", "tests.xnat_fixtures", "tests.fault_helpers")
     if (PROJECT_ROOT / (p.replace(".", "/") + ".py")).is_file()
 ]
 

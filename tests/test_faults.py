@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from connectors.load import run_load
-from connectors.testbed.cohort import Cohort
 from connectors.warehouse import Warehouse
 from tests.fault_helpers import (
     Template,
@@ -25,7 +24,6 @@ from tests.fault_helpers import (
     attempts,
     fault_settings,
     invoke,
-    make_template,
     sessions_by_uid,
     study_row,
     workspace_from,
@@ -37,14 +35,6 @@ from tests.xnat_fixtures import StandinHandle
 pytestmark = pytest.mark.orthanc
 
 IMPORT = "/data/services/import"
-
-
-@pytest.fixture(scope="module")
-def template(
-    orthanc: Any, pacs_cohort: Cohort, tmp_path_factory: pytest.TempPathFactory
-) -> Template:
-    """Three studies of the test-bed Orthanc in a built manifest (one dbt build per module)."""
-    return make_template(tmp_path_factory.mktemp("faults"), pacs_cohort, 3)
 
 
 @pytest.fixture

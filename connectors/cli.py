@@ -228,7 +228,17 @@ def query(
 
     Example: pacs2xnat query --since 2026-01-01
     """
-    _not_built(4)
+    from connectors.query import run_query
+
+    with invocation("query") as rc:
+        rc.summary.update(
+            run_query(
+                rc,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                mrns=mrn or (),
+            )
+        )
 
 
 @app.command()

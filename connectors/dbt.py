@@ -6,9 +6,10 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,12 @@ def run_dbt(
     project_dir: Path,
     warehouse_path: Path,
     quiet: bool = True,
+    vars: Mapping[str, object] | None = None,
 ) -> BuildResult:
-    """``dbt <args>`` on our project and warehouse; failure is ``StepFailed`` saying what broke."""
+    """``dbt <args>`` on our project and warehouse; failure is ``StepFailed`` saying what broke.
+
+    ``vars`` become ``--vars`` (JSON), e.g. ``{"today": "2026-11-25", "overlap_days": 14}``.
+    """
     from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
     os.environ[WAREHOUSE_ENV] = str(Path(warehouse_path).resolve())
@@ -45,6 +50,8 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
+    if vars:
+        cli += ["--vars", json.dumps(dict(vars), default=str)]
     if quiet:
         cli.insert(0, "--quiet")
     logger.debug("dbt %s", " ".join(cli))
@@ -76,12 +83,15 @@ def build(
     warehouse_path: Path,
     select: Sequence[str] = (),
     quiet: bool = True,
+    vars: Mapping[str, object] | None = None,
 ) -> BuildResult:
     """``dbt build`` (seeds, unit tests, models, data tests); ``StepFailed`` on any failure."""
     args = ["build"]
     if select:
         args += ["--select", *select]
-    result = run_dbt(args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet)
+    result = run_dbt(
+        args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet, vars=vars
+    )
     if not result.success:
         detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
         raise StepFailed(f"dbt build failed:\n  {detail}")

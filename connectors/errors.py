@@ -112,3 +112,19 @@ class StudyFailed(Pacs2XnatError):
         self.transient = transient
         self.files_expected = files_expected
         self.files_received = files_received
+
+
+class QueryFailed(Pacs2XnatError):
+    """One patient's C-FIND could not be completed. Not fatal: recorded in raw.pacs_queries.
+
+    ``status_code`` is the PACS's final status as hex (``0xA700``) or None when the
+    association was lost; ``transient`` says whether reopening the association and asking
+    again in the same run may help (association lost, timeout, out of resources).
+    """
+
+    exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, message: str, *, status_code: str | None = None, transient: bool = False):
+        super().__init__(message)
+        self.status_code = status_code
+        self.transient = transient

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from connectors import console
-from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed
+from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed, XnatUnreachable
 from connectors.runs import RunContext
 from connectors.sync import sync_sessions
 from connectors.warehouse import utcnow
@@ -39,6 +39,7 @@ from connectors.xnat import XnatClient
 logger = logging.getLogger(__name__)
 
 MANIFEST = "main.ingest_manifest"
+UNAVAILABLE_LIMIT = 3  # studies in a row failed as xnat_unavailable: XNAT is down, stop (exit 3)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Study:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Study:
-        n = row.get("number_of_study_related_instances")
+        n: Any = row.get("number_of_study_related_instances")
         return cls(
             study_instance_uid=str(row["study_instance_uid"]),
             accession_number=row.get("accession_number"),
@@ -108,6 +109,8 @@ class LoadContext:
     bytes_loaded: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_done: Callable[[Study, Outcome, bool], None] | None = None
+    con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
+    unavailable_in_a_row: int = 0
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now (so a crash loses nothing that happened)."""
@@ -133,9 +136,11 @@ class LoadContext:
             "bytes_transferred": out.bytes_transferred,
             "xnat_session_id": out.xnat_session_id,
         }
-        with self._lock:
-            self.rc.warehouse.append("ingest_attempts", [row])
+        with self._lock:  # serialises the shared connection too
+            self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
             if final:
+                down = out.reason_category == "xnat_unavailable"
+                self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0
                 self.tallies[out.outcome] = self.tallies.get(out.outcome, 0) + 1
                 if out.outcome == "failed":
                     self.failures.append((study, out))
@@ -143,11 +148,17 @@ class LoadContext:
                     self.bytes_loaded += out.bytes_transferred or 0
         if self.on_done is not None:
             self.on_done(study, out, final)
+        if self.unavailable_in_a_row >= UNAVAILABLE_LIMIT:
+            raise XnatUnreachable(
+                f"XNAT failed {UNAVAILABLE_LIMIT} studies in a row after retries "
+                f"({out.message}); stopping: rerun load when XNAT is back"
+            )
 
-    def already_there(self, study: Study) -> Outcome | None:
-        """An outcome without loading when XNAT already has this label (our study or not)."""
+    def already_there(self, study: Study, ask_xnat: bool = False) -> Outcome | None:
+        """An outcome without loading when XNAT already has this label (our study or not):
+        from the run's fresh sync, and with ``ask_xnat`` also from XNAT right now."""
         found = self.present.get(study.session_label)
-        if found is None:
+        if found is None and ask_xnat:
             row = self.client.find_session(study.session_label)
             found = (row["ID"], row.get("UID", "")) if row else None
         if found is None:
@@ -172,11 +183,13 @@ def run_load(
     *,
     build_manifest: bool = True,
     retriever_factory: Callable[[Any], Any] | None = None,
+    relation: str = MANIFEST,
     only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Load the manifest. ``build_manifest=False`` reads the mart as it is (tests, demo);
-    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``; ``only``
-    (Study UIDs) keeps just those manifest studies (``pacs2xnat failures --retry``)."""
+    ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``; ``relation``
+    is another mart with the manifest's columns (``failures --retry``), built by dbt too;
+    ``only`` (Study UIDs) keeps just those of its studies (``pacs2xnat failures --retry``)."""
     settings = rc.settings
     mode = mode or settings.xnat.mode
     if mode not in ("direct", "dqr"):
@@ -184,7 +197,7 @@ def run_load(
     # One login for the whole run: sync, the manifest build (dbt never touches XNAT), loading.
     with XnatClient(settings) as client:
         client.check_project()
-        synced = sync_sessions(rc, client)
+        synced = sync_sessions(rc, client, as_own_run=True)
         present: dict[str, tuple[str, str]] = synced.pop("sessions_by_label")
         if build_manifest:
             from connectors.dbt import build
@@ -192,24 +205,33 @@ def run_load(
             build(
                 project_dir=rc.project_dir,
                 warehouse_path=settings.warehouse_path,
-                select=["+ingest_manifest"],
+                select=["+" + relation.split(".")[-1]],
             )
-        rows = rc.warehouse.read_relation(MANIFEST, "order by study_date, session_label")
+        rows = rc.warehouse.read_relation(relation, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
         if only is not None:
             studies = [s for s in studies if s.study_instance_uid in only]
         if limit:
             studies = studies[:limit]
-        summary: dict[str, Any] = {"mode": mode, "studies": len(studies), "sync": synced}
+        summary: dict[str, Any] = {
+            "mode": mode,
+            "manifest_rows": len(rows),
+            "studies": len(studies),
+            "sync": synced,
+        }
         if dry_run:
-            _print_plan(studies, present)
+            if not console.json_mode():  # --json: stdout carries the summary only
+                _print_plan(studies, present)
             summary["dry_run"] = True
             summary["would_load"] = sum(1 for s in studies if s.session_label not in present)
             return summary
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, present)
-        with _progress(ctx, len(studies)):
+        # Opening DuckDB costs ~50 ms of CPU (the raw DDL runs on every connect): once per run,
+        # not once per attempt. Each append still commits at once.
+        with rc.warehouse.connect() as con, _progress(ctx, len(studies)):
+            ctx.con = con
             if mode == "dqr":
                 from connectors.load_dqr import load_dqr
 

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -64,28 +65,45 @@ def load_direct(
             todo.append(s)
     if not todo:
         return
+    _remove_stale_runs(settings.work_dir)
     work = settings.work_dir / ctx.rc.run_id
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(work, 0o700)
     ready: queue.Queue[_Retrieved] = queue.Queue(maxsize=settings.load.queue_size)
     stop = threading.Event()
     factory = retriever_factory or _default_retriever
-    with factory(settings) as retriever:
-        pool = ThreadPoolExecutor(settings.pacs.max_associations, thread_name_prefix="retrieve")
-        try:
-            for s in todo:
-                pool.submit(_produce, ctx, retriever, s, work, ready, stop)
-            for _ in todo:
-                item = ready.get()
-                if item.fatal is not None:
-                    raise item.fatal
-                _consume(ctx, item)
-        finally:
-            stop.set()
-            _drain(ready)
-            pool.shutdown(wait=True, cancel_futures=True)
-            _drain(ready)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with factory(settings) as retriever:
+            pool = ThreadPoolExecutor(settings.pacs.max_associations, thread_name_prefix="retrieve")
+            try:
+                for s in todo:
+                    pool.submit(_produce, ctx, retriever, s, work, ready, stop)
+                for _ in todo:
+                    item = ready.get()
+                    if item.fatal is not None:
+                        raise item.fatal
+                    _consume(ctx, item)
+            finally:
+                stop.set()
+                _drain(ready)
+                pool.shutdown(wait=True, cancel_futures=True)
+                _drain(ready)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # nothing retrieved outlives the run
+
+
+RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+def _remove_stale_runs(work_dir: Path) -> None:
+    """Folders of runs that were killed (SIGKILL, power cut): only one load runs at a time
+    (the warehouse lock), so any run folder found now is stale. Only run-id-named folders."""
+    if not work_dir.is_dir():
+        return
+    for child in work_dir.iterdir():
+        if child.is_dir() and RUN_FOLDER.match(child.name):
+            logger.info("removing a killed run's retrieved files: %s", child)
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def _drain(q: queue.Queue[_Retrieved]) -> None:
@@ -192,11 +210,15 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
 def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first: bool) -> Outcome:
     client = ctx.client
     n = len(files)
-    if not first:
-        # A try that timed out may still have been archived: look before sending again.
-        row = client.find_session(study.session_label)
-        if row is not None:
+    # Look before sending: XNAT may have the session since the sync (another run, DQR), or a
+    # try of ours that timed out may have been archived after all.
+    row = client.find_session(study.session_label)
+    if row is not None:
+        if not first:
             return _verify(ctx, study, row, n, removed_on_mismatch=True)
+        if row.get("UID") and row["UID"] != study.study_instance_uid:
+            raise StudyFailed("xnat_conflict", f"session {study.session_label} holds another study")
+        return Outcome("already_present", files_expected=study.expected, xnat_session_id=row["ID"])
     client.ensure_subject(study.subject_label)
     progress = ZipProgress()
     try:

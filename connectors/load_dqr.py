@@ -23,7 +23,7 @@ def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
     pacs_id = ctx.client.dqr_pacs_id()
     retries = ctx.rc.settings.load.retries
     for study in studies:
-        there = ctx.already_there(study)
+        there = ctx.already_there(study, ask_xnat=True)  # DQR does not de-duplicate
         if there is not None:
             ctx.record(study, utcnow(), there)
             continue

@@ -11,7 +11,8 @@ about 40 ms a round trip: 2.5× slower C-FIND and up to 37× slower C-GET on thi
 ``make_ae(settings, contexts)`` builds an AE with our AE title and the ACSE/DIMSE/network and
 connection timeouts from ``[pacs]``; ``open_association(settings, ae)`` associates with the
 configured PACS (TCP_NODELAY on) and turns every refusal into ``PacsUnreachable`` naming host,
-port and both AE titles (exit code 3).
+port and both AE titles (exit code 3), and applies ``guard_responses`` (a fix for a pynetdicom
+race that loses C-FIND responses).
 """
 
 from __future__ import annotations
@@ -55,6 +56,36 @@ def has_tcp_nodelay(assoc: Association) -> bool:
     if sock is None:
         return False
     return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def guard_responses(assoc: Association) -> None:
+    """Keep the association's reactor thread from taking DIMSE *responses* off the queue.
+
+    pynetdicom pauses its reactor while ``send_c_find()`` and friends wait for responses,
+    but the pause is racy: a fast peer's response can arrive in the instant between the
+    reactor's checkpoint and its non-blocking ``get_msg()``, and the reactor then discards it
+    as "Received unexpected C-FIND service message" (pydicom/pynetdicom#875). A lost
+    Pending response is a study silently missed; a lost final response a DIMSE timeout. We
+    saw both within seconds with two associations against Orthanc. With this guard the
+    reactor only ever takes *requests* (e.g. C-STORE during C-GET); responses stay queued
+    for the ``send_*()`` call waiting for them.
+    """
+    dimse = assoc.dimse
+    messages = dimse.msg_queue
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        if block:
+            return blocking_get(block=True)
+        with messages.mutex:
+            if not messages.queue:
+                return None, None
+            _context_id, msg = messages.queue[0]
+            if msg is None or not msg.is_valid_request:
+                return None, None  # a response: it belongs to the send_*() waiting for it
+            return messages.queue.popleft()
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 
 def _pacs(settings: Settings | PacsConfig) -> PacsConfig:
@@ -112,6 +143,7 @@ def open_association(
     except (OSError, ValueError) as e:
         raise PacsUnreachable(f"cannot reach {describe(cfg)}: {e}") from None
     if assoc.is_established:
+        guard_responses(assoc)
         return assoc
     if assoc.is_rejected:
         raise PacsUnreachable(
@@ -129,6 +161,7 @@ def open_association(
 __all__ = [
     "NODELAY_HANDLERS",
     "describe",
+    "guard_responses",
     "has_tcp_nodelay",
     "make_ae",
     "open_association",

@@ -26,26 +26,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydicom.dataset import Dataset
 from pynetdicom import build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
 from connectors.config import Settings
-from connectors.errors import StudyFailed
+from connectors.errors import ConfigError, StudyFailed
 from connectors.pacs_net import make_ae, open_association
 from connectors.retrieve_dcmtk import DcmtkBackend
+from connectors.retrieve_dimse import Outcome, consume, find_study, identifier
 from connectors.retrieve_pace import fast_reactor
+from connectors.retrieve_procs import WorkerPool, raise_or_return
 from connectors.retrieve_scp import MoveReceiver
-from connectors.storage import StudySink, encoded_instance, get_storage_contexts
+from connectors.storage import (
+    StudySink,
+    abstract_syntax,
+    encoded_instance,
+    get_storage_contexts,
+)
 
 logger = logging.getLogger(__name__)
 
-PENDING = {0xFF00, 0xFF01}
 WARNING_SUBOPS = 0xB000
 
 
@@ -61,17 +66,6 @@ class RetrievedStudy:
     seconds: float
 
 
-@dataclass
-class _Outcome:
-    """What the PACS said about one C-GET/C-MOVE."""
-
-    final_status: int | None = None
-    completed: int = 0
-    failed: int = 0
-    warning: int = 0
-    total: int | None = None  # completed + failed + warning + remaining, from the PACS
-
-
 class Retriever:
     """C-GET or C-MOVE of whole studies, reusing at most ``max_associations`` associations."""
 
@@ -79,8 +73,6 @@ class Retriever:
         self.settings = settings
         self.method = settings.pacs.retrieve
         if self.method == "c-move" and not settings.pacs.move_destination:
-            from connectors.errors import ConfigError
-
             raise ConfigError(
                 "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
                 "knows it (the PACS sends the study to that AE, at our receive_port)"
@@ -92,10 +84,17 @@ class Retriever:
         self._receiver: MoveReceiver | None = None
         self._closed = False
         self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
+        # pynetdicom C-GET with several associations: one worker process per association
+        self._use_processes = (
+            self._dcmtk is None and self.method == "c-get" and settings.pacs.max_associations > 1
+        )
+        self._pool: WorkerPool | None = None
 
     # -- context manager -------------------------------------------------------------------
 
     def __enter__(self) -> Retriever:
+        if self._use_processes:
+            self._pool = WorkerPool(self.settings, self.settings.pacs.max_associations)
         if self.method == "c-move" and self._dcmtk is None:
             self._receiver = MoveReceiver(self.settings)
             self._receiver.start()
@@ -119,6 +118,9 @@ class Retriever:
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -129,8 +131,11 @@ class Retriever:
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sink = StudySink(uid, dest)
         started = time.monotonic()
+        if self._pool is not None:
+            files, size, _ = raise_or_return(self._pool.run(uid, dest, expected))
+            return RetrievedStudy(uid, dest, files, size, expected, time.monotonic() - started)
+        sink = StudySink(uid, dest)
         with self._slots:
             if self._dcmtk is not None:
                 outcome, ok = self._run_dcmtk(sink, expected)
@@ -143,7 +148,7 @@ class Retriever:
         )
         return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
 
-    def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+    def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[Outcome, bool]:
         assoc = self._checkout()
         ok = False
         try:
@@ -159,11 +164,11 @@ class Retriever:
             self._checkin(assoc, healthy=ok)
         return outcome, ok
 
-    def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[_Outcome, bool]:
+    def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[Outcome, bool]:
         assert self._dcmtk is not None
         status, (remaining, completed, failed, warning), _tail = self._dcmtk.run(sink)
         total = remaining + completed + failed + warning
-        outcome = _Outcome(status, completed, failed, warning, total or None)
+        outcome = Outcome(status, completed, failed, warning, total or None)
         ok = status is not None
         if sink.files == 0 and ok and not sink.disk_full:
             assoc = self._open(find_only=True)
@@ -206,8 +211,8 @@ class Retriever:
         elif self.method == "c-get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
             for cx in get_storage_contexts():
-                ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-                ext_neg.append(build_role(cx.abstract_syntax, scp_role=True))
+                ae.add_requested_context(abstract_syntax(cx), cx.transfer_syntax)
+                ext_neg.append(build_role(abstract_syntax(cx), scp_role=True))
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -224,22 +229,22 @@ class Retriever:
             return 0xC210
         return sink.write(*got)
 
-    def _c_get(self, assoc: Association, sink: StudySink) -> _Outcome:
+    def _c_get(self, assoc: Association, sink: StudySink) -> Outcome:
         self._sinks[id(assoc)] = sink
-        responses = assoc.send_c_get(_identifier(sink.study_instance_uid), _GET_MODEL)
-        return _consume(responses)
+        responses = assoc.send_c_get(identifier(sink.study_instance_uid), _GET_MODEL)
+        return consume(responses)
 
     # -- C-MOVE ----------------------------------------------------------------------------
 
-    def _c_move(self, assoc: Association, sink: StudySink) -> _Outcome:
+    def _c_move(self, assoc: Association, sink: StudySink) -> Outcome:
         assert self._receiver is not None, "use Retriever as a context manager"
         with self._receiver.expecting(sink):
             responses = assoc.send_c_move(
-                _identifier(sink.study_instance_uid),
+                identifier(sink.study_instance_uid),
                 self.settings.pacs.move_destination,
                 _MOVE_MODEL,
             )
-            return _consume(responses)
+            return consume(responses)
 
     # -- judging ---------------------------------------------------------------------------
 
@@ -247,7 +252,7 @@ class Retriever:
         """Nothing came: ask the PACS whether the study exists (C-FIND) to name the failure."""
         if expected == 0:
             raise StudyFailed("no_images_on_pacs", f"study {uid}: the PACS holds no images")
-        found = _find_study(assoc, uid)
+        found = find_study(assoc, uid)
         if found is None:
             raise StudyFailed(
                 "not_found_on_pacs",
@@ -267,7 +272,7 @@ class Retriever:
     def _judge(
         self,
         sink: StudySink,
-        outcome: _Outcome,
+        outcome: Outcome,
         expected: int | None,
         *,
         lost: bool,
@@ -275,7 +280,7 @@ class Retriever:
     ) -> None:
         uid = sink.study_instance_uid
         counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
-        kw = {"files_expected": expected, "files_received": sink.files}
+        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
         if sink.disk_full:
             raise StudyFailed(
                 "disk_full",
@@ -293,11 +298,15 @@ class Retriever:
             )
         status = outcome.final_status
         if status not in (0x0000, WARNING_SUBOPS):
-            if sink.files == 0 and status in (0xC000, 0xA900, 0xC001):
-                self._not_found(uid, expected)
+            hint = ""
+            if self.method == "c-move" and sink.files == 0:  # Orthanc: 0xC000, others: 0xA801
+                hint = (
+                    f" (does it know our move_destination {self.settings.pacs.move_destination!r}"
+                    f" at port {self.settings.pacs.receive_port}?)"
+                )
             raise StudyFailed(
                 "retrieve_failed",
-                f"study {uid}: the PACS answered with status 0x{status or 0:04X}; {counts}",
+                f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
                 transient=True,
                 **kw,
             )
@@ -312,68 +321,9 @@ class Retriever:
                 **kw,
             )
 
-    def _not_found(self, uid: str, expected: int | None) -> None:
-        raise StudyFailed(
-            "not_found_on_pacs",
-            f"study {uid} is not on the PACS",
-            files_expected=expected,
-            files_received=0,
-        )
-
 
 _GET_MODEL = StudyRootQueryRetrieveInformationModelGet
 _MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
-
-
-def _identifier(uid: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = uid
-    return ds
-
-
-def _consume(responses: Any) -> _Outcome:
-    """Read a C-GET/C-MOVE response stream once; an empty status means the association died."""
-    out = _Outcome()
-    for status, _identifier_ds in responses:
-        if not status or "Status" not in status:
-            out.final_status = None
-            return out
-        code = int(status.Status)
-        done = [int(status.get(k) or 0) for k in _SUBOP_KEYS]
-        if code in PENDING:
-            out.total = sum(done) + int(status.get("NumberOfRemainingSuboperations") or 0)
-            continue
-        out.final_status = code
-        out.completed, out.failed, out.warning = done
-        if out.total is None and any(done):
-            out.total = sum(done)
-    return out
-
-
-_SUBOP_KEYS = (
-    "NumberOfCompletedSuboperations",
-    "NumberOfFailedSuboperations",
-    "NumberOfWarningSuboperations",
-)
-
-
-def _find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
-    """A study-level C-FIND on the same association: None when the PACS does not know it."""
-    q = Dataset()
-    q.QueryRetrieveLevel = "STUDY"
-    q.StudyInstanceUID = uid
-    q.NumberOfStudyRelatedInstances = ""
-    found: dict[str, Any] | None = None
-    try:
-        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
-            if status and int(status.get("Status", -1)) in PENDING and ident is not None:
-                n = ident.get("NumberOfStudyRelatedInstances")
-                found = {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}
-    except (ValueError, RuntimeError) as e:  # no Find context accepted: cannot tell
-        logger.debug("C-FIND after an empty retrieve not possible: %s", e)
-        return {"NumberOfStudyRelatedInstances": None}
-    return found
 
 
 def _n(x: int | None) -> str:

@@ -24,6 +24,7 @@ from connectors.storage import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_UNEXPECTED_STUDY,
     StudySink,
+    abstract_syntax,
     encoded_instance,
     scp_storage_contexts,
     study_uid_of,
@@ -48,7 +49,7 @@ class MoveReceiver:
         ae.ae_title = self.settings.pacs.move_destination or self.settings.pacs.calling_aet
         ae.require_called_aet = False
         for cx in scp_storage_contexts():
-            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
+            ae.add_supported_context(abstract_syntax(cx), cx.transfer_syntax)
         port = self.settings.pacs.receive_port
         try:
             self._server = ae.start_server(

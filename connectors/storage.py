@@ -9,6 +9,7 @@ full, 0xC210 when it cannot understand the request).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -85,6 +86,11 @@ def get_storage_contexts() -> list[PresentationContext]:
     return out
 
 
+def abstract_syntax(cx: PresentationContext) -> str:
+    """A context's SOP Class UID (always set on the contexts built here)."""
+    return str(cx.abstract_syntax)
+
+
 def scp_storage_contexts() -> list[PresentationContext]:
     """Every storage SOP class pynetdicom knows, for our C-MOVE storage SCP (no 128 limit)."""
     out = []
@@ -120,7 +126,7 @@ class StudySink:
     last_error: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def write(self, sop_instance_uid: str, data: bytes) -> int:
+    def write(self, sop_instance_uid: str, data: builtins.bytes) -> int:
         """Write one encoded instance; returns the DICOM status for the C-STORE response."""
         name = file_name_for(sop_instance_uid)
         final = self.folder / name
@@ -154,7 +160,7 @@ class StudySink:
 def encoded_instance(event: evt.Event) -> tuple[str, bytes] | None:
     """The SOP Instance UID and the encoded dataset with File Meta, or None if unreadable."""
     try:
-        uid = str(event.request.AffectedSOPInstanceUID or "")
+        uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         return uid, event.encoded_dataset(include_meta=True)
     except Exception as e:  # the handler never raises: any failure is a DICOM status
         logger.warning("C-STORE request not understood: %s", e)

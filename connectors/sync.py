@@ -11,13 +11,17 @@ and only new sessions are counted, a few at a time.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
 
-from connectors.runs import RunContext
+from connectors import __version__
+from connectors.runs import RunContext, new_run_id
 from connectors.warehouse import RAW_TABLES, utcnow
 from connectors.xnat import XnatClient
 
@@ -51,16 +55,21 @@ def _previous_counts(con: duckdb.DuckDBPyConnection, project: str) -> dict[str, 
 
 
 def sync_sessions(
-    rc: RunContext, client: XnatClient, page_size: int | None = None
+    rc: RunContext, client: XnatClient, page_size: int | None = None, as_own_run: bool = False
 ) -> dict[str, Any]:
     """The snapshot, with an open client (``load`` reuses its own). Returns counts and the
-    sessions now in XNAT for the caller's own use (``sessions_by_label``: label -> (ID, UID))."""
+    sessions now in XNAT for the caller's own use (``sessions_by_label``: label -> (ID, UID)).
+
+    ``as_own_run`` (``load``'s fresh sync): the snapshot gets its own run id and a successful
+    ``sync`` row in ``raw.runs``, committed with it, so the models (which read the latest
+    successful sync) see it when ``load`` rebuilds the manifest while its own run is open."""
     spec = RAW_TABLES["xnat_sessions"]
     names = spec.column_names
     sql = (
         f"insert into raw.xnat_sessions ({', '.join(names)}) values ({', '.join('?' * len(names))})"
     )
     synced_at = utcnow()
+    run_id = new_run_id() if as_own_run else rc.run_id
     project = client.project
     counted = reused = 0
     subjects: set[str] = set()
@@ -75,16 +84,18 @@ def sync_sessions(
             for row in pages:
                 batch.append(row)
                 if len(batch) >= 500:
-                    c, r = _write(con, sql, names, batch, previous, client, pool, rc, synced_at)
+                    c, r = _write(con, sql, names, batch, previous, client, pool, run_id, synced_at)
                     counted, reused = counted + c, reused + r
                     total += len(batch)
                     _note(batch, subjects, labels)
                     batch = []
             if batch:
-                c, r = _write(con, sql, names, batch, previous, client, pool, rc, synced_at)
+                c, r = _write(con, sql, names, batch, previous, client, pool, run_id, synced_at)
                 counted, reused = counted + c, reused + r
                 total += len(batch)
                 _note(batch, subjects, labels)
+            if as_own_run:
+                _record_sync_run(con, rc, run_id, synced_at, total)
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
@@ -98,6 +109,35 @@ def sync_sessions(
         "scan_counts_reused": reused,
         "sessions_by_label": labels,
     }
+
+
+def _record_sync_run(
+    con: duckdb.DuckDBPyConnection, rc: RunContext, run_id: str, started: Any, sessions: int
+) -> None:
+    spec = RAW_TABLES["runs"]
+    now = utcnow()
+    row = {
+        "run_id": run_id,
+        "command": "sync",
+        "arguments": json.dumps(["(fresh sync of load run " + rc.run_id + ")"]),
+        "user_name": os.environ.get("USER") or os.environ.get("LOGNAME"),
+        "host_name": socket.gethostname(),
+        "tool_version": __version__,
+        "config_path": str(rc.settings.source) if rc.settings.source else None,
+        "input_files": "[]",
+        "rules_sha256": None,
+        "started_at": started,
+        "finished_at": now,
+        "outcome": "success",
+        "exit_code": 0,
+        "summary": json.dumps({"sessions": sessions, "part_of_run": rc.run_id}),
+        "loaded_at": now,
+    }
+    names = spec.column_names
+    con.execute(
+        f"insert into raw.runs ({', '.join(names)}) values ({', '.join('?' * len(names))})",
+        [row[n] for n in names],
+    )
 
 
 def _note(
@@ -116,7 +156,7 @@ def _write(
     previous: dict[str, tuple[str, int]],
     client: XnatClient,
     pool: ThreadPoolExecutor,
-    rc: RunContext,
+    run_id: str,
     synced_at: Any,
 ) -> tuple[int, int]:
     need = [
@@ -131,7 +171,7 @@ def _write(
         sid = r.get("ID", "")
         values.append(
             {
-                "run_id": rc.run_id,
+                "run_id": run_id,
                 "loaded_at": now,
                 "synced_at": synced_at,
                 "project": client.project,

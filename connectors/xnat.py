@@ -24,6 +24,7 @@ import requests
 
 from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
+from connectors.xnat_dqr import DqrCalls
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def classify(status: int, body: str) -> tuple[str, bool]:
     return "rejected_by_xnat", False
 
 
-class XnatClient:
+class XnatClient(DqrCalls):
     """A logged-in XNAT for one project. Use as a context manager."""
 
     def __init__(self, settings: Settings) -> None:
@@ -321,76 +322,6 @@ class XnatClient:
                 )
                 n += 1
         return n
-
-    # ------------------------------------------------------------------ DICOM Query-Retrieve
-    # XAPI JSON calls of the DQR plugin: xnatpy has no API for them.
-
-    def dqr_pacs_id(self) -> int:
-        """The configured PACS (``[xnat] dqr_pacs``: id, label or AE title) in XNAT's DQR list."""
-        try:
-            resp = self._request("GET", "/xapi/pacs", what="list DQR PACS", per_study=False)
-            pacs = resp.json()
-        except ValueError:
-            raise XnatUnreachable(
-                "XNAT /xapi/pacs did not answer JSON (is DQR installed?)"
-            ) from None
-        wanted = self.settings.xnat.dqr_pacs
-        for p in pacs:
-            if wanted in (str(p.get("id")), p.get("label"), p.get("aeTitle")):
-                return int(p["id"])
-        if not wanted and len(pacs) == 1:
-            return int(pacs[0]["id"])
-        names = ", ".join(f"{p.get('id')} ({p.get('label')})" for p in pacs) or "none"
-        raise ConfigError(f"[xnat] dqr_pacs = {wanted!r} is not one of XNAT's DQR PACS: {names}")
-
-    def dqr_find_study(self, pacs_id: int, study_uid: str) -> bool:
-        resp = self._request(
-            "POST",
-            "/xapi/dqr/query/studies",
-            what="DQR query",
-            per_study=True,
-            ok=(200, 204),
-            json={"pacsId": pacs_id, "studyInstanceUid": study_uid},
-        )
-        return resp.status_code == 200 and bool(resp.json())
-
-    def dqr_import(self, pacs_id: int, study_uid: str, subject: str, session: str) -> list[int]:
-        resp = self._request(
-            "POST",
-            "/xapi/dqr/import",
-            what="DQR import request",
-            per_study=True,
-            json={
-                "pacsId": pacs_id,
-                "projectId": self.project,
-                "forceImport": False,
-                "studies": [
-                    {
-                        "studyInstanceUid": study_uid,
-                        "seriesInstanceUids": [],
-                        "seriesDescriptions": [],
-                        "relabelMap": {"Subject": subject, "Session": session},
-                    }
-                ],
-            },
-        )
-        return [int(r["id"]) for r in resp.json()]
-
-    def dqr_status(self, request_id: int) -> str:
-        for where in ("history", "queue"):
-            try:
-                resp = self._request(
-                    "GET",
-                    f"/xapi/dqr/import/{where}/{request_id}",
-                    what="DQR request status",
-                    per_study=True,
-                )
-            except StudyFailed as e:
-                if "HTTP 404" in str(e):
-                    continue
-                raise
-            return str(resp.json().get("status", ""))
-        return ""
 
 
 def _why(e: Exception) -> str:

@@ -56,7 +56,7 @@ def zip_stream(
     """Yield a ZIP_STORED archive of ``files`` (stored flat, by file name) block by block."""
     prog = progress if progress is not None else ZipProgress()
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[call-overload]
         for path in files:
             info = zipfile.ZipInfo(path.name, date_time=(2000, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED

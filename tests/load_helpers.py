@@ -12,7 +12,7 @@ import duckdb
 from connectors.config import LoadConfig, Settings, WarehouseConfig
 from connectors.testbed.cohort import Cohort, Study
 from connectors.warehouse import Warehouse
-from tests.pacs_fixtures import PACS_INSTANCES_PER_STUDY, pacs_settings
+from tests.pacs_fixtures import PACS_INSTANCES_PER_SERIES, pacs_settings
 from tests.xnat_fixtures import StandinHandle, xnat_settings
 
 MANIFEST_DDL = """
@@ -40,7 +40,8 @@ def load_settings_for(
 
 
 def expected_files(study: Study) -> int:
-    return min(study.n_instances, PACS_INSTANCES_PER_STUDY)
+    """What the test-bed PACS holds of the study (the fixtures cap instances per series)."""
+    return sum(min(se.n_instances, PACS_INSTANCES_PER_SERIES) for se in study.series)
 
 
 def pick_studies(cohort: Cohort, n: int, offset: int = 0) -> list[Study]:

@@ -3,7 +3,7 @@ dcmqrscp and the in-process demo PACS, seeded with one synthetic cohort written 
 
 - ``pacs_cohort``: the cohort (``make_cohort(PACS_COHORT_SIZE, seed=PACS_COHORT_SEED,
   as_of=PACS_AS_OF)``); ``pacs_files``: its studies as DICOM files (at most
-  ``PACS_INSTANCES_PER_STUDY`` instances each, 64×64 16-bit pixels), written once per session.
+  ``PACS_INSTANCES_PER_SERIES`` instances per series, 64×64 16-bit pixels), written once.
 - ``orthanc``: a session-scoped Orthanc (TCP_NODELAY=1) holding ``pacs_files``.
 - ``orthanc_factory(**kwargs)``: start more Orthancs (small, capped with ``limit_find_results``,
   ``check_called_aet=True``, ``tcp_nodelay=False``, ``modalities=...``); stopped at teardown.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from tests.conftest import require_binary
 PACS_AS_OF = dt.date(2026, 11, 1)
 PACS_COHORT_SIZE = 16
 PACS_COHORT_SEED = 11
-PACS_INSTANCES_PER_STUDY = 3
+PACS_INSTANCES_PER_SERIES = 3
 
 
 def pacs_settings(server: Any, base: Settings | None = None, **pacs: Any) -> Settings:
@@ -64,7 +65,7 @@ def pacs_cohort() -> Cohort:
 @pytest.fixture(scope="session")
 def pacs_files(pacs_cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("pacs_dicom")
-    return write_cohort(pacs_cohort, folder, max_instances_per_study=PACS_INSTANCES_PER_STUDY)
+    return write_cohort(pacs_cohort, folder, max_instances_per_series=PACS_INSTANCES_PER_SERIES)
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +140,44 @@ def demo_pacs_factory(pacs_dicom_folder: Path) -> Iterator[Callable[..., DemoPac
 def demo_pacs(demo_pacs_factory: Callable[..., DemoPacs]) -> DemoPacs:
     """The in-process demo PACS serving the session cohort."""
     return demo_pacs_factory()
+
+
+def master_patient_rows(cohort: Cohort, run_id: str = "seed-master") -> list[dict[str, Any]]:
+    """``raw.master_patients`` rows for a cohort (as ``patients import`` would write them)."""
+    now = dt.datetime(2026, 1, 1, 9, 0, 0)
+    return [
+        {
+            "run_id": run_id,
+            "loaded_at": now,
+            "source_file": "master.xlsx",
+            "source_sha256": "0" * 64,
+            "source_sheet": "Sheet1",
+            "source_row": i + 2,
+            "mrn": p.mrn,
+            "nhs_number": p.nhs_number,
+            "reference_date": p.reference_date,
+            "status": p.status,
+            "patient_name": p.list_name,
+            "birth_date": p.birth_date,
+        }
+        for i, p in enumerate(cohort.patients)
+    ]
+
+
+def write_query_config(workspace: Path, server: Any, **pacs: Any) -> Path:
+    """A ``pacs2xnat.toml`` in ``workspace`` pointing at a test-bed PACS (short timeouts)."""
+    fields: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "called_aet": server.aet,
+        "acse_timeout": 5.0,
+        "dimse_timeout": 15.0,
+        "network_timeout": 15.0,
+    }
+    fields.update(pacs)
+    lines = ["[warehouse]", 'path = "warehouse/pacs2xnat.duckdb"', "", "[pacs]"]
+    for k, v in fields.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    path = workspace / "pacs2xnat.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

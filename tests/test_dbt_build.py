@@ -10,12 +10,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connectors.dbt import BuildResult, run_dbt
+from connectors.dbt import WAREHOUSE_ENV, BuildResult, run_dbt
 from connectors.testbed.cohort import Cohort, Patient, Series, Study, make_cohort, nhs_check_digit
 from connectors.warehouse import Warehouse
 from tests.conftest import copy_project
@@ -238,15 +242,31 @@ def built(tmp_path_factory: pytest.TempPathFactory, cohort: Cohort) -> dict[str,
     }
 
 
-def test_empty_warehouse_builds_with_zero_warnings(tmp_path: Path) -> None:
-    """It builds every model and runs every test on a fresh warehouse, warnings as errors."""
+def test_plain_dbt_build_on_a_clean_clone_has_zero_warnings(tmp_path: Path) -> None:
+    """It runs plain `dbt build` (the analyst's command) in a fresh copy with no warehouse:
+    the folder, file (0600) and raw tables are made, every model and test passes, warnings as
+    errors, and the marts are empty."""
     project = copy_project(tmp_path / "project")
-    warehouse = Warehouse(project / "warehouse" / "pacs2xnat.duckdb")
-    warehouse.ensure()
-    result = build_warn_error(project, warehouse.path)
-    assert result.success, result.failures
-    assert result.counts.get("success", 0) + result.counts.get("pass", 0) > 50
-    assert set(result.counts) <= {"success", "pass"}, result.counts
+    env = {k: v for k, v in os.environ.items() if k != WAREHOUSE_ENV}
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    dbt = Path(sys.executable).with_name("dbt")
+    res = subprocess.run(
+        [str(dbt), "--warn-error", "--no-use-colors", "build"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    done = re.search(r"Done\. PASS=(\d+) WARN=(\d+) ERROR=(\d+) SKIP=(\d+)", res.stdout)
+    assert done is not None, res.stdout[-2000:]
+    passed, warned, errored, skipped = map(int, done.groups())
+    assert (warned, errored, skipped) == (0, 0, 0)
+    assert passed > 100
+    db = project / "warehouse" / "pacs2xnat.duckdb"
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+    warehouse = Warehouse(db)
     for mart in ("ingest_manifest", "pacs_study_selection", "description_triage"):
         assert warehouse.read_relation(f"main.{mart}") == []
     assert warehouse.read_relation("main.linkage_report") == []

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connectors.errors import XnatUnreachable
 from connectors.load import run_load
 from connectors.runs import RunContext
 from connectors.testbed.cohort import Cohort
@@ -148,6 +149,23 @@ def test_transient_xnat_errors_are_retried_then_recorded(
     tail = attempts(settings)[-3:]
     assert [a["reason_category"] for a in tail] == ["xnat_unavailable"] * 3
     assert studies[1].accession_number not in _sessions(standin_xnat)
+
+
+@pytest.mark.orthanc
+def test_xnat_failing_study_after_study_stops_the_run(
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It stops with XnatUnreachable (exit 3) once three studies in a row failed as
+    'xnat_unavailable', recording them, instead of retrieving the rest for nothing."""
+    studies = pick_studies(pacs_cohort, 5, offset=16)
+    settings = load_settings_for(tmp_path, orthanc, standin_xnat, retries=0)
+    write_manifest(settings, pacs_cohort, studies)
+    standin_xnat.faults.fail_next(503, 999, "/data/services/import")
+    with pytest.raises(XnatUnreachable, match="3 studies in a row"):
+        run_load(_rc(settings), "direct", build_manifest=False)
+    recorded = attempts(settings)
+    assert [a["reason_category"] for a in recorded] == ["xnat_unavailable"] * 3
+    assert not any((tmp_path / "work").rglob("*.dcm"))
 
 
 @pytest.mark.orthanc

@@ -13,8 +13,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 
 from connectors.pacs_net import has_tcp_nodelay, make_ae, open_association
 from connectors.testbed.cohort import Cohort
-from connectors.testbed.dicom_files import character_set
-from tests.pacs_fixtures import PACS_INSTANCES_PER_STUDY, pacs_settings
+from connectors.testbed.dicom_files import character_set, expected_instances
+from tests.pacs_fixtures import PACS_INSTANCES_PER_SERIES, pacs_settings
 
 
 def _find_uids(server: Any, mrn: str) -> tuple[set[str], bool]:
@@ -102,7 +102,7 @@ def test_demo_pacs_serves_c_get(demo_pacs: Any, pacs_cohort: Cohort, tmp_path: P
     ]
     assoc.release()
     assert statuses[-1] == 0x0000
-    assert len(got) == min(study.n_instances, PACS_INSTANCES_PER_STUDY)
+    assert len(got) == expected_instances(study, PACS_INSTANCES_PER_SERIES)
 
 
 def test_dicom_files_carry_latin1_and_utf8_names(

@@ -160,7 +160,10 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     server = orthanc_factory(files)
     expected = number_of_study_related_instances(server, uid)
     assert server.delete_instance(pydicom.dcmread(files[0]).SOPInstanceUID)
-    with Retriever(pacs_settings(server)) as r, pytest.raises(StudyFailed) as e:
+    with (
+        Retriever(pacs_settings(server, max_associations=1)) as r,
+        pytest.raises(StudyFailed) as e,
+    ):
         r.retrieve(uid, tmp_path / "s", expected=expected)
     assert e.value.reason_category == "retrieve_incomplete"
     assert (e.value.files_expected, e.value.files_received) == (expected, expected - 1)
@@ -168,16 +171,21 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1
 
 
+@pytest.mark.parametrize("associations", [1, 2])
 def test_a_dropped_association_fails_the_study_and_the_next_retrieve_reconnects(
-    demo_pacs_factory: Callable[..., Any], studies: dict[str, list[Path]], tmp_path: Path
+    demo_pacs_factory: Callable[..., Any],
+    studies: dict[str, list[Path]],
+    tmp_path: Path,
+    associations: int,
 ) -> None:
     """It turns an association aborted mid-C-GET into a transient 'retrieve_failed' that keeps
-    the files already written, then opens a fresh association for the next retrieve."""
+    the files already written, then opens a fresh association for the next retrieve (in this
+    process with one association, in the worker processes with two)."""
     pacs = demo_pacs_factory(abort_after=1)
     uid = max(studies, key=lambda u: len(studies[u]))
     n = len(studies[uid])
     assert n > 1
-    with Retriever(pacs_settings(pacs)) as r:
+    with Retriever(pacs_settings(pacs, max_associations=associations)) as r:
         with pytest.raises(StudyFailed) as e:
             r.retrieve(uid, tmp_path / "first", expected=n)
         assert e.value.reason_category == "retrieve_failed"
@@ -224,7 +232,11 @@ def test_a_full_disk_is_disk_full(
     'disk_full', leaving no half-written file behind."""
     uid = max(studies, key=lambda u: sum(p.stat().st_size for p in studies[u]))
     settings = pacs_settings(
-        orthanc, retrieve=method, move_destination=MOVE_AET, receive_port=receive_port
+        orthanc,
+        retrieve=method,
+        move_destination=MOVE_AET,
+        receive_port=receive_port,
+        max_associations=1,
     )
     with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
         r.retrieve(uid, tiny_disk / "s", expected=len(studies[uid]))
@@ -239,15 +251,48 @@ def test_a_full_disk_is_disk_full(
 def test_retrieves_from_dcmqrscp(
     dcmqrscp: Any, studies: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    """It retrieves a whole study from dcmtk's dcmqrscp with C-GET."""
-    uid = sorted(studies)[1]
-    with Retriever(pacs_settings(dcmqrscp)) as r:
-        got = r.retrieve(uid, tmp_path / uid, expected=len(studies[uid]))
-    assert_same_instances(got, studies[uid])
+    """It retrieves whole studies from dcmtk's dcmqrscp with C-GET, on one association."""
+    uids = sorted(studies)[1:3]
+    with Retriever(pacs_settings(dcmqrscp, max_associations=1)) as r:
+        got = [r.retrieve(u, tmp_path / u, expected=len(studies[u])) for u in uids]
+    for study in got:
+        assert_same_instances(study, studies[study.study_instance_uid])
+
+
+@pytest.mark.orthanc
+def test_a_study_listed_with_no_images_is_no_images_on_pacs(orthanc: Any, tmp_path: Path) -> None:
+    """It names a retrieve that brings nothing for a study the PACS counted 0 instances for
+    'no_images_on_pacs', not a PACS failure."""
+    with (
+        Retriever(pacs_settings(orthanc, max_associations=1)) as r,
+        pytest.raises(StudyFailed) as e,
+    ):
+        r.retrieve("1.2.826.0.1.3680043.8.498.2", tmp_path / "x", expected=0)
+    assert e.value.reason_category == "no_images_on_pacs"
+    assert not e.value.transient
+
+
+@pytest.mark.orthanc
+def test_a_move_destination_the_pacs_does_not_know_fails_with_its_status(
+    orthanc: Any, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """It reports the PACS's failure status (Orthanc 0xC000, others 0xA801) naming our move
+    destination, with no files, as 'retrieve_failed' (the study is on the PACS)."""
+    settings = pacs_settings(
+        orthanc, retrieve="c-move", move_destination="NOBODY", receive_port=free_port()
+    )
+    uid = sorted(studies)[0]
+    with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
+        r.retrieve(uid, tmp_path / "s", expected=len(studies[uid]))
+    assert e.value.reason_category == "retrieve_failed"
+    assert "status 0x" in str(e.value)
+    assert "move_destination 'NOBODY'" in str(e.value)
+    assert e.value.files_received == 0
 
 
 def test_no_pacs_is_unreachable(tmp_path: Path) -> None:
-    """It raises PacsUnreachable (exit 3) naming the address when nothing listens there."""
+    """It raises PacsUnreachable (exit 3) naming the address when nothing listens there, from
+    a worker process too."""
     settings = settings_from_dict({"pacs": {"port": free_port(), "acse_timeout": 2.0}})
     with Retriever(settings) as r, pytest.raises(PacsUnreachable) as e:
         r.retrieve("1.2.3", tmp_path / "x")

@@ -60,7 +60,8 @@ def test_streamed_upload_is_archived_and_counted(
     standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:
     """It streams a zip built on the fly into the archive, finds the session by label and
-    counts its files; a 503 becomes a transient 'xnat_unavailable' StudyFailed."""
+    counts its files; a 503 becomes a transient 'xnat_unavailable' StudyFailed and an answer
+    that does not come in time a transient 'timeout'."""
     uid, files = dicom_study(tmp_path / "s", 5, series=2)
     with XnatClient(xnat_settings(standin_xnat)) as client:
         client.check_project()
@@ -82,6 +83,11 @@ def test_streamed_upload_is_archived_and_counted(
         assert (e.value.reason_category, e.value.transient) == ("xnat_unavailable", True)
         client.delete_session(row["ID"])
         assert client.find_session("RA0001") is None
+
+        standin_xnat.faults.slow(2.0, "/data/services/import")
+        with pytest.raises(StudyFailed) as slow:
+            client.upload_zip(zip_stream(files), "9434765919", "RA0003", timeout=0.5)
+        assert (slow.value.reason_category, slow.value.transient) == ("timeout", True)
 
 
 def test_classify_maps_xnat_answers_to_reason_categories() -> None:

@@ -117,14 +117,18 @@ def worker(spec: dict) -> dict:
             }
         }
     )
-    t = time.perf_counter()
-    with Retriever(settings) as r, ThreadPoolExecutor(spec["assocs"]) as pool:
+    r = Retriever(settings)
+    if spec.get("threads"):
+        r._use_processes = False  # the benchmark's only switch: associations in threads
+    with r, ThreadPoolExecutor(spec["assocs"]) as pool:
+        t = time.perf_counter()  # worker processes started, associations not yet open
         jobs = [
             pool.submit(r.retrieve, uid, out / f"s{i}", spec.get("expected"))
             for i, uid in enumerate(spec["uids"])
         ]
         total = sum(j.result().bytes for j in jobs)
-    return {"seconds": time.perf_counter() - t, "bytes": total}
+        seconds = time.perf_counter() - t
+    return {"seconds": seconds, "bytes": total}
 
 
 def bare_pynetdicom(port: int, uids: list[str], out: Path) -> dict:
@@ -231,104 +235,53 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     print_table(rows)
 
 
+VARIANTS: list[tuple[str, dict]] = [
+    ("bare pynetdicom C-GET, 1 assoc, TCP_NODELAY", {"kind": "bare"}),
+    ("ours C-GET, 1 association", {"method": "c-get", "assocs": 1}),
+    ("ours C-GET, 2 associations in threads", {"method": "c-get", "assocs": 2, "threads": True}),
+    ("ours C-GET, 2 associations in processes (default)", {"method": "c-get", "assocs": 2}),
+    ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
+    ("ours C-MOVE, 2 associations (threads)", {"method": "c-move", "assocs": 2}),
+    ("ours dcmtk C-GET, 1 association", {"method": "c-get", "assocs": 1, "backend": "dcmtk"}),
+    ("ours dcmtk C-GET, 2 associations", {"method": "c-get", "assocs": 2, "backend": "dcmtk"}),
+    ("ours dcmtk C-MOVE, 1 association", {"method": "c-move", "assocs": 1, "backend": "dcmtk"}),
+]
+BASELINE = "getscu per study, TCP_NODELAY=1"
+
+
 def run_variants(
     args: argparse.Namespace, tmp: Path, port: int, uids: list[str], receive_port: int
 ) -> list[dict]:
-    rows: list[dict] = []
+    """``--repeat`` rounds, each running every variant once (so a busy moment on the shared
+    machine hits all variants alike); each variant keeps its fastest round."""
+    best: dict[str, dict] = {}
 
-    def folder(name: str) -> Path:
-        d = tmp / "out" / name
-        shutil.rmtree(d, ignore_errors=True)
-        return d
-
-    def size(d: Path) -> int:
-        return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-
-    for nodelay, subset in ((True, uids), (False, uids[: args.nagle_studies])):
-        name = "getscu per study, TCP_NODELAY=1" if nodelay else "getscu per study, Nagle on"
-        secs = float("inf")
-        for _ in range(args.repeat if nodelay else 1):
-            d = folder(name.replace(" ", "_"))
-            secs = min(secs, run_getscu(port, subset, d, nodelay))
-        rows.append({"name": name, "seconds": secs, "bytes": size(d), "rss_mb": None})
-        print(f"  {name}: {size(d) / 1e6 / secs:.1f} MB/s", file=sys.stderr)
-        shutil.rmtree(d, ignore_errors=True)
-
-    variants = [
-        ("bare pynetdicom C-GET, 1 assoc, TCP_NODELAY", {"kind": "bare"}),
-        ("ours C-GET, 1 association", {"method": "c-get", "assocs": 1}),
-        ("ours C-GET, 2 associations (threads)", {"method": "c-get", "assocs": 2}),
-        ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
-        ("ours C-MOVE, 2 associations (threads)", {"method": "c-move", "assocs": 2}),
-        (
-            "ours dcmtk back end C-GET, 1 association",
-            {"method": "c-get", "assocs": 1, "backend": "dcmtk"},
-        ),
-        (
-            "ours dcmtk back end C-GET, 2 associations",
-            {"method": "c-get", "assocs": 2, "backend": "dcmtk"},
-        ),
-        (
-            "ours dcmtk back end C-MOVE, 1 association",
-            {"method": "c-move", "assocs": 1, "backend": "dcmtk"},
-        ),
-    ]
-    for name, extra in variants:
-        d = folder(name)
-        spec = {"kind": "ours", "name": name, "port": port, "uids": uids, "out": str(d)}
-        spec.update(receive_port=receive_port, **extra)
-        runs = []
-        for _ in range(args.repeat):
-            shutil.rmtree(d, ignore_errors=True)
-            runs.append(child_rss_wrapper(spec))
-        r = min(runs, key=lambda x: x["seconds"])
-        r["rss_mb"] = max(x["rss_mb"] for x in runs)
-        rows.append({"name": name, **r})
+    def keep(name: str, r: dict) -> None:
+        old = best.get(name)
+        if old is None or r["seconds"] < old["seconds"]:
+            r["rss_mb"] = max(r.get("rss_mb") or 0, (old or {}).get("rss_mb") or 0) or None
+            best[name] = {"name": name, **r}
         print(f"  {name}: {r['bytes'] / 1e6 / r['seconds']:.1f} MB/s", file=sys.stderr)
-        shutil.rmtree(d, ignore_errors=True)
-    rows.append(
-        min(
-            (two_processes(tmp, port, uids, receive_port) for _ in range(args.repeat)),
-            key=lambda x: x["seconds"],
-        )
-    )
-    return rows
 
-
-def two_processes(tmp: Path, port: int, uids: list[str], receive_port: int) -> dict:
-    """Ours, C-GET, two processes with one association each, studies split between them."""
-    name = "ours C-GET, 2 processes x 1 association"
-    procs = []
-    t = time.perf_counter()
-    for k in range(2):
-        spec = {
-            "kind": "ours",
-            "name": name,
-            "port": port,
-            "uids": uids[k::2],
-            "out": str(tmp / "out" / f"proc{k}"),
-            "method": "c-get",
-            "assocs": 1,
-            "receive_port": receive_port,
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, "--worker", json.dumps(spec)],
-                stdout=subprocess.PIPE,
-                cwd=ROOT,
-            )
-        )
-    total, rss = 0, 0.0
-    for p in procs:
-        assert p.stdout is not None
-        out = p.stdout.read()
-        _, _status, usage = os.wait4(p.pid, 0)
-        total += json.loads(out.decode().strip().splitlines()[-1])["bytes"]
-        rss = max(rss, usage.ru_maxrss / 1024)
-    secs = time.perf_counter() - t
-    shutil.rmtree(tmp / "out", ignore_errors=True)
-    print(f"  {name}: {total / 1e6 / secs:.1f} MB/s", file=sys.stderr)
-    return {"name": name, "seconds": secs, "bytes": total, "rss_mb": rss}
+    d = tmp / "out"
+    d_size = lambda: sum(p.stat().st_size for p in d.rglob("*") if p.is_file())  # noqa: E731
+    for k in range(args.repeat):
+        print(f"round {k + 1} of {args.repeat}", file=sys.stderr)
+        todo = [(BASELINE, True, uids)]
+        if k == 0 and args.nagle_studies:
+            todo.append(("getscu per study, Nagle on", False, uids[: args.nagle_studies]))
+        for name, nodelay, subset in todo:
+            shutil.rmtree(d, ignore_errors=True)
+            secs = run_getscu(port, subset, d, nodelay)
+            keep(name, {"seconds": secs, "bytes": d_size(), "rss_mb": None})
+        for name, extra in VARIANTS:
+            shutil.rmtree(d, ignore_errors=True)
+            spec = {"kind": "ours", "name": name, "port": port, "uids": uids, "out": str(d)}
+            spec.update(receive_port=receive_port, **extra)
+            keep(name, child_rss_wrapper(spec))
+    shutil.rmtree(d, ignore_errors=True)
+    order = [BASELINE, "getscu per study, Nagle on", *(n for n, _ in VARIANTS)]
+    return [best[n] for n in order if n in best]
 
 
 def big_study(args: argparse.Namespace, tmp: Path, orthanc: Orthanc, receive_port: int) -> dict:
@@ -358,15 +311,15 @@ def big_study(args: argparse.Namespace, tmp: Path, orthanc: Orthanc, receive_por
 
 
 def print_table(rows: list[dict]) -> None:
-    base = next(r for r in rows if r["name"] == "getscu per study, TCP_NODELAY=1")
+    base = next(r for r in rows if r["name"] == BASELINE)
     base_rate = base["bytes"] / base["seconds"]
-    print(f"| {'variant':<48} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | RSS MB |")
-    print(f"|{'-' * 50}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
+    print(f"| {'variant':<52} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | RSS MB |")
+    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
     for r in rows:
         rate = r["bytes"] / r["seconds"]
         rss = f"{r['rss_mb']:.0f}" if r.get("rss_mb") else "-"
         print(
-            f"| {r['name']:<48} | {r['bytes'] / 1e6:6.0f} | {r['seconds']:6.2f} | "
+            f"| {r['name']:<52} | {r['bytes'] / 1e6:6.0f} | {r['seconds']:6.2f} | "
             f"{rate / 1e6:6.1f} | {rate / base_rate:8.2f} | {rss:>6} |"
         )
 

@@ -32,7 +32,12 @@ def dcmqrscp_binary() -> str | None:
 
 
 class Dcmqrscp:
-    """One ``dcmqrscp`` process (single-process mode) serving the files given to ``add_files``."""
+    """One ``dcmqrscp`` serving the files given to ``add_files``.
+
+    It runs in dcmqrscp's default fork mode (one child per association): Debian's 3.6.7 in
+    ``--single-process`` mode exits after its first association. ``stop()`` ends the whole
+    process group, children included.
+    """
 
     def __init__(
         self,
@@ -122,7 +127,7 @@ AETable END
             log = open(self.workdir / "dcmqrscp.log", "ab")  # noqa: SIM115 - child's stdout
             try:
                 self._proc = subprocess.Popen(
-                    [binary, "--single-process", "-c", str(self.config_path), str(self.port)],
+                    [binary, "-c", str(self.config_path), str(self.port)],
                     cwd=self.workdir,
                     env=env,
                     stdout=log,
@@ -143,14 +148,15 @@ AETable END
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)  # children too, even if the parent is gone
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
     def __enter__(self) -> Dcmqrscp:

@@ -131,13 +131,13 @@ def iter_datasets(
     pixels: bool = True,
     rows: int = 64,
     cols: int = 64,
-    max_instances_per_study: int | None = None,
+    max_instances_per_series: int | None = None,
 ) -> Iterator[Dataset]:
     """Every instance of the given studies (default: all of the cohort's), in a fixed order."""
     for study in cohort.studies if studies is None else studies:
-        for k, (series, number, uid) in enumerate(cohort.iter_instances(study)):
-            if max_instances_per_study is not None and k >= max_instances_per_study:
-                break
+        for series, number, uid in cohort.iter_instances(study):
+            if max_instances_per_series is not None and number > max_instances_per_series:
+                continue
             yield instance_dataset(
                 cohort, study, series, number, uid, pixels=pixels, rows=rows, cols=cols
             )
@@ -151,12 +151,13 @@ def write_cohort(
     pixels: bool = True,
     rows: int = 64,
     cols: int = 64,
-    max_instances_per_study: int | None = None,
+    max_instances_per_series: int | None = None,
 ) -> list[Path]:
     """Write the studies' instances under ``folder/<study uid>/<sop uid>.dcm``; return the paths.
 
     ``pixels=False`` writes headers only (fast, for thousands of studies);
-    ``max_instances_per_study`` caps each study's instances (e.g. 1 for query benchmarks).
+    ``max_instances_per_series`` caps each series' instances (e.g. 1 for query benchmarks);
+    ``expected_instances`` says how many a study then has.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -167,7 +168,7 @@ def write_cohort(
         pixels=pixels,
         rows=rows,
         cols=cols,
-        max_instances_per_study=max_instances_per_study,
+        max_instances_per_series=max_instances_per_series,
     ):
         study_dir = folder / ds.StudyInstanceUID
         if not study_dir.is_dir():
@@ -182,9 +183,16 @@ def write_cohort(
     return paths
 
 
+def expected_instances(study: Study, max_instances_per_series: int | None = None) -> int:
+    """How many instances ``write_cohort`` writes for ``study`` with that cap."""
+    cap = max_instances_per_series
+    return sum(se.n_instances if cap is None else min(cap, se.n_instances) for se in study.series)
+
+
 __all__ = [
     "SOP_CLASS_BY_MODALITY",
     "character_set",
+    "expected_instances",
     "instance_dataset",
     "iter_datasets",
     "sop_classes",

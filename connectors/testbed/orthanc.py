@@ -202,7 +202,7 @@ class Orthanc:
             return ""
 
     def stop(self) -> None:
-        """Stop Orthanc (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""
+        """Stop Orthanc (SIGTERM, then SIGKILL after 3 s). Safe to call twice."""
         self._reset_http()
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
@@ -210,7 +210,7 @@ class Orthanc:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

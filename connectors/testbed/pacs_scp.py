@@ -7,7 +7,8 @@ series or image level (C-MOVE to known destinations ``{AE title: (host, port)}``
 on every socket. Knobs for the real world: ``latency`` (seconds before each C-FIND answer),
 ``result_cap`` with ``cap_status`` (``"cancel"``: end with 0xFE00 after exactly the cap, as
 Orthanc does; ``"success"``: end with Success, as many hospital PACS do), ``find_status`` (answer
-every C-FIND with this failure status), ``abort_after`` (abort a C-GET/C-MOVE after k instances).
+every C-FIND with this failure status), ``abort_after`` (abort a C-GET/C-MOVE after k instances),
+``abort_finds`` (abort the association on the first k C-FIND requests).
 Every request is recorded in ``requests`` (service, calling AE title, identifier as a dict) so
 tests can assert on what the PACS *received*.
 
@@ -81,11 +82,14 @@ class StudyRecord:
     charset: str
     instances: list[Instance] = field(default_factory=list)
     modalities: set[str] = field(default_factory=set)
+    declared_instances: int | None = None  # for file-less studies (C-FIND only)
 
     def value(self, keyword: str) -> str:
         if keyword == "ModalitiesInStudy":
             return "\\".join(sorted(self.modalities))
         if keyword == "NumberOfStudyRelatedInstances":
+            if self.declared_instances is not None:
+                return str(self.declared_instances)
             return str(len(self.instances))
         if keyword == "NumberOfStudyRelatedSeries":
             return str(len({i.series_instance_uid for i in self.instances}))
@@ -130,6 +134,7 @@ class DemoPacs:
         find_status: int | None = None,
         require_called_aet: bool = True,
         abort_after: int | None = None,
+        abort_finds: int = 0,
         tcp_nodelay: bool = True,
     ) -> None:
         self.aet = aet
@@ -142,8 +147,10 @@ class DemoPacs:
         self.find_status = find_status
         self.require_called_aet = require_called_aet
         self.abort_after = abort_after
+        self.abort_finds = abort_finds
         self.tcp_nodelay = tcp_nodelay
         self.studies: dict[str, StudyRecord] = {}
+        self._by_patient: dict[str, list[StudyRecord]] = {}
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: Any = None
@@ -171,6 +178,7 @@ class DemoPacs:
                     if not isinstance(charset, str):
                         charset = "\\".join(charset)
                     rec = self.studies[uid] = StudyRecord(attrs, charset)
+                    self._by_patient.setdefault(attrs["PatientID"], []).append(rec)
                 rec.instances.append(
                     Instance(
                         Path(path),
@@ -183,6 +191,20 @@ class DemoPacs:
                     rec.modalities.add(str(ds.Modality))
             n += 1
         return n
+
+    def add_study(
+        self, attrs: Mapping[str, str], modalities: Iterable[str], n_instances: int, charset: str
+    ) -> None:
+        """Index a study that has no files (answers C-FIND only): for large query benchmarks."""
+        rec = StudyRecord(
+            {k: str(attrs.get(k, "")) for k in STUDY_KEYS},
+            charset,
+            modalities=set(modalities),
+            declared_instances=n_instances,
+        )
+        with self._lock:
+            self.studies[rec.attrs["StudyInstanceUID"]] = rec
+            self._by_patient.setdefault(rec.attrs["PatientID"], []).append(rec)
 
     def matches(self, query: Dataset) -> list[StudyRecord]:
         """The studies matching a study-level identifier (universal match for empty keys)."""
@@ -197,8 +219,12 @@ class DemoPacs:
             text = "\\".join(str(v) for v in value) if elem.VM > 1 else str(value)
             if text:
                 conditions.append((kw, text, elem.VR))
+        pid = str(query.get("PatientID", "") or "")
         with self._lock:
-            studies = list(self.studies.values())
+            if pid and not any(c in pid for c in "*?\\"):
+                studies = list(self._by_patient.get(pid, ()))  # exact Patient ID: indexed
+            else:
+                studies = list(self.studies.values())
         out = []
         for rec in studies:
             ok = True
@@ -239,6 +265,11 @@ class DemoPacs:
 
     def _handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         query = self._record("C-FIND", event)
+        with self._lock:
+            abort, self.abort_finds = self.abort_finds > 0, max(0, self.abort_finds - 1)
+        if abort:  # a lost association: the requestor must reopen one and ask again
+            event.assoc.abort()
+            return
         if self.latency:
             time.sleep(self.latency)
         if self.find_status is not None:

@@ -14,6 +14,7 @@ ISSUED, a session archived with fewer files than sent) and ``stop()`` refuses co
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
 import threading
 from typing import Any
@@ -32,6 +33,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        # As Tomcat does (tcpNoDelay): without it wsgiref's separate header and body writes
+        # wait for the client's delayed ACK, ~40 ms per answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("stand-in XNAT: " + format, *args)
 
@@ -75,7 +82,7 @@ class StandinXnat:
         )
         self._port = self._server.server_address[1]  # a restart keeps the same port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="standin-xnat", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="standin-xnat", daemon=True
         )
         self._thread.start()
         return self

@@ -4,6 +4,7 @@ the DQR plugin in ``dqr.py``."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 import threading
@@ -57,7 +58,10 @@ class XnatApp:
         self.faults = Faults()
         self.jsessions: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.request_log: list[tuple[str, str, int]] = []
+        # (method, path, status) of the latest requests, for tests; bounded for `demo serve`
+        self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
+            maxlen=100_000
+        )
         self.in_flight: dict[str, int] = {}  # path -> requests being served now
         self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
         self.router = Router()

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
 )
@@ -251,13 +251,14 @@ class DqrPlugin:
     def _associate(self, p: dict[str, Any], retrieve: bool = False, sink: Any = None) -> Any:
         ae = AE(ae_title=OUR_AET)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        handlers = []
-        roles = []
+        handlers: list[Any] = []
+        roles: list[Any] = []
         if retrieve:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
             for cx in StoragePresentationContexts[:120]:
-                ae.add_requested_context(cx.abstract_syntax)
-                roles.append(build_role(cx.abstract_syntax, scp_role=True))
+                syntax = str(cx.abstract_syntax)
+                ae.add_requested_context(syntax)
+                roles.append(build_role(syntax, scp_role=True))
             handlers = [(evt.EVT_C_STORE, _store_handler, [sink])]
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)

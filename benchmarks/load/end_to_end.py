@@ -1,0 +1,316 @@
+"""End-to-end direct load against its two halves, in one run on the same data.
+
+    .venv/bin/python benchmarks/load/end_to_end.py                # 30 CT studies x 100 images
+    .venv/bin/python benchmarks/load/end_to_end.py --studies 6    # a quick look
+    .venv/bin/python benchmarks/load/end_to_end.py --big-mb 1000  # + peak RSS loading a 1 GB study
+
+Orthanc (Debian, TCP_NODELAY=1) holds the studies; the stand-in XNAT runs in its own process.
+Each variant runs in its own process, so its peak RSS is its own:
+
+- ``retrieve-only``: ``Retriever`` pulls every study to disk, ``max_associations`` at once;
+- ``upload-only``: the retrieved files are zipped while uploading and verified, one study at
+  a time (the loader's upload path: ``XnatClient.upload_zip`` + ``count_files``);
+- ``load``: ``run_load(mode="direct")``, retrieval overlapping the uploads.
+
+Target: load within 1.3x of max(retrieve-only, upload-only); peak RSS of the loader under
+300 MB while loading a 1 GB study. Prints a table with ratios; figures in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+USER, PASSWORD = "bench", "bench-synthetic"
+
+
+def write_study(folder: Path, n: int, size: int, seed: int) -> str:
+    """One synthetic CT study of ``n`` ``size``x``size`` 16-bit images (random pixels)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    study, series = generate_uid(), generate_uid()
+    for i in range(n):
+        ds = Dataset()
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientID, ds.PatientName = f"BENCH{seed:05d}", "BENCH^SYNTHETIC"
+        ds.AccessionNumber, ds.StudyDate, ds.Modality = f"BA{seed:06d}", "20240101", "CT"
+        ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 15, 0, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = rng.randbytes(size * size * 2)
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / f"{i:05d}.dcm", enforce_file_format=True)
+    return str(study)
+
+
+def settings_for(spec: dict[str, Any]) -> Any:
+    from connectors.config import LoadConfig, PacsConfig, Settings, WarehouseConfig, XnatConfig
+
+    work = Path(spec["work"])
+    return dataclasses.replace(
+        Settings(base_dir=work),
+        pacs=PacsConfig(
+            host="127.0.0.1",
+            port=spec["pacs_port"],
+            called_aet="ORTHANC",
+            max_associations=spec["assoc"],
+            retrieve_backend=spec.get("backend", "pynetdicom"),
+        ),
+        xnat=XnatConfig(url=spec["xnat_url"], project=spec.get("project", "LOAD"), timeout=600.0),
+        warehouse=WarehouseConfig(path=str(work / "wh" / "w.duckdb")),
+        load=LoadConfig(work_dir=str(work / "tmp"), queue_size=2, retries=0),
+    )
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One variant, in its own process; prints its figures as JSON."""
+    os.environ["XNAT_USER"], os.environ["XNAT_PASS"] = USER, PASSWORD
+    settings = settings_for(spec)
+    studies: list[tuple[str, int]] = spec["studies"]
+    t = time.perf_counter()
+    nbytes = 0
+    extra: dict[str, Any] = {}
+    if spec["variant"] == "retrieve-only":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from connectors.retrieve import Retriever
+
+        with Retriever(settings) as r, ThreadPoolExecutor(spec["assoc"]) as pool:
+            got = list(
+                pool.map(lambda s: r.retrieve(s[0], Path(spec["keep"]) / s[0], s[1]), studies)
+            )
+        nbytes = sum(g.bytes for g in got)
+    elif spec["variant"] == "upload-only":
+        from connectors.xnat import XnatClient
+        from connectors.xnat_zip import ZipProgress, zip_stream
+
+        with XnatClient(settings) as client:
+            for i, (uid, n) in enumerate(studies):
+                files = sorted((Path(spec["keep"]) / uid).iterdir())
+                prog = ZipProgress()
+                client.upload_zip(zip_stream(files, prog), f"SUBJ{i:04d}", f"UP{i:05d}")
+                row = client.find_session(f"UP{i:05d}")
+                if row is None or client.count_files(row["ID"]) != n:
+                    raise SystemExit(f"upload-only: study {i} not archived whole")
+                nbytes += prog.payload_bytes
+    else:
+        from connectors.load import run_load
+        from connectors.runs import RunContext
+        from connectors.warehouse import Warehouse
+
+        with Warehouse(settings.warehouse_path).connect() as con:
+            con.execute(
+                "create table main.ingest_manifest (accession_number varchar, patient_id varchar,"
+                " study_date date, study_description varchar, study_instance_uid varchar,"
+                " nhs_number varchar, subject_label varchar, session_label varchar, mrn varchar,"
+                " modalities_in_study varchar, number_of_study_related_instances integer)"
+            )
+            for i, (uid, n) in enumerate(studies):
+                con.execute(
+                    "insert into main.ingest_manifest values (?, ?, date '2024-01-01', 'CT',"
+                    " ?, ?, ?, ?, ?, 'CT', ?)",
+                    [f"LD{i:05d}", f"P{i}", uid, None, f"SUBJ{i:04d}", f"LD{i:05d}", f"P{i}", n],
+                )
+        summary = run_load(
+            RunContext(settings=settings, command="load", arguments=[]),
+            "direct",
+            build_manifest=False,
+        )
+        if summary["loaded"] != len(studies):
+            raise SystemExit(f"load: {summary}")
+        nbytes = summary["bytes"]
+        extra = {"loading_seconds": summary["seconds"]}
+    seconds = time.perf_counter() - t
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return {
+        "seconds": seconds,
+        "bytes": nbytes,
+        "rss_mb": me.ru_maxrss / 1024,
+        "child_rss_mb": kids.ru_maxrss / 1024,  # the largest retrieval worker process
+        "cpu": cpu,
+        **extra,
+    }
+
+
+def proc_cpu(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(spec: dict[str, Any], others: dict[str, int | None]) -> dict[str, Any]:
+    before = {k: proc_cpu(pid) for k, pid in others.items()}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{spec['variant']} failed:\n{out.stderr[-3000:]}")
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    for k, pid in others.items():
+        result[k] = proc_cpu(pid) - before[k]
+    return result
+
+
+STANDIN = """
+import sys, time
+from connectors.testbed.xnat_standin import StandinXnat
+x = StandinXnat(users={%r: %r}, projects=%r).start()
+print(x.url, flush=True)
+sys.stdin.read()
+x.close()
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--studies", type=int, default=30)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--size", type=int, default=256, help="image rows = columns")
+    ap.add_argument("--assoc", type=int, default=2, help="max_associations")
+    ap.add_argument("--backend", default="pynetdicom", choices=("pynetdicom", "dcmtk"))
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="interleaved rounds; each variant's fastest is kept"
+    )
+    ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    from connectors.testbed.orthanc import Orthanc
+
+    root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
+    projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD")] + ["BIG"]
+    standin = subprocess.Popen(
+        [sys.executable, "-c", STANDIN % (USER, PASSWORD, projects)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
+    try:
+        assert standin.stdout is not None
+        url = standin.stdout.readline().strip()
+        orthanc.start()
+        studies = []
+        for i in range(args.studies):
+            folder = root / "src" / str(i)
+            uid = write_study(folder, args.images, args.size, seed=i)
+            orthanc.upload(sorted(folder.iterdir()))
+            shutil.rmtree(folder)
+            studies.append((uid, args.images))
+        base = {
+            "pacs_port": orthanc.port,
+            "xnat_url": url,
+            "assoc": args.assoc,
+            "backend": args.backend,
+        }
+        keep = root / "retrieved"
+        others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
+        best: dict[str, dict[str, Any]] = {}
+        for r in range(args.repeat):  # interleaved rounds: fair on a machine shared with others
+            spec = {**base, "studies": studies, "keep": str(keep), "work": str(root / f"w1{r}")}
+            for name, variant, project in (
+                ("retrieve-only", "retrieve-only", "LOAD0"),
+                ("upload-only", "upload-only", f"UPLOAD{r}"),
+                ("load (direct)", "load", f"LOAD{r}"),
+            ):
+                work = str(root / f"{variant}-{r}")
+                got = run_child(
+                    {**spec, "variant": variant, "project": project, "work": work}, others
+                )
+                if name not in best or got["seconds"] < best[name]["seconds"]:
+                    best[name] = got
+            shutil.rmtree(keep, ignore_errors=True)
+        rows = list(best.items())
+        if args.big_mb:
+            n = max(1, args.big_mb * 1_000_000 // (512 * 512 * 2 + 1000))
+            folder = root / "src" / "big"
+            uid = write_study(folder, n, 512, seed=99999)
+            orthanc.upload(sorted(folder.iterdir()))
+            shutil.rmtree(folder)
+            big = {**base, "studies": [(uid, n)], "keep": str(keep), "project": "BIG"}
+            rows.append(
+                (
+                    f"load 1 study {args.big_mb} MB",
+                    run_child({**big, "variant": "load", "work": str(root / "w4")}, others),
+                )
+            )
+        report(rows, args)
+    finally:
+        orthanc.stop()
+        if standin.stdin:
+            standin.stdin.close()
+        standin.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> None:
+    by = dict(rows)
+    bound = max(by["retrieve-only"]["seconds"], by["upload-only"]["seconds"])
+    print(
+        f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
+        f"fastest of {args.repeat} interleaved rounds, "
+        f"max_associations={args.assoc}, retrieve_backend={args.backend}; "
+        f"baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
+    )
+    print(
+        f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"
+        f"{'peak RSS MB':>13}{'(workers)':>10}{'CPU s: client':>15}{'XNAT':>6}{'PACS':>6}"
+    )
+    for name, r in rows:
+        mb = r["bytes"] / 1e6
+        ratio = r["seconds"] / bound if not name.startswith("load 1 study") else float("nan")
+        print(
+            f"{name:<26}{r['seconds']:>9.1f}{mb:>9.0f}{mb / r['seconds']:>8.1f}"
+            f"{ratio:>12.2f}{r['rss_mb']:>13.0f}{r['child_rss_mb']:>10.0f}{r['cpu']:>15.1f}"
+            f"{r['xnat_cpu']:>6.1f}{r['pacs_cpu']:>6.1f}"
+        )
+    load = by["load (direct)"]
+    e2e = load["seconds"] / bound
+    print(f"\nload / max(retrieve, upload) = {e2e:.2f}  (target <= 1.30)")
+    print(
+        f"of which login + sync + manifest read: {load['seconds'] - load['loading_seconds']:.1f} s;"
+        f" the loading itself: {load['loading_seconds']:.1f} s"
+        f" = {load['loading_seconds'] / bound:.2f} x baseline"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -142,7 +142,7 @@ class Retriever:
             else:
                 outcome, ok = self._run_pynetdicom(sink, expected)
         seconds = time.monotonic() - started
-        self._judge(sink, outcome, expected, lost=not ok, seconds=seconds)
+        self._judge(sink, outcome, expected, lost=not ok)
         logger.info(
             "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
         )
@@ -276,7 +276,6 @@ class Retriever:
         expected: int | None,
         *,
         lost: bool,
-        seconds: float,
     ) -> None:
         uid = sink.study_instance_uid
         counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
@@ -289,7 +288,8 @@ class Retriever:
                 **kw,
             )
         if lost:
-            timed_out = seconds >= self.settings.pacs.dimse_timeout
+            silent = time.monotonic() - sink.last_activity  # pynetdicom aborts on DIMSE timeout
+            timed_out = silent >= 0.9 * self.settings.pacs.dimse_timeout
             raise StudyFailed(
                 "timeout" if timed_out else "retrieve_failed",
                 f"study {uid}: the association was lost during the transfer; {counts}",
@@ -318,6 +318,7 @@ class Retriever:
             raise StudyFailed(
                 "retrieve_incomplete",
                 f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
+                transient=True,  # as seeds/failure_reasons.csv says: a PACS may still be filling
                 **kw,
             )
 

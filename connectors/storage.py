@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -124,6 +125,7 @@ class StudySink:
     disk_full: bool = False
     errors: int = 0
     last_error: str = ""
+    last_activity: float = field(default_factory=time.monotonic)  # the last instance written
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def write(self, sop_instance_uid: str, data: builtins.bytes) -> int:
@@ -154,6 +156,7 @@ class StudySink:
         with self._lock:
             self.files += 1
             self.bytes += len(data)
+            self.last_activity = time.monotonic()
         return STATUS_SUCCESS
 
 

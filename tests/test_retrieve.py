@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +19,11 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 from connectors.config import settings_from_dict
 from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
@@ -166,6 +171,7 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     ):
         r.retrieve(uid, tmp_path / "s", expected=expected)
     assert e.value.reason_category == "retrieve_incomplete"
+    assert e.value.transient  # seeds/failure_reasons.csv
     assert (e.value.files_expected, e.value.files_received) == (expected, expected - 1)
     assert f"{expected - 1} of {expected}" in str(e.value)
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1
@@ -194,6 +200,59 @@ def test_a_dropped_association_fails_the_study_and_the_next_retrieve_reconnects(
         pacs.abort_after = None
         got = r.retrieve(uid, tmp_path / "second", expected=n)
     assert_same_instances(got, studies[uid])
+
+
+@pytest.fixture
+def stalling_pacs(studies: dict[str, list[Path]]) -> Iterator[tuple[Any, str, int]]:
+    """An in-process C-GET SCP that sends one instance of a study, then goes silent."""
+    uid = max(studies, key=lambda u: len(studies[u]))
+    files = studies[uid]
+    gate = threading.Event()
+
+    def handle_get(event: evt.Event) -> Iterator[Any]:
+        yield len(files)
+        yield 0xFF00, pydicom.dcmread(files[0])
+        gate.wait(30)  # silent until the test ends
+        for f in files[1:]:
+            yield 0xFF00, pydicom.dcmread(f)
+
+    ae = AE(ae_title="STALLING")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    for sop in sorted({str(pydicom.dcmread(f).SOPClassUID) for f in files}):
+        ae.add_supported_context(sop, scu_role=False, scp_role=True)
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_GET, handle_get)]
+    )
+    try:
+        yield server, uid, port
+    finally:
+        gate.set()
+        server.shutdown()
+
+
+def test_a_pacs_gone_silent_is_a_timeout(
+    stalling_pacs: tuple[Any, str, int], tmp_path: Path
+) -> None:
+    """It gives up after the DIMSE timeout when the PACS stops sending mid-study, as a
+    transient 'timeout' that keeps the instance already written."""
+    _server, uid, port = stalling_pacs
+    settings = settings_from_dict(
+        {
+            "pacs": {
+                "port": port,
+                "called_aet": "STALLING",
+                "dimse_timeout": 1.0,
+                "max_associations": 1,
+            }
+        }
+    )
+    with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
+        r.retrieve(uid, tmp_path / "s")
+    assert e.value.reason_category == "timeout"
+    assert e.value.transient
+    assert e.value.files_received == 1 == len(list((tmp_path / "s").glob("*.dcm")))
 
 
 @pytest.fixture

@@ -70,21 +70,21 @@ def _uids(template: Template) -> list[str]:
 def test_xnat_500_fails_every_study_as_unavailable_and_they_stay_retryable(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:
-    """It retries XNAT's 500 with backoff, then records each study 'xnat_unavailable'
-    (transient, so retryable and still in the manifest), uploading nothing twice."""
+    """It retries XNAT's 500 with backoff, records each study 'xnat_unavailable', stops the
+    run as XNAT down (exit 3) once three studies in a row failed so, and keeps them
+    retryable (transient) in the register and the manifest; nothing was uploaded twice."""
     settings = fault_settings(workspace_from(template, tmp_path), orthanc, standin_xnat)
     standin_xnat.faults.fail_next(500, 99, IMPORT)
-    code, run, _ = _load(settings, build_manifest=False)
-    assert (code, run["failed"]) == (1, 3)
+    code, _, err = _load(settings, build_manifest=False)
+    assert code == 3, err
+    assert "in a row" in str(err)
     assert _imports(standin_xnat) == [500] * 9  # 3 studies x (1 + 2 retries)
-    seen = assert_nothing_lost(
-        settings,
-        standin_xnat,
-        template.studies,
-        dict.fromkeys(_uids(template), "xnat_unavailable"),
-        [run],
-    )
+    assert len(attempts(settings)) == 9
+    standin_xnat.faults.reset()
+    reasons = dict.fromkeys(_uids(template), "xnat_unavailable")
+    seen = assert_nothing_lost(settings, standin_xnat, template.studies, reasons)
     assert all(seen["register"][u]["is_retryable"] for u in _uids(template))
+    assert all(seen["register"][u]["failed_attempts"] == 3 for u in _uids(template))
     manifest = Warehouse(settings.warehouse_path).read_relation("main.ingest_manifest")
     assert {r["study_instance_uid"] for r in manifest} == set(_uids(template))
 

@@ -88,7 +88,9 @@ def build(
     """``dbt build`` (seeds, unit tests, models, data tests); ``StepFailed`` on any failure."""
     args = ["build"]
     if select:
-        args += ["--select", *select]
+        # "cautious": a test runs only when every model it reads is selected, so a partial
+        # build (the query plan, the manifest) never runs a test on a mart it did not build.
+        args += ["--select", *select, "--indirect-selection", "cautious"]
     result = run_dbt(
         args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet, vars=vars
     )

@@ -215,7 +215,8 @@ def assert_nothing_lost(
     warehouse (which opens); every manifest study is in XNAT exactly once or in the register
     with the expected reason; no duplicate sessions; no attempt row lost (each finished run's
     reported studies have their rows; every 'loaded' row's study is in XNAT; every fault
-    answer the stand-in gave an import has its failed row). Returns what it read."""
+    answer the stand-in gave an import has its failed row); no retrieved file left on disk.
+    Returns what it read."""
     code, _, err = invoke(settings, "sync", run_sync)
     assert code == 0, err
     result = run_dbt(
@@ -252,6 +253,7 @@ def assert_nothing_lost(
         mine = {a["study_instance_uid"] for a in rows if a["run_id"] == run["run_id"]}
         reported = sum(int(run.get(k, 0)) for k in ("loaded", "already_present", "failed"))
         assert len(mine) == reported, (run, mine)
+    assert not list(settings.work_dir.rglob("*.dcm")), "retrieved patient data left on disk"
     faults = [
         r for r in standin.server.app.request_log if r[1] == "/data/services/import" and r[2] >= 500
     ]

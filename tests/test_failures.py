@@ -9,12 +9,14 @@ import datetime as dt
 import json
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from connectors import console
 from connectors.cli import app
 from connectors.testbed.cohort import Cohort, Study, make_cohort
 from connectors.warehouse import Warehouse
@@ -61,6 +63,13 @@ def write_resolutions(project: Path, rows: list[dict[str, str]]) -> None:
         w = csv.DictWriter(f, header)
         w.writeheader()
         w.writerows({k: r.get(k, "") for k in header} for r in rows)
+
+
+@pytest.fixture(autouse=True)
+def _console_back_to_normal() -> Iterator[None]:
+    """The CLI's --json sets module state in connectors.console; later tests expect none."""
+    yield
+    console.configure(quiet=False, json_mode=False, verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def test_sigkill_during_retrieve_then_rerun(
     proc = _start_load(settings, project)
     work = settings.work_dir
     _kill_when(proc, lambda: any(p.suffix == ".dcm" for p in work.rglob("*")), project)
+    assert any(work.rglob("*.dcm"))  # the dead run's files stay until the next run starts
     assert not [s for s in standin_xnat.server.app.request_log if s[1] == IMPORT]
     killed = _killed_run(settings)
     assert not [a for a in attempts(settings) if a["run_id"] == killed["run_id"]]

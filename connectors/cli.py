@@ -157,7 +157,11 @@ def init(
 
     Example: pacs2xnat init
     """
-    _not_built(8)
+    from connectors.config import write_template
+
+    with _exit_codes():
+        written = write_template(path, force=force)
+    console.say(f"wrote {written}: edit [pacs] and [xnat], then run pacs2xnat doctor")
 
 
 @app.command()
@@ -166,7 +170,11 @@ def doctor() -> None:
 
     Example: pacs2xnat doctor
     """
-    _not_built(8)
+    from connectors.doctor import print_checks, run_checks
+
+    code = print_checks(run_checks(settings()))
+    if code:
+        raise typer.Exit(code)
 
 
 @patients_app.command("import")
@@ -339,18 +347,33 @@ def report(
 
     Example: pacs2xnat report --out reports/
     """
-    _not_built(7)
+    from connectors.report import run_report
+
+    with invocation("report") as rc:
+        rc.summary.update(run_report(rc, out))
+        console.say(f"report: {rc.summary['workbook']}, {rc.summary['html']}")
 
 
 @app.command()
 def run(
-    until: Annotated[str | None, typer.Option(help="Stop after this step (e.g. export).")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this step: query, build, export, load, sync, rebuild, report."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Start from the query, ignoring an unfinished run.")
+    ] = False,
 ) -> None:
     """The whole cycle: query, build, export, load, sync, build, report.
 
     Example: pacs2xnat run --until export
     """
-    _not_built(8)
+    from connectors.cycle import run_cycle
+
+    with invocation("run") as rc:
+        run_cycle(rc, until=until, restart=restart)
 
 
 @demo_app.callback()
@@ -386,7 +409,11 @@ def demo_serve(
 
     Example: pacs2xnat demo serve --json
     """
-    _not_built(8)
+    from connectors.demo import serve
+
+    opts = ctx.obj or {}
+    with _exit_codes():
+        serve(patients=opts.get("patients", 40), seed=opts.get("seed", 7), json_line=json_line)
 
 
 def _counts(counts: dict[str, Any]) -> str:

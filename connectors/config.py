@@ -158,6 +158,21 @@ SECTIONS: dict[str, type] = {
 SECRET_WORDS = ("password", "pass", "secret", "token")
 
 
+TEMPLATE = Path(__file__).with_name("pacs2xnat.example.toml")
+
+
+def write_template(path: Path, *, force: bool = False) -> Path:
+    """Write the commented template (every key at its default); never overwrite unasked."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: already exists (use --force to overwrite)")
+    text = TEMPLATE.read_text(encoding="utf-8")
+    settings_from_dict(tomllib.loads(text), source=path)  # the template must stay valid
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def find_config_file(explicit: Path | None) -> Path | None:
     """``--config`` wins, then ``$PACS2XNAT_CONFIG``, then ``./pacs2xnat.toml`` if it exists."""
     if explicit is not None:

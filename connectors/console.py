@@ -43,9 +43,45 @@ def say(message: str) -> None:
         err.print(Text(message), highlight=False)
 
 
+class SecretFilter(logging.Filter):
+    """Defence in depth: the XNAT password (and any token) never reaches a log line, even if a
+    library logs a URL or a request body with it. Names never reach logs because no module
+    logs them and pynetdicom's identifier logging is off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = [
+            v for k in ("XNAT_PASS", "XNAT_TOKEN") if len(v := os.environ.get(k, "")) >= 4
+        ]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            if any(s in text for s in self.secrets):
+                for s in self.secrets:
+                    text = text.replace(s, "***")
+                record.msg, record.args = text, None
+        return True
+
+
 def error(message: str) -> None:
     """An error for the person: "Error: ..." on stderr, printed literally (no Rich markup)."""
     err.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
+
+
+def show(renderable: object) -> None:
+    """A table or panel for the person (stderr), unless --quiet or --json."""
+    if not (_state["quiet"] or _state["json"]):
+        err.print(renderable)
+
+
+def snapshot() -> dict[str, bool]:
+    """The output settings, to restore after running a command inside another (the demo)."""
+    return dict(_state)
+
+
+def restore(state: dict[str, bool]) -> None:
+    _state.update(state)
 
 
 def setup_logging(log_file: Path | None, verbose: bool) -> None:
@@ -59,6 +95,7 @@ def setup_logging(log_file: Path | None, verbose: bool) -> None:
         if getattr(h, "_pacs2xnat", False):
             root.removeHandler(h)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    redact = SecretFilter()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -66,12 +103,14 @@ def setup_logging(log_file: Path | None, verbose: bool) -> None:
         stream = os.fdopen(fd, "a", encoding="utf-8")
         fh = logging.StreamHandler(stream)
         fh.setFormatter(fmt)
+        fh.addFilter(redact)
         fh._pacs2xnat = True  # type: ignore[attr-defined]
         root.addHandler(fh)
     if verbose:
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
         sh.setLevel(logging.DEBUG)
+        sh.addFilter(redact)
         sh._pacs2xnat = True  # type: ignore[attr-defined]
         root.addHandler(sh)
     try:

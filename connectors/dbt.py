@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
-    if vars:
-        cli += ["--vars", json.dumps(dict(vars), default=str)]
+    merged_vars = {"today": today().isoformat()} if is_pinned() else {}
+    merged_vars.update(dict(vars or {}))
+    if merged_vars:
+        cli += ["--vars", json.dumps(merged_vars, default=str)]
     if quiet:
         cli.insert(0, "--quiet")
     logger.debug("dbt %s", " ".join(cli))
@@ -90,7 +93,10 @@ def build(
     if select:
         # "cautious": a test runs only when every model it reads is selected, so a partial
         # build (the query plan, the manifest) never runs a test on a mart it did not build.
+        # Unit tests check the SQL's rules, not the data: the full `build` runs them, a partial
+        # build inside a command need not pay for them again.
         args += ["--select", *select, "--indirect-selection", "cautious"]
+        args += ["--exclude-resource-type", "unit_test"]
     result = run_dbt(
         args, project_dir=project_dir, warehouse_path=warehouse_path, quiet=quiet, vars=vars
     )

@@ -30,7 +30,13 @@ from rich.progress import (
 from rich.table import Table
 
 from connectors import console
-from connectors.errors import EXIT_SOME_FAILED, ConfigError, StudyFailed, XnatUnreachable
+from connectors.errors import (
+    EXIT_SOME_FAILED,
+    ConfigError,
+    StepFailed,
+    StudyFailed,
+    XnatUnreachable,
+)
 from connectors.runs import RunContext
 from connectors.sync import sync_sessions
 from connectors.warehouse import utcnow
@@ -200,13 +206,7 @@ def run_load(
         synced = sync_sessions(rc, client, as_own_run=True)
         present: dict[str, tuple[str, str]] = synced.pop("sessions_by_label")
         if build_manifest:
-            from connectors.dbt import build
-
-            build(
-                project_dir=rc.project_dir,
-                warehouse_path=settings.warehouse_path,
-                select=["+" + relation.split(".")[-1]],
-            )
+            _build_manifest(rc, relation)
         rows = rc.warehouse.read_relation(relation, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
         if only is not None:
@@ -245,6 +245,7 @@ def run_load(
         "loaded": ctx.tallies.get("loaded", 0),
         "already_present": ctx.tallies.get("already_present", 0),
         "failed": ctx.tallies.get("failed", 0),
+        "failed_by_reason": _by_reason(ctx.failures),
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
@@ -253,6 +254,18 @@ def run_load(
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED
     return summary
+
+
+def _build_manifest(rc: RunContext, relation: str) -> None:
+    """``dbt build --select +<mart>``; cautious indirect selection, so a singular test that also
+    reads a model outside the selection (built or not) is left for the full build."""
+    from connectors.dbt import run_dbt
+
+    args = ["build", "--select", "+" + relation.split(".")[-1], "--indirect-selection", "cautious"]
+    result = run_dbt(args, project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path)
+    if not result.success:
+        detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
+        raise StepFailed(f"dbt build of the manifest failed:\n  {detail}")
 
 
 @contextlib.contextmanager
@@ -298,6 +311,14 @@ def _print_plan(studies: list[Study], present: dict[str, tuple[str, str]]) -> No
     console.out.print(table)
 
 
+def _by_reason(failures: list[tuple[Study, Outcome]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, outcome in failures:
+        key = outcome.reason_category or "other"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _print_summary(summary: dict[str, Any], failures: list[tuple[Study, Outcome]]) -> None:
     if console.json_mode():
         return
@@ -308,11 +329,11 @@ def _print_summary(summary: dict[str, Any], failures: list[tuple[Study, Outcome]
         table.add_row(key, str(summary[key]))
     table.add_row("MB loaded", f"{summary['bytes'] / 1e6:.1f}")
     table.add_row("MB/s", f"{summary['mb_per_s']:.1f}")
-    console.err.print(table)
+    console.show(table)
     if failures:
         ft = Table(title="failed studies (see pacs2xnat failures)")
         for col in ("session", "reason", "message"):
             ft.add_column(col)
         for s, o in failures[:50]:
             ft.add_row(s.session_label, o.reason_category or "", (o.message or "")[:120])
-        console.err.print(ft)
+        console.show(ft)

@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from connectors.errors import PacsUnreachable, QueryFailed
 from connectors.pacs_net import (
@@ -230,8 +233,8 @@ def _split(
     a, b = times
     if b - a < 60:
         return None
-    mid = a + (b - a) // 2
-    return [(lo, hi, (a, mid)), (lo, hi, (mid + 1, b))]
+    half = a + (b - a) // 2
+    return [(lo, hi, (a, half)), (lo, hi, (half + 1, b))]
 
 
 def _tm(seconds: int) -> str:

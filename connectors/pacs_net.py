@@ -89,7 +89,8 @@ def guard_responses(assoc: Association) -> None:
 
 
 def _pacs(settings: Settings | PacsConfig) -> PacsConfig:
-    return getattr(settings, "pacs", settings)  # type: ignore[return-value]
+    pacs = getattr(settings, "pacs", None)
+    return settings if pacs is None else pacs  # type: ignore[return-value]
 
 
 def make_ae(
@@ -109,7 +110,7 @@ def make_ae(
         if isinstance(cx, str):
             ae.add_requested_context(cx)
         else:
-            ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+            ae.add_requested_context(str(cx.abstract_syntax), cx.transfer_syntax)
     return ae
 
 
@@ -145,13 +146,14 @@ def open_association(
     if assoc.is_established:
         guard_responses(assoc)
         return assoc
+    check = (
+        f"check that the PACS knows our AE title {cfg.calling_aet!r} and that its AE title is "
+        f"{cfg.called_aet!r}"
+    )
     if assoc.is_rejected:
-        raise PacsUnreachable(
-            f"{describe(cfg)} rejected the association: check that the PACS knows our AE title "
-            f"{cfg.calling_aet!r} and that its AE title is {cfg.called_aet!r}"
-        )
-    if assoc.is_aborted:
-        raise PacsUnreachable(f"{describe(cfg)} aborted the association request")
+        raise PacsUnreachable(f"{describe(cfg)} rejected the association: {check}")
+    if assoc.is_aborted:  # some PACS (and a busy Orthanc) drop the connection instead
+        raise PacsUnreachable(f"{describe(cfg)} aborted the association request: {check}")
     raise PacsUnreachable(
         f"cannot reach {describe(cfg)}: no association (connection refused or timed out "
         f"after {cfg.acse_timeout:g} s)"

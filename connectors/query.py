@@ -20,15 +20,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from connectors import console
+from connectors import clock, console
 from connectors.dbt import build as dbt_build
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
-from connectors.pacs import QUERY_CONTEXTS, FindResult, Window, find_patient
+from connectors.pacs import QUERY_CONTEXTS, Window, find_patient
 from connectors.pacs_net import describe, make_ae, open_association
+from connectors.query_writer import Fatal, Outcome, PlannedQuery, Tally, collect, outcome_rows
 from connectors.warehouse import utcnow
 
 if TYPE_CHECKING:
@@ -42,37 +42,6 @@ logger = logging.getLogger(__name__)
 PLAN_MART = "main.pacs_query_plan"
 #: First wait before asking again after a lost association; doubles each retry.
 RETRY_BACKOFF_SECONDS = 0.5
-#: Results written per transaction at most (each patient's rows stay together), and how long
-#: the writer waits to fill a transaction (a kill loses at most this much work, asked again).
-WRITE_BATCH = 200
-WRITE_DELAY_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class PlannedQuery:
-    """One patient to ask: the DICOM window sent, and the window recorded for the plan."""
-
-    mrn: str
-    stream: str
-    window: Window
-    window_from: dt.date | None
-    window_to: dt.date | None
-
-
-@dataclass
-class Outcome:
-    task: PlannedQuery
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    result: FindResult | None = None
-    error: QueryFailed | None = None
-
-
-class _Fatal:
-    """A worker could not reach the PACS any more: the run stops (exit 3)."""
-
-    def __init__(self, error: PacsUnreachable) -> None:
-        self.error = error
 
 
 # --------------------------------------------------------------------------- the plan
@@ -188,7 +157,7 @@ class _Asker:
 def _work(
     asker: _Asker,
     tasks: queue.SimpleQueue[PlannedQuery],
-    results: queue.SimpleQueue[Outcome | _Fatal | None],
+    results: queue.SimpleQueue[Outcome | Fatal | None],
     stop: threading.Event,
 ) -> None:
     try:
@@ -199,80 +168,10 @@ def _work(
                 return
             results.put(asker.ask(task))
     except PacsUnreachable as e:
-        results.put(_Fatal(e))
+        results.put(Fatal(e))
     finally:
         asker.close()
         results.put(None)  # this worker is done
-
-
-# --------------------------------------------------------------------------- rows
-
-
-def outcome_rows(rc_run_id: str, query_id: str, o: Outcome) -> dict[str, list[dict[str, Any]]]:
-    """The ``raw.pacs_queries`` row and ``raw.pacs_studies`` rows of one patient's outcome."""
-    now = utcnow()
-    ok = o.result is not None
-    studies = o.result.studies if o.result else []
-    query = {
-        "run_id": rc_run_id,
-        "loaded_at": now,
-        "query_id": query_id,
-        "mrn": o.task.mrn,
-        "window_from": o.task.window_from,
-        "window_to": o.task.window_to,
-        "started_at": o.started_at,
-        "finished_at": o.finished_at,
-        "outcome": "success" if ok else "failed",
-        "studies_found": len(studies),
-        "sub_queries": o.result.sub_queries if o.result else 0,
-        "status_code": o.result.status_code if o.result else o.error and o.error.status_code,
-        "message": None if ok or o.error is None else str(o.error),
-    }
-    rows = [
-        {
-            "run_id": rc_run_id,
-            "loaded_at": now,
-            "query_id": query_id,
-            "queried_at": o.finished_at,
-            "query_mrn": o.task.mrn,
-            "window_from": o.task.window_from,
-            "window_to": o.task.window_to,
-            **study,
-        }
-        for study in studies
-    ]
-    return {"pacs_queries": [query], "pacs_studies": rows}
-
-
-@dataclass
-class _Tally:
-    queried: int = 0
-    failed: int = 0
-    studies: int = 0
-    sub_queries: int = 0
-
-
-def _progress(total: int) -> Iterator[Any]:
-    """A Rich progress bar on stderr (only for a person at a terminal), else a no-op."""
-    if not console.progress_enabled():
-        while True:
-            yield lambda **_: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    columns = (
-        TextColumn("C-FIND"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=console.err, transient=False) as bar:
-        tid = bar.add_task("query", total=total, info="")
-
-        def update(**kw: Any) -> None:
-            bar.update(tid, **kw)
-
-        while True:
-            yield update
 
 
 # --------------------------------------------------------------------------- the command
@@ -287,7 +186,9 @@ def run_query(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
-    today = today or dt.date.today()
+    today = today or clock.today()
+    if since and until and since > until:  # bad input: say so before touching PACS or dbt
+        raise InputError(f"--since {since} is after --until {until}", column="--since")
     settings = rc.settings
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
@@ -333,7 +234,7 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
     todo: queue.SimpleQueue[PlannedQuery] = queue.SimpleQueue()
     for t in tasks:
         todo.put(t)
-    results: queue.SimpleQueue[Outcome | _Fatal | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[Outcome | Fatal | None] = queue.SimpleQueue()
     stop = threading.Event()
     threads = [
         threading.Thread(
@@ -346,9 +247,9 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
     ]
     for th in threads:
         th.start()
-    tally, fatal = _Tally(), None
+    tally, fatal = Tally(), None
     try:
-        fatal = _collect(rc, results, len(threads), tally, len(tasks), stop)
+        fatal = collect(rc, results, len(threads), tally, len(tasks), stop)
     finally:
         stop.set()
         for th in threads:
@@ -364,61 +265,6 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
         rc.summary.update(counts)
         raise fatal.error
     return counts
-
-
-def _collect(
-    rc: RunContext,
-    results: queue.SimpleQueue[Outcome | _Fatal | None],
-    n_workers: int,
-    tally: _Tally,
-    total: int,
-    stop: threading.Event,
-) -> _Fatal | None:
-    """Write outcomes as they arrive (each patient's rows in one transaction with its
-    success record); returns the fatal error that stopped a worker, if any."""
-    running, fatal = n_workers, None
-    progress = _progress(total)
-    update = next(progress)
-    with rc.warehouse.connect() as con:
-        while running:
-            batch: list[Outcome] = []
-            item = results.get()
-            deadline = time.monotonic() + WRITE_DELAY_SECONDS
-            while True:
-                if item is None:
-                    running -= 1
-                elif isinstance(item, _Fatal):
-                    fatal = fatal or item
-                    stop.set()
-                else:
-                    batch.append(item)
-                if len(batch) >= WRITE_BATCH or not running:
-                    break
-                try:  # gather a little more: fewer, larger transactions
-                    item = results.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if not batch:
-                continue
-            tables: dict[str, list[dict[str, Any]]] = {"pacs_queries": [], "pacs_studies": []}
-            for o in batch:
-                n = tally.queried + tally.failed
-                for table, rows in outcome_rows(rc.run_id, f"{rc.run_id}-q{n:06d}", o).items():
-                    tables[table].extend(rows)
-                if o.result is not None:
-                    tally.queried += 1
-                    tally.studies += len(o.result.studies)
-                    tally.sub_queries += o.result.sub_queries
-                else:
-                    tally.failed += 1
-                    logger.info("query failed: %s", o.error)
-            rc.warehouse.append_many(tables, con=con)
-            update(
-                completed=tally.queried + tally.failed,
-                info=f"{tally.studies} studies, {tally.failed} failed",
-            )
-    progress.close()
-    return fatal
 
 
 __all__ = [

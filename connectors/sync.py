@@ -34,7 +34,9 @@ def run_sync(rc: RunContext) -> dict[str, Any]:
     """Log in, check the project, write the snapshot. Returns the run summary."""
     with XnatClient(rc.settings) as client:
         client.check_project()
-        summary = sync_sessions(rc, client)
+        # Inside another command (``run``), the snapshot gets its own successful sync run,
+        # so the models see it as the latest snapshot.
+        summary = sync_sessions(rc, client, as_own_run=rc.command != "sync")
     summary.pop("sessions_by_label")
     return summary
 

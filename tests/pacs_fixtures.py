@@ -83,7 +83,7 @@ def orthanc(pacs_files: list[Path], tmp_path_factory: pytest.TempPathFactory) ->
         server.upload(pacs_files)
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=0)  # throwaway storage: no need to wait for a clean shutdown
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 
     yield start
     for server in started:
-        server.stop()
+        server.stop(timeout=0)
 
 
 @pytest.fixture(scope="session")

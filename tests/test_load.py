@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connectors import console
 from connectors.errors import XnatUnreachable
 from connectors.load import run_load
 from connectors.runs import RunContext
@@ -69,9 +70,16 @@ def test_direct_c_get_loads_verifies_and_a_rerun_skips(
 
 @pytest.mark.orthanc
 def test_direct_c_move_to_our_storage_scp(
-    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """It loads studies retrieved by C-MOVE to our own storage SCP (Orthanc knows our AE)."""
+    """It loads studies retrieved by C-MOVE to our own storage SCP (Orthanc knows our AE),
+    showing the progress bar (studies done/total, MB/s) and the summary table on stderr."""
+    monkeypatch.setattr(console, "progress_enabled", lambda: True)
     port = free_port()
     orthanc.add_modality(MOVE_AET, MOVE_AET, "127.0.0.1", port)
     studies = pick_studies(pacs_cohort, 2, offset=4)
@@ -85,6 +93,10 @@ def test_direct_c_move_to_our_storage_scp(
     assert [sessions[s.accession_number].file_count() for s in studies] == [
         expected_files(s) for s in studies
     ]
+    err = capsys.readouterr().err
+    assert "2/2" in err
+    assert "MB/s" in err
+    assert "already_present" in err
 
 
 @pytest.mark.orthanc

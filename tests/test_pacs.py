@@ -195,5 +195,5 @@ def test_wrong_called_aet_is_rejected(orthanc_factory: Any) -> None:
     assert echo(pacs_settings(strict)) == 0
     with pytest.raises(PacsUnreachable) as info:
         echo(pacs_settings(strict, called_aet="WRONGAET"))
-    assert "rejected" in str(info.value)
-    assert "'WRONGAET'" in str(info.value)
+    assert "check that the PACS knows our AE title 'PACS2XNAT'" in str(info.value)
+    assert "its AE title is 'WRONGAET'" in str(info.value)

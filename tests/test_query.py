@@ -158,6 +158,13 @@ def test_unknown_or_withdrawn_mrn_is_exit_2(
     assert _sql(workspace, "select count(*) from raw.pacs_queries") == [(0,)]
 
 
+def test_since_after_until_is_exit_2(workspace: Path, cli: CliRunner) -> None:
+    """It refuses a window that ends before it starts, before contacting anything."""
+    res = cli.invoke(app, ["query", "--since", "2026-05-01", "--until", "2026-04-01"])
+    assert res.exit_code == 2
+    assert "--since 2026-05-01 is after --until 2026-04-01" in res.output
+
+
 def test_pacs_down_is_exit_3_with_a_clear_message(workspace: Path) -> None:
     """It exits 3 when nothing answers, naming host, port and both AE titles (real subprocess)."""
 
@@ -185,7 +192,7 @@ def test_wrong_called_aet_is_exit_3(workspace: Path, cli: CliRunner, orthanc_fac
     write_query_config(workspace, strict, called_aet="NOTTHEPACS")
     res = cli.invoke(app, ["query"])
     assert res.exit_code == 3
-    assert "rejected the association" in res.output
+    assert "check that the PACS knows our AE title 'PACS2XNAT'" in res.output
     assert "'NOTTHEPACS'" in res.output
 
 

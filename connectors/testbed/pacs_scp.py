@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -369,9 +369,9 @@ class DemoPacs:
             ae.add_supported_context(sop, ALL_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts:  # C-GET: we store on the requestor's assoc
             ae.add_supported_context(
-                cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False
+                str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False
             )
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_FIND, self._handle_find),
             (evt.EVT_C_GET, self._handle_get),

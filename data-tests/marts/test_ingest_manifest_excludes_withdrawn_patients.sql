@@ -1,10 +1,22 @@
 -- A withdrawn patient's study is never in the manifest, whichever of their MRNs (or another
 -- MRN sharing their NHS number) PACS filed it under. Returns the offending manifest rows.
 
+with
+
+withdrawn as (
+
+    select
+        upper(trim(mrn)) as mrn_key,
+        nhs_number
+    from {{ ref('int_master_patients__current') }}
+    where patient_status = 'withdrawn'
+
+)
+
 select ingest_manifest.*
 from {{ ref('ingest_manifest') }} as ingest_manifest
-inner join {{ ref('int_master_patients__current') }} as master_patients
-    on
-        upper(trim(ingest_manifest.mrn)) = upper(trim(master_patients.mrn))
-        or ingest_manifest.nhs_number = master_patients.nhs_number
-where master_patients.patient_status = 'withdrawn'
+where
+    upper(trim(ingest_manifest.mrn)) in (select mrn_key from withdrawn)
+    or ingest_manifest.nhs_number in (
+        select nhs_number from withdrawn where nhs_number is not null
+    )

@@ -56,15 +56,18 @@ not_in_xnat as (
         selected.number_of_study_related_instances
     from selected
     where
+        -- two anti-joins rather than one with "or": each stays a hash join at scale
         not exists (
             select 1
             from xnat_sessions
+            where xnat_sessions.study_instance_uid = selected.study_instance_uid
+        )
+        and not exists (
+            select 1
+            from xnat_sessions
             where
-                xnat_sessions.study_instance_uid = selected.study_instance_uid
-                or (
-                    xnat_sessions.subject_label = selected.subject_label
-                    and xnat_sessions.session_label = selected.session_label
-                )
+                xnat_sessions.subject_label = selected.subject_label
+                and xnat_sessions.session_label = selected.session_label
         )
         and not exists (
             select 1

@@ -1,0 +1,31 @@
+-- The latest load attempt of each study and, when that attempt failed, its reason category.
+-- The one place `reconciliation` takes "why is it missing" from: swap it for the failure
+-- register once that mart exists.
+
+with
+
+ingest_attempts as (
+
+    select * from {{ ref('stg_pipeline__ingest_attempts') }}
+
+),
+
+numbered as (
+
+    select
+        study_instance_uid,
+        outcome as latest_outcome,
+        case
+            when outcome = 'failed' then coalesce(reason_category, 'unknown')
+        end as failure_reason,
+        attempted_at as latest_attempted_at,
+        count(*) over (partition by study_instance_uid) as number_of_attempts
+    from ingest_attempts
+    qualify row_number() over (
+        partition by study_instance_uid
+        order by attempted_at desc, finished_at desc, attempt_id desc
+    ) = 1
+
+)
+
+select * from numbered

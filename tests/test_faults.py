@@ -6,6 +6,7 @@ session, no attempt row lost, the warehouse opens and ``dbt build`` passes."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import threading
@@ -45,8 +46,29 @@ def proxy(orthanc: Any) -> Iterator[FaultProxy]:
     p.close()
 
 
+LOAD_DEADLINE = 240.0  # a load of three tiny studies that takes longer is hung
+
+
 def _load(settings: Any, **kw: Any) -> tuple[int, dict[str, Any], Exception | None]:
-    return invoke(settings, "load", lambda rc: run_load(rc, "direct", **kw))
+    """One recorded load, in a thread with a deadline: a loader that hangs after a fault
+    fails the test (with every thread's stack on stderr) instead of hanging the suite."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = invoke(settings, "load", lambda rc: run_load(rc, "direct", **kw))
+        except BaseException as e:  # surfaced below, in the test's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=run, name="load-under-test", daemon=True)
+    worker.start()
+    worker.join(LOAD_DEADLINE)
+    if worker.is_alive():
+        faulthandler.dump_traceback(all_threads=True)
+        pytest.fail(f"the load did not finish within {LOAD_DEADLINE:.0f} s: it hangs")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
 
 
 def _wait(what: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -72,9 +72,27 @@ def _kill_when(proc: subprocess.Popen[bytes], moment: Callable[[], bool], projec
             pytest.fail(f"load ended (exit {proc.returncode}) before the moment came:\n{out}")
         assert time.monotonic() < deadline, "the moment to kill never came"
         time.sleep(0.01)
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    # The loader's spawned retrieve workers outlive it (a SIGKILL does not reach them): each
+    # finishes its study into the dead run's folder, then sees its pipe closed and exits. Wait
+    # for that, so the rerun's clean-up of stale run folders is what the test judges.
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its retrieve workers), from /proc."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _killed_run(settings: Any) -> dict[str, Any]:

@@ -327,7 +327,14 @@ def failures(
 
     Example: pacs2xnat failures --csv failures.csv
     """
-    _not_built(6)
+    from connectors.failures import retry_failures, show_failures
+
+    with invocation("failures retry" if retry else "failures") as rc:
+        rc.summary.update(show_failures(rc, csv))
+        if retry:
+            rc.summary["retry"] = retry_failures(rc, built=True)
+            if "exit_code" in rc.summary["retry"]:
+                rc.summary["exit_code"] = rc.summary["retry"]["exit_code"]
 
 
 @app.command()

@@ -190,10 +190,12 @@ def run_load(
     build_manifest: bool = True,
     retriever_factory: Callable[[Any], Any] | None = None,
     relation: str = MANIFEST,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Load the manifest. ``build_manifest=False`` reads the mart as it is (tests, demo);
     ``retriever_factory(settings)`` replaces ``connectors.retrieve.Retriever``; ``relation``
-    is another mart with the manifest's columns (``failures --retry``), built by dbt too."""
+    is another mart with the manifest's columns (``failures --retry``), built by dbt too;
+    ``only`` (Study UIDs) keeps just those of its studies (``pacs2xnat failures --retry``)."""
     settings = rc.settings
     mode = mode or settings.xnat.mode
     if mode not in ("direct", "dqr"):
@@ -207,6 +209,8 @@ def run_load(
             _build_manifest(rc, relation)
         rows = rc.warehouse.read_relation(relation, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
+        if only is not None:
+            studies = [s for s in studies if s.study_instance_uid in only]
         if limit:
             studies = studies[:limit]
         summary: dict[str, Any] = {

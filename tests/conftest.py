@@ -18,7 +18,7 @@ from connectors.dbt import copy_project
 
 pytest_plugins = [
     p
-    for p in ("tests.pacs_fixtures", "tests.xnat_fixtures")
+    for p in ("tests.pacs_fixtures", "tests.xnat_fixtures", "tests.fault_helpers")
     if (PROJECT_ROOT / (p.replace(".", "/") + ".py")).is_file()
 ]
 

@@ -1,5 +1,7 @@
 -- The studies to load into XNAT: selected, linked, and not in the project as of the latest
 -- successful sync (matched by Study Instance UID, or by subject and session label).
+-- Attempt failures that are not retryable (permanent and unresolved, or resolved as anything
+-- but 'retry') are not sent again: int_ingest_failures__classified decides.
 -- Column order is the interface connectors/load.py and connectors/export.py read.
 
 with
@@ -13,6 +15,20 @@ selection as (
 xnat_sessions as (
 
     select * from {{ ref('int_xnat_sessions__current') }}
+
+),
+
+failures as (
+
+    select * from {{ ref('int_ingest_failures__classified') }}
+
+),
+
+not_to_send_again as (
+
+    select failures.study_instance_uid
+    from failures
+    where failures.stage = 'attempt' and not failures.is_retryable
 
 ),
 
@@ -52,6 +68,11 @@ not_in_xnat as (
             where
                 xnat_sessions.subject_label = selected.subject_label
                 and xnat_sessions.session_label = selected.session_label
+        )
+        and not exists (
+            select 1
+            from not_to_send_again
+            where not_to_send_again.study_instance_uid = selected.study_instance_uid
         )
 
 )

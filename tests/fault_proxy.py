@@ -1,0 +1,89 @@
+"""A TCP proxy in front of the real PACS, for faults the PACS itself cannot be asked for: it
+relays bytes both ways over real sockets, and can slow the PACS's answers down (``delay``
+seconds per relayed chunk) or cut the first connection after the PACS sent ``cut_after``
+bytes (an association dropped in the middle of a C-GET, with a TCP reset)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+
+
+class FaultProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.delay = 0.0
+        self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
+        self.cuts = 0
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", int(self._listener.getsockname()[1])
+        self.aet = "ORTHANC"
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)  # the PACS is down: refuse as it would
+                continue
+            with self._lock:
+                self.connections += 1
+                self._socks += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_pacs: bool) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                if from_pacs:
+                    if self.delay:
+                        time.sleep(self.delay)
+                    sent += len(data)
+                    with self._lock:
+                        cut = self.cut_after is not None and sent > self.cut_after
+                        if cut:
+                            self.cut_after = None
+                            self.cuts += 1
+                    if cut:
+                        _reset(src)
+                        _reset(dst)
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for s in self._socks:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def _reset(s: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a crashed peer's kernel does."""
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        s.close()

@@ -17,7 +17,9 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
 import queue
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -55,11 +57,23 @@ class WorkerPool:
         return proc, parent
 
     def run(self, uid: str, dest: Path, expected: int | None) -> Answer:
-        """Run one retrieve in an idle worker; the answer tuple (see ``_worker_main``)."""
+        """Run one retrieve in an idle worker; the answer tuple (see ``_worker_main``).
+
+        The worker's own DIMSE/network timeouts should end a dead transfer; if they do not
+        (seen after an association reset mid C-GET), the worker is killed once ``dest`` has
+        not grown for ``stall_seconds`` and the study fails as a transient ``timeout``.
+        """
         proc, conn = self._idle.get()
         try:
             conn.send((uid, str(dest), expected))
-            answer: Answer = conn.recv()
+            answer = self._wait(conn, dest)
+            if answer is None:
+                logger.warning("a retrieve worker stalled on a study; starting another")
+                _stop(proc, conn, graceful=False)
+                proc, conn = self._spawn()
+                return ("failed", "timeout",
+                        f"study {uid}: no data from the PACS for {self.stall_seconds:g} s",
+                        True, expected, _count(dest))  # fmt: skip
         except (EOFError, OSError) as e:
             logger.warning("a retrieve worker died (%s); starting another", e)
             _stop(proc, conn)
@@ -70,13 +84,49 @@ class WorkerPool:
             self._idle.put((proc, conn))
         return answer
 
+    @property
+    def stall_seconds(self) -> float:
+        pacs = self._settings.pacs
+        return pacs.dimse_timeout + pacs.network_timeout
+
+    def _wait(self, conn: Connection, dest: Path) -> Answer | None:
+        """The worker's answer, or None when ``dest`` made no progress for ``stall_seconds``."""
+        last, last_change = _progress(dest), time.monotonic()
+        while not conn.poll(1.0):
+            now_progress = _progress(dest)
+            if now_progress != last:
+                last, last_change = now_progress, time.monotonic()
+            elif time.monotonic() - last_change > self.stall_seconds:
+                return None
+        answer: Answer = conn.recv()
+        return answer
+
     def close(self) -> None:
         for proc, conn in self._all:
             _stop(proc, conn)
         self._all = []
 
 
-def _stop(proc: BaseProcess, conn: Connection) -> None:
+def _progress(dest: Path) -> tuple[int, int]:
+    """(files, bytes) under ``dest``, counting instances still being written (``.part``)."""
+    files = size = 0
+    with contextlib.suppress(OSError), os.scandir(dest) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                size += entry.stat().st_size
+                files += 1
+    return files, size
+
+
+def _count(dest: Path) -> int:
+    with contextlib.suppress(OSError):
+        return sum(1 for p in dest.iterdir() if p.suffix == ".dcm")
+    return 0
+
+
+def _stop(proc: BaseProcess, conn: Connection, graceful: bool = True) -> None:
+    if not graceful:
+        proc.kill()
     with contextlib.suppress(OSError, ValueError):  # already gone
         conn.send(None)
     proc.join(timeout=10)
@@ -99,9 +149,26 @@ def raise_or_return(answer: Answer) -> tuple[int, int, float]:
     )
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this worker when the loader dies (even by SIGKILL), so no
+    orphan keeps writing patient files into a dead run's folder. Best effort elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        import ctypes.util
+        import signal
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(0)
+
+
 def _worker_main(conn: Connection, settings: Settings) -> None:
     """A worker's loop: one in-process Retriever (one association), one job at a time."""
     from connectors.retrieve import Retriever
+
+    _die_with_parent()
 
     with Retriever(settings) as r:
         while True:

@@ -76,12 +76,21 @@ def _kill_when(proc: subprocess.Popen[bytes], moment: Callable[[], bool], projec
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    # The loader's spawned retrieve workers outlive it (a SIGKILL does not reach them): each
-    # finishes its study into the dead run's folder, then sees its pipe closed and exits. Wait
-    # for that, so the rerun's clean-up of stale run folders is what the test judges.
-    deadline = time.monotonic() + 60
-    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+    # The loader's retrieve workers die with it (PR_SET_PDEATHSIG): none may go on writing
+    # patient files into the dead run's folder.
+    deadline = time.monotonic() + 10
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not [c for c in children if _alive(c)], "retrieve workers outlived the killed load"
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _children(pid: int) -> list[int]:

@@ -392,3 +392,37 @@ def test_retrieved_study_is_the_documented_record(tmp_path: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         rs.files = 4  # type: ignore[misc]
     assert os.fspath(rs.folder) == str(tmp_path)
+
+
+def test_a_worker_that_stops_answering_is_given_up_only_when_no_data_arrives(
+    tmp_path: Path,
+) -> None:
+    """It waits for a worker as long as files keep arriving, and gives up (None) once the
+    study folder has not grown for the stall time: a hung worker can never hang a load."""
+    import multiprocessing
+    import threading
+    import time
+
+    from connectors.config import PacsConfig, Settings
+    from connectors.retrieve_procs import WorkerPool
+
+    settings = Settings(pacs=PacsConfig(dimse_timeout=1.0, network_timeout=0.5))
+    pool = WorkerPool(settings, 0)  # no processes: only the waiting is under test
+    parent, child = multiprocessing.Pipe()
+    dest = tmp_path / "study"
+    dest.mkdir()
+
+    def trickle() -> None:  # a slow but live transfer: a file every 0.5 s for 3 s
+        for i in range(6):
+            (dest / f"{i}.dcm").write_bytes(b"x" * 10)
+            time.sleep(0.5)
+
+    writer = threading.Thread(target=trickle)
+    started = time.monotonic()
+    writer.start()
+    assert pool._wait(parent, dest) is None
+    waited = time.monotonic() - started
+    writer.join()
+    assert waited > 3.0  # it did not give up while files were arriving
+    child.send(("ok", 6, 60, 1.0))
+    assert pool._wait(parent, dest) == ("ok", 6, 60, 1.0)

@@ -117,6 +117,7 @@ class LoadContext:
     on_done: Callable[[Study, Outcome, bool], None] | None = None
     con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
     unavailable_in_a_row: int = 0
+    finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now (so a crash loses nothing that happened)."""
@@ -145,6 +146,7 @@ class LoadContext:
         with self._lock:  # serialises the shared connection too
             self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
             if final:
+                self.finished.add(study.study_instance_uid)
                 down = out.reason_category == "xnat_unavailable"
                 self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0
                 self.tallies[out.outcome] = self.tallies.get(out.outcome, 0) + 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import Pacs2XnatError, StudyFailed
+from connectors.errors import Pacs2XnatError, StudyFailed, Unavailable
 from connectors.load import LoadContext, Outcome, Study
 from connectors.warehouse import utcnow
 from connectors.xnat_zip import ZipProgress, zip_stream
@@ -81,8 +81,13 @@ def load_direct(
                 for _ in todo:
                     item = ready.get()
                     if item.fatal is not None:
+                        _record_fatal(ctx, item.study, item.started, item.fatal, "retrieve_failed")
                         raise item.fatal
-                    _consume(ctx, item)
+                    try:
+                        _consume(ctx, item)
+                    except Unavailable as e:  # XNAT gone mid-study (down, 401): stop the run
+                        _record_fatal(ctx, item.study, item.started, e, "xnat_unavailable")
+                        raise
             finally:
                 stop.set()
                 _drain(ready)
@@ -90,6 +95,16 @@ def load_direct(
                 _drain(ready)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # nothing retrieved outlives the run
+
+
+def _record_fatal(
+    ctx: LoadContext, study: Study, started: Any, error: BaseException, reason: str
+) -> None:
+    """The study in hand when the run has to stop still gets its attempt row: none is lost."""
+    if study.study_instance_uid in ctx.finished:
+        return
+    failed = StudyFailed(reason, f"the run stopped: {error}", transient=True)
+    ctx.record(study, started, Outcome.failed(failed, files_expected=study.expected))
 
 
 RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")

@@ -151,9 +151,9 @@ def test_xnat_401_half_way_stops_the_run_and_a_rerun_finishes(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:
     """It stops with exit 3 when XNAT starts refusing our session (token expired) while the
-    second study is being imported: the first is recorded 'loaded', the second is archived
-    but unrecorded, and a rerun with valid credentials finds both (already_present) and loads
-    the third."""
+    second study is being imported: the first is recorded 'loaded', the second (archived, but
+    not verified) gets its failed attempt row ('xnat_unavailable'), and a rerun with valid
+    credentials finds both (already_present) and loads the third."""
     settings = fault_settings(workspace_from(template, tmp_path), orthanc, standin_xnat)
     app = standin_xnat.server.app
     standin_xnat.faults.slow(0.5, IMPORT, after=1)
@@ -169,7 +169,10 @@ def test_xnat_401_half_way_stops_the_run_and_a_rerun_finishes(
     assert code == 3, err
     assert "401" in str(err)
     first = attempts(settings)
-    assert [a["outcome"] for a in first] == ["loaded"]
+    assert [(a["outcome"], a["reason_category"]) for a in first] == [
+        ("loaded", None),
+        ("failed", "xnat_unavailable"),
+    ]
     archived = sum(sessions_by_uid(standin_xnat).values())
     assert archived == 2
     standin_xnat.faults.reset()

@@ -22,7 +22,7 @@ from connectors.dbt import run_dbt
 from connectors.errors import Pacs2XnatError
 from connectors.runs import RunContext
 from connectors.sync import run_sync
-from connectors.testbed.cohort import Cohort, Study
+from connectors.testbed.cohort import Cohort, Study, raw_master_rows
 from connectors.warehouse import Warehouse
 from tests.conftest import copy_project
 from tests.load_helpers import expected_files
@@ -44,22 +44,7 @@ class Template:
 
 def raw_rows(cohort: Cohort, studies: list[Study], run_id: str, day: dt.datetime) -> dict:
     """master_patients, pacs_queries and pacs_studies rows as the connectors append them."""
-    patients = [
-        {
-            "run_id": "import-1",
-            "loaded_at": day,
-            "source_file": "master.xlsx",
-            "source_sha256": "0" * 64,
-            "source_row": i + 2,
-            "mrn": p.mrn,
-            "nhs_number": p.nhs_number,
-            "reference_date": p.reference_date,
-            "status": p.status,
-            "patient_name": p.list_name,
-            "birth_date": p.birth_date,
-        }
-        for i, p in enumerate(cohort.patients)
-    ]
+    patients = raw_master_rows(cohort, "import-1", day, sheet=None)
     queries, rows = [], []
     for s in studies:
         p = cohort.patient(s.mrn)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from connectors.config import LoadConfig, Settings, WarehouseConfig
@@ -25,7 +24,7 @@ from connectors.sync import run_sync
 from connectors.testbed.cohort import Cohort, Study, raw_master_rows
 from connectors.warehouse import Warehouse
 from tests.conftest import copy_project
-from tests.load_helpers import expected_files
+from tests.load_helpers import attempts, expected_files
 from tests.pacs_fixtures import pacs_settings
 from tests.test_dbt_build import includable_studies, seed_decisions
 from tests.xnat_fixtures import StandinHandle, xnat_settings
@@ -172,16 +171,6 @@ def invoke(
         outcome = {0: "success", 1: "partial"}.get(code, "failed")
         rc.finish(outcome, code)
     return code, {"run_id": rc.run_id, **rc.summary}, error
-
-
-def attempts(settings: Settings) -> list[dict[str, Any]]:
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
-        cur = con.execute("select * from raw.ingest_attempts order by finished_at, loaded_at")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    finally:
-        con.close()
 
 
 def sessions_by_uid(standin: StandinHandle) -> Counter[str]:

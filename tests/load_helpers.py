@@ -7,8 +7,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from connectors.config import LoadConfig, Settings, WarehouseConfig
 from connectors.testbed.cohort import Cohort, Study
 from connectors.warehouse import Warehouse
@@ -90,10 +88,7 @@ def write_manifest(
 
 
 def attempts(settings: Settings) -> list[dict[str, Any]]:
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
-        cur = con.execute("select * from raw.ingest_attempts order by finished_at")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    finally:
-        con.close()
+    """Every ``raw.ingest_attempts`` row, in the order the attempts ended."""
+    return Warehouse(settings.warehouse_path).read_relation(
+        "raw.ingest_attempts", "order by finished_at, loaded_at"
+    )

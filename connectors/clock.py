@@ -24,3 +24,8 @@ def today() -> dt.date:
 
 def is_pinned() -> bool:
     return bool(os.environ.get(TODAY_ENV, "").strip())
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamp, the form every ``*_at`` column holds."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -3,7 +3,7 @@
 Found as ``--config PATH``, else ``$PACS2XNAT_CONFIG``, else ``./pacs2xnat.toml``; with none of
 them the embedded defaults apply. Unknown keys, wrong types and impossible values are a
 ``ConfigError`` naming the file, the section and the key. Secrets never live here: XNAT
-credentials come from ``XNAT_USER``/``XNAT_PASS`` or ``~/.netrc`` (``credentials.py``).
+credentials come from ``XNAT_USER``/``XNAT_PASS`` or ``~/.netrc`` (``xnat/client.py``).
 """
 
 from __future__ import annotations

@@ -14,10 +14,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from connectors.seams.pynetdicom_logging import hide_identifiers
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 _state = {"quiet": False, "json": False, "verbose": False}
+HANDLER_NAME = "pacs2xnat"  # our log handlers, replaced when logging is set up again
 
 
 def configure(*, quiet: bool, json_mode: bool, verbose: bool) -> None:
@@ -92,7 +95,7 @@ def setup_logging(log_file: Path | None, verbose: bool) -> None:
     """
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_pacs2xnat", False):
+        if h.get_name() == HANDLER_NAME:
             root.removeHandler(h)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     redact = SecretFilter()
@@ -104,22 +107,16 @@ def setup_logging(log_file: Path | None, verbose: bool) -> None:
         fh = logging.StreamHandler(stream)
         fh.setFormatter(fmt)
         fh.addFilter(redact)
-        fh._pacs2xnat = True  # type: ignore[attr-defined]
+        fh.set_name(HANDLER_NAME)
         root.addHandler(fh)
     if verbose:
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
         sh.setLevel(logging.DEBUG)
         sh.addFilter(redact)
-        sh._pacs2xnat = True  # type: ignore[attr-defined]
+        sh.set_name(HANDLER_NAME)
         root.addHandler(sh)
-    try:
-        from pynetdicom import _config as pnd_config
-
-        pnd_config.LOG_RESPONSE_IDENTIFIERS = False
-        pnd_config.LOG_REQUEST_IDENTIFIERS = False
-    except ImportError:  # pragma: no cover - pynetdicom is a dependency
-        pass
+    hide_identifiers()
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
     for noisy in ("urllib3", "xnat", "requests"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -2,7 +2,7 @@
 
 Built like ``xnat/exceptions.py``: every error a connector can raise is a ``Pacs2XnatError``;
 ``xnat.*``, ``requests.*``, ``pynetdicom`` and ``duckdb`` errors are translated at the edge and
-never leak. ``cli.py`` maps them to exit codes in one place (``Pacs2XnatError.exit_code``).
+never leak. ``app/cli.py`` maps them to exit codes in one place (``Pacs2XnatError.exit_code``).
 
 Exit codes (DESIGN.md): 0 all done; 1 finished but some studies failed (a return value, not an
 exception); 2 bad input or config; 3 PACS, XNAT (or the warehouse) unavailable.

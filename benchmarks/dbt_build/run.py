@@ -34,7 +34,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connectors.testbed.cohort import HISTORY  # noqa: E402
-from connectors.warehouse import Warehouse  # noqa: E402
+from connectors.warehouse.store import Warehouse  # noqa: E402
 
 PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "seeds", "macros", "data-tests")
 STUDIES_PER_PATIENT = 20

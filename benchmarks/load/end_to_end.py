@@ -98,7 +98,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["variant"] == "retrieve-only":
         from concurrent.futures import ThreadPoolExecutor
 
-        from connectors.retrieve import Retriever
+        from connectors.pacs.retrieve import Retriever
 
         with Retriever(settings) as r, ThreadPoolExecutor(spec["assoc"]) as pool:
             got = list(
@@ -106,8 +106,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             )
         nbytes = sum(g.bytes for g in got)
     elif spec["variant"] == "upload-only":
-        from connectors.xnat import XnatClient
-        from connectors.xnat_zip import ZipProgress, zip_stream
+        from connectors.xnat.client import XnatClient
+        from connectors.xnat.zipstream import ZipProgress, zip_stream
 
         with XnatClient(settings) as client:
             for i, (uid, n) in enumerate(studies):
@@ -119,9 +119,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                     raise SystemExit(f"upload-only: study {i} not archived whole")
                 nbytes += prog.payload_bytes
     else:
-        from connectors.load import run_load
-        from connectors.runs import RunContext
-        from connectors.warehouse import Warehouse
+        from connectors.load.runner import run_load
+        from connectors.warehouse.runs import RunContext
+        from connectors.warehouse.store import Warehouse
 
         with Warehouse(settings.warehouse_path).connect() as con:
             con.execute(

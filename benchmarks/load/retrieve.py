@@ -103,7 +103,8 @@ def worker(spec: dict) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from connectors.config import settings_from_dict
-    from connectors.retrieve import Retriever
+    from connectors.pacs.retrieve import Retriever
+    from connectors.pacs.retrieve.engine import AssociationRetriever
 
     settings = settings_from_dict(
         {
@@ -117,9 +118,8 @@ def worker(spec: dict) -> dict:
             }
         }
     )
-    r = Retriever(settings)
-    if spec.get("threads"):
-        r._use_processes = False  # the benchmark's only switch: associations in threads
+    # the benchmark's only switch: associations in threads of this process
+    r = AssociationRetriever(settings) if spec.get("threads") else Retriever(settings)
     with r, ThreadPoolExecutor(spec["assocs"]) as pool:
         t = time.perf_counter()  # worker processes started, associations not yet open
         jobs = [

@@ -49,13 +49,13 @@ else:
 PARSE = """
 import sys
 from pathlib import Path
-from connectors.spreadsheets import read_master_list
+from connectors.admin.master_list import read_master_list
 m = read_master_list(Path(sys.argv[1]), mrn_width=8)
 assert m.rows
 """
 IMPORT = """
 import sys
-from connectors.cli import app
+from connectors.app.cli import app
 sys.argv = ['pacs2xnat', '--quiet', 'patients', 'import', sys.argv[1]]
 app()
 """

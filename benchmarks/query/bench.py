@@ -6,7 +6,7 @@ Everything in one run on the same machine (see README.md beside this file):
    (headers only, one instance per study, uploaded through REST).
 2. Against it: dcmtk ``findscu`` run once per patient (how hospital scripts do it) with
    Debian's default (Nagle on) and with ``TCP_NODELAY=1``; a bare pynetdicom loop on reused
-   associations with TCP_NODELAY (1 and 2 associations); ours (``connectors.query.ask_patients``,
+   associations with TCP_NODELAY (1 and 2 associations); ours (``pacs.query.ask_patients``,
    which also writes every answer to DuckDB) at ``max_associations`` 1 and 2.
 3. A PACS answering after 100 ms (the in-process demo SCP with ``latency=0.1``): ours at 1
    and 2 associations.
@@ -40,14 +40,14 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from connectors import console
 from connectors.config import PacsConfig, Settings, WarehouseConfig
-from connectors.pacs import RETURN_KEYS, Window
-from connectors.pacs_net import NODELAY_HANDLERS
-from connectors.query import PlannedQuery, ask_patients
-from connectors.runs import RunContext
+from connectors.pacs.find import RETURN_KEYS, Window
+from connectors.pacs.net import NODELAY_HANDLERS
+from connectors.pacs.query import PlannedQuery, ask_patients
 from connectors.testbed.cohort import HISTORY, UID_PREFIX, Series, Study, make_cohort
 from connectors.testbed.dicom_files import character_set, instance_dataset
 from connectors.testbed.orthanc import Orthanc
 from connectors.testbed.pacs_scp import DemoPacs
+from connectors.warehouse.runs import RunContext
 
 TODAY = dt.date(2026, 11, 25)
 SEED = 7

@@ -34,11 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from connectors.dbt import run_dbt  # noqa: E402
 from connectors.testbed.cohort import nhs_check_digit  # noqa: E402
-from connectors.warehouse import Warehouse  # noqa: E402
-from tests.chromium_cdp import Chromium  # noqa: E402
-from tests.conftest import copy_project  # noqa: E402
+from connectors.warehouse.dbt import copy_project, run_dbt  # noqa: E402
+from connectors.warehouse.store import Warehouse  # noqa: E402
+from tests.support.chromium_cdp import Chromium  # noqa: E402
 
 MODALITIES = ["CT", "MR", "PT", "CT", "RTSTRUCT", "CT", "MR", "US"]
 REASONS = ["retrieve_incomplete", "rejected_by_xnat", "timeout", "not_found_on_pacs"]
@@ -262,7 +261,7 @@ def main() -> None:
         )
         out = Path(tmp) / "out"
         r_wall, r_cpu, r_rss = timed(
-            py, "module", "connectors.cli", ["--quiet", "report", "--out", str(out)], project
+            py, "module", "connectors.app.cli", ["--quiet", "report", "--out", str(out)], project
         )
         html = out / "data_availability.html"
         xlsx = out / "data_availability.xlsx"

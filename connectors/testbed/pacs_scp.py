@@ -42,7 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from connectors.pacs_net import NODELAY_HANDLERS
+from connectors.pacs.net import NODELAY_HANDLERS
 from connectors.testbed.orthanc import free_port
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,376 @@
+"""The ``pacs2xnat`` command. Each command is thin: parse, load config, call one function.
+
+Errors become exit codes in one place (``invocation.exit_codes``): ``InputError`` and
+``ConfigError`` -> 2, ``Unavailable`` (PACS, XNAT, a busy warehouse) -> 3; "finished with
+recorded failures" is a return value (-> 1). stdout carries data (``--json``, tables); stderr
+carries messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from connectors import console
+from connectors.app.invocation import exit_codes, invocation, settings, state
+from connectors.errors import EXIT_OK, StepFailed
+
+app = typer.Typer(
+    name="pacs2xnat",
+    help="Quarterly PACS -> XNAT ingestion of the head-and-neck cancer imaging cohort.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never print a password
+    add_completion=False,
+)
+patients_app = typer.Typer(help="The master patient list.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="The include/exclude rules on study descriptions.", no_args_is_help=True
+)
+demo_app = typer.Typer(
+    help="The whole cycle on a synthetic cohort, a demo PACS and a stand-in XNAT.\n\n"
+    "Example: pacs2xnat demo --patients 40",
+    invoke_without_command=True,
+)
+app.add_typer(patients_app, name="patients")
+app.add_typer(rules_app, name="rules")
+app.add_typer(demo_app, name="demo")
+
+
+# --------------------------------------------------------------------------- app callback
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (else $PACS2XNAT_CONFIG, else ./pacs2xnat.toml)."
+    ),
+]
+
+
+@app.callback()
+def _main(
+    config: ConfigOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="DICOM/HTTP detail in the log.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary.")
+    ] = False,
+) -> None:
+    """pacs2xnat: query PACS, select and link studies, load them into XNAT, report what is there."""
+    state.config_path = config
+    state.settings = None
+    console.configure(quiet=quiet, json_mode=json_out, verbose=verbose)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path(
+        "pacs2xnat.toml"
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented pacs2xnat.toml with every setting at its default.
+
+    Example: pacs2xnat init
+    """
+    from connectors.config import write_template
+
+    with exit_codes():
+        written = write_template(path, force=force)
+    console.say(f"wrote {written}: edit [pacs] and [xnat], then run pacs2xnat doctor")
+
+
+@app.command()
+def doctor() -> None:
+    """Check config, PACS (C-ECHO, C-FIND, retrieve path), XNAT login and project, warehouse, dbt.
+
+    Example: pacs2xnat doctor
+    """
+    from connectors.app.doctor import print_checks, run_checks
+
+    code = print_checks(run_checks(settings()))
+    if code:
+        raise typer.Exit(code)
+
+
+@patients_app.command("import")
+def patients_import(
+    file: Annotated[Path, typer.Argument(help="Master patient list (.xlsx or .csv).")],
+) -> None:
+    """Import the master patient list into raw.master_patients (repairing Excel damage).
+
+    Example: pacs2xnat patients import master_list.xlsx
+    """
+    from connectors.admin.master_list import import_master_list
+
+    with invocation("patients import") as rc:
+        rc.summary.update(import_master_list(rc, file))
+
+
+@rules_app.command("import")
+def rules_import(
+    file: Annotated[Path, typer.Argument(help="Workbook with sheets INCLUDE and EXCLUDE.")],
+    decided_by: Annotated[
+        str | None, typer.Option(help="Who decided (default: your user name).")
+    ] = None,
+) -> None:
+    """Merge the INCLUDE/EXCLUDE workbook into seeds/study_description_rules.csv.
+
+    Example: pacs2xnat rules import study_descriptions.xlsx
+    """
+    from connectors.admin.rules import import_rules_workbook
+
+    with invocation("rules import") as rc:
+        rc.summary.update(import_rules_workbook(rc, file, decided_by=decided_by))
+
+
+@rules_app.command("export")
+def rules_export(
+    file: Annotated[Path, typer.Argument(help="Workbook to write (sheets INCLUDE and EXCLUDE).")],
+) -> None:
+    """Write the rules seed as the INCLUDE/EXCLUDE workbook the team keeps.
+
+    Example: pacs2xnat rules export study_descriptions.xlsx
+    """
+    from connectors.admin.rules import export_rules_workbook
+
+    with invocation("rules export") as rc:
+        rc.summary.update(export_rules_workbook(rc, file))
+
+
+@app.command()
+def query(
+    since: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Override the window start.")
+    ] = None,
+    until: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Override the window end.")
+    ] = None,
+    mrn: Annotated[list[str] | None, typer.Option(help="Only these patients (repeatable).")] = None,
+) -> None:
+    """C-FIND every due patient's studies on PACS into raw.pacs_studies.
+
+    Example: pacs2xnat query --since 2026-01-01
+    """
+    from connectors.pacs.query import run_query
+
+    with invocation("query") as rc:
+        rc.summary.update(
+            run_query(
+                rc,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                mrns=mrn or (),
+            )
+        )
+
+
+@app.command()
+def build() -> None:
+    """Run dbt build (seeds, unit tests, models, data tests) on the warehouse.
+
+    Example: pacs2xnat build
+    """
+    from connectors.warehouse.dbt import build as dbt_build
+
+    with invocation("build") as rc:
+        result = dbt_build(
+            project_dir=rc.project_dir,
+            warehouse_path=rc.settings.warehouse_path,
+            quiet=not console.verbose(),
+        )
+        rc.summary.update({"dbt": result.counts})
+        console.say(f"dbt build: {_counts(result.counts)}")
+
+
+@app.command()
+def export(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="CSV to write (default warehouse/exports/…); - for stdout."),
+    ] = None,
+) -> None:
+    """Write the ingest CSV (what CSC receives) from the ingest_manifest mart.
+
+    Example: pacs2xnat export ingest.csv
+    """
+    from connectors.outputs.export import export_ingest_csv
+
+    with invocation("export") as rc:
+        rc.summary.update(export_ingest_csv(rc, file))
+
+
+@app.command()
+def load(
+    mode: Annotated[str | None, typer.Option(help="direct or dqr (default from config).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Load at most N studies (a trial).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be loaded.")] = False,
+) -> None:
+    """Load the manifest's studies into XNAT (idempotent, resumable).
+
+    Example: pacs2xnat load --limit 5
+    """
+    from connectors.load.runner import run_load
+
+    with invocation("load") as rc:
+        rc.summary.update(run_load(rc, mode, limit, dry_run))
+
+
+@app.command()
+def sync() -> None:
+    """Read back every imaging session of the XNAT project into raw.xnat_sessions.
+
+    Example: pacs2xnat sync
+    """
+    from connectors.xnat.sync import run_sync
+
+    with invocation("sync") as rc:
+        rc.summary.update(run_sync(rc))
+
+
+@app.command()
+def failures(
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Load the retryable failures again.")
+    ] = False,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the register as CSV.")
+    ] = None,
+) -> None:
+    """Print the open failure register; --retry loads the retryable ones again.
+
+    Example: pacs2xnat failures --csv failures.csv
+    """
+    from connectors.load.runner import retry_failures
+    from connectors.outputs.failures import retryable_study_uids, show_failures
+
+    with invocation("failures retry" if retry else "failures") as rc:
+        rc.summary.update(show_failures(rc, csv))
+        if retry:
+            rc.summary["retry"] = retry_failures(rc, retryable_study_uids(rc))
+            if "exit_code" in rc.summary["retry"]:
+                rc.summary["exit_code"] = rc.summary["retry"]["exit_code"]
+
+
+@app.command()
+def report(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default warehouse/reports).")
+    ] = None,
+) -> None:
+    """Write the data-availability workbook and HTML page.
+
+    Example: pacs2xnat report --out reports/
+    """
+    from connectors.outputs.report import run_report
+
+    with invocation("report") as rc:
+        rc.summary.update(run_report(rc, out))
+        console.say(f"report: {rc.summary['workbook']}, {rc.summary['html']}")
+
+
+@app.command()
+def run(
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this step: query, build, export, load, sync, rebuild, report."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Start from the query, ignoring an unfinished run.")
+    ] = False,
+) -> None:
+    """The whole cycle: query, build, export, load, sync, build, report.
+
+    Example: pacs2xnat run --until export
+    """
+    from connectors.app.cycle import run_cycle
+
+    with invocation("run") as rc:
+        run_cycle(rc, until=until, restart=restart)
+
+
+@demo_app.callback()
+def demo(
+    ctx: typer.Context,
+    patients: Annotated[int, typer.Option(min=1, help="Synthetic cohort size.")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed of the synthetic cohort.")] = 7,
+    keep: Annotated[Path | None, typer.Option(help="Keep the workspace in this folder.")] = None,
+) -> None:
+    """Run the whole cycle on embedded defaults and print where every output is.
+
+    Example: pacs2xnat demo --patients 40
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"patients": patients, "seed": seed}
+        return
+    from connectors.testbed.demo import run_demo
+
+    with exit_codes():
+        summary = run_demo(run_in_process, patients=patients, seed=seed, keep=keep)
+    if console.json_mode():
+        console.out.print_json(json.dumps(summary, default=str))
+
+
+@demo_app.command("serve")
+def demo_serve(
+    ctx: typer.Context,
+    json_line: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line once both answer.")
+    ] = False,
+) -> None:
+    """Start the demo PACS and the stand-in XNAT and wait, printing their addresses.
+
+    Example: pacs2xnat demo serve --json
+    """
+    from connectors.testbed.demo import serve
+
+    opts = ctx.obj or {}
+    with exit_codes():
+        serve(patients=opts.get("patients", 40), seed=opts.get("seed", 7), json_line=json_line)
+
+
+def run_in_process(config: Path, *args: str) -> int:
+    """Run one real pacs2xnat command in this process (its own run record); its exit code.
+    The demo runs every step of its cycles this way."""
+    import click
+    import typer.main
+
+    command = typer.main.get_command(app)
+    flags = ["--config", str(config), "--quiet"]
+    outer = console.snapshot()
+    try:
+        command.main([*flags, *args], prog_name="pacs2xnat", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        raise StepFailed(f"pacs2xnat {' '.join(args)}: {e.format_message()}") from None
+    finally:
+        console.restore(outer)
+    return EXIT_OK
+
+
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""``pacs2xnat run``: the quarterly cycle, query → build → export → load → sync → build → report.
+
+Each step is the same function its own command calls, run inside this invocation's run record
+(one lock, one ``raw.runs`` row). A failing step stops the cycle with its message; the steps
+done are kept in the run's summary, so the next ``pacs2xnat run`` continues after them instead
+of repeating finished work (``--restart`` starts again from the query).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors import console
+from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, InputError
+from connectors.warehouse.dbt import build as dbt_build
+from connectors.warehouse.runs import RunContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    describe: str
+    run: Callable[[RunContext], dict[str, Any]]
+
+
+def _query(rc: RunContext) -> dict[str, Any]:
+    from connectors.pacs.query import run_query
+
+    return run_query(rc)
+
+
+def _build(rc: RunContext) -> dict[str, Any]:
+    result = dbt_build(
+        project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path, quiet=True
+    )
+    return {"dbt": result.counts}
+
+
+def _export(rc: RunContext) -> dict[str, Any]:
+    from connectors.outputs.export import export_ingest_csv
+
+    return export_ingest_csv(rc, None)
+
+
+def _load(rc: RunContext) -> dict[str, Any]:
+    from connectors.load.runner import run_load
+
+    return run_load(rc)
+
+
+def _sync(rc: RunContext) -> dict[str, Any]:
+    from connectors.xnat.sync import run_sync
+
+    return run_sync(rc)
+
+
+def _report(rc: RunContext) -> dict[str, Any]:
+    from connectors.outputs.report import run_report
+
+    return run_report(rc, None)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("query", "C-FIND every due patient", _query),
+    Step("build", "dbt build: select, link, manifest", _build),
+    Step("export", "the ingest CSV", _export),
+    Step("load", "load the manifest into XNAT", _load),
+    Step("sync", "read back what XNAT holds", _sync),
+    Step("rebuild", "dbt build: availability, failures", _build),
+    Step("report", "availability workbook and HTML", _report),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def _previous_progress(rc: RunContext) -> list[str]:
+    """Steps finished by the last ``run`` if it did not complete (and none completed since)."""
+    with rc.warehouse.connect(read_only=True) as con:
+        row = con.execute(
+            "select outcome, summary from raw.runs where command = 'run' and run_id <> ? "
+            "order by started_at desc limit 1",
+            [rc.run_id],
+        ).fetchone()
+    if row is None or row[0] in ("success", "partial"):
+        return []
+    try:
+        done = json.loads(row[1] or "{}").get("steps_done", [])
+    except ValueError:
+        return []
+    return [s for s in done if s in STEP_NAMES]
+
+
+def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False) -> dict[str, Any]:
+    """Run the steps in order; returns the summary (``exit_code`` 1 when studies failed)."""
+    if until is not None and until not in STEP_NAMES:
+        raise InputError(f"--until {until!r}: must be one of {', '.join(STEP_NAMES)}")
+    skip = [] if restart else _previous_progress(rc)
+    if skip:
+        console.say(f"continuing the unfinished cycle: {', '.join(skip)} already done")
+    summary: dict[str, Any] = {"steps_done": [], "steps": {}, "resumed_after": skip}
+    rc.summary.update(summary)
+    exit_code = EXIT_OK
+    for step in STEPS:
+        if step.name in skip:
+            summary["steps_done"].append(step.name)
+            continue
+        console.say(f"[{step.name}] {step.describe}")
+        result = step.run(rc)
+        result = dict(result or {})
+        exit_code = max(exit_code, int(result.pop("exit_code", EXIT_OK)))
+        summary["steps"][step.name] = result
+        summary["steps_done"].append(step.name)
+        rc.summary.update(summary)
+        _save_progress(rc)
+        if step.name == until:
+            break
+    summary["selection"] = _selection_counts(rc)
+    summary["exit_code"] = EXIT_SOME_FAILED if exit_code == EXIT_SOME_FAILED else exit_code
+    _print_table(summary)
+    return summary
+
+
+def _save_progress(rc: RunContext) -> None:
+    with rc.warehouse.connect() as con:
+        con.execute(
+            "update raw.runs set summary = ? where run_id = ?",
+            [json.dumps(rc.summary, default=str), rc.run_id],
+        )
+
+
+def _selection_counts(rc: RunContext) -> dict[str, int]:
+    rows = rc.warehouse.read_relation("main.pacs_study_selection")
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = str(r.get("selection_status"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="pacs2xnat run", show_header=True, header_style="bold")
+    table.add_column("step")
+    table.add_column("outcome", overflow="fold")
+    for name in STEP_NAMES:
+        if name in summary["steps"]:
+            detail = _describe(name, summary["steps"][name], summary)
+        elif name in summary.get("resumed_after", []):
+            detail = "done in the previous run"
+        else:
+            detail = "not run"
+        table.add_row(name, detail)
+    console.show(table)
+
+
+def _describe(name: str, s: dict[str, Any], summary: dict[str, Any]) -> str:
+    """One line a person reads: the numbers that matter for each step."""
+    if name == "query":
+        return (
+            f"{s.get('patients_queried', 0)} patients queried, "
+            f"{s.get('studies_found', 0)} studies found, {s.get('patients_failed', 0)} failed"
+        )
+    if name == "build":
+        sel = summary.get("selection", {})
+        held = sum(sel.get(k, 0) for k in ("set_aside", "unlinked", "withdrawn"))
+        return (
+            f"{sel.get('selected', 0)} selected (linked), {sel.get('excluded', 0)} excluded, "
+            f"{sel.get('unknown', 0) + sel.get('conflict', 0)} unknown or conflicting "
+            f"(description_triage), {held} set aside or unlinked (linkage_report)"
+        )
+    if name == "export":
+        return f"{s.get('rows', 0)} rows -> {s.get('path', '')}"
+    if name == "load":
+        by_reason = s.get("failed_by_reason") or {}
+        reasons = ", ".join(f"{k} {v}" for k, v in by_reason.items())
+        return (
+            f"{s.get('loaded', 0)} loaded, {s.get('already_present', 0)} already in XNAT, "
+            f"{s.get('failed', 0)} failed{f' ({reasons})' if reasons else ''}"
+        )
+    if name == "sync":
+        return f"{s.get('sessions', 0)} sessions of {s.get('subjects', 0)} subjects in XNAT"
+    if name == "rebuild":
+        return _short(s)
+    if name == "report":
+        return f"{s.get('html', '')}\n{s.get('workbook', '')}"
+    return _short(s)
+
+
+def _short(d: dict[str, Any]) -> str:
+    parts = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{k2} {v2}" for k2, v2 in v.items())
+        elif isinstance(v, Path):
+            v = str(v)
+        parts.append(f"{k}: {v}")
+    return "; ".join(parts)

@@ -1,0 +1,153 @@
+"""The loader's shared types: a manifest ``Study``, an attempt's ``Outcome`` and the
+``LoadContext`` the mode runners (``direct.py``, ``dqr.py``) share with ``runner.py``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.clock import utcnow
+from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.warehouse.runs import RunContext
+from connectors.xnat.client import XnatClient
+
+UNAVAILABLE_LIMIT = 3  # studies in a row failed as xnat_unavailable: XNAT is down, stop (exit 3)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One row of the ``ingest_manifest`` mart."""
+
+    study_instance_uid: str
+    accession_number: str | None
+    nhs_number: str | None
+    subject_label: str
+    session_label: str
+    study_date: Any = None
+    modalities: str | None = None
+    expected: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Study:
+        n: Any = row.get("number_of_study_related_instances")
+        return cls(
+            study_instance_uid=str(row["study_instance_uid"]),
+            accession_number=row.get("accession_number"),
+            nhs_number=row.get("nhs_number"),
+            subject_label=str(row["subject_label"]),
+            session_label=str(row["session_label"]),
+            study_date=row.get("study_date"),
+            modalities=row.get("modalities_in_study"),
+            expected=int(n) if n not in (None, "") else None,
+        )
+
+
+@dataclass
+class Outcome:
+    """What one attempt ended with; becomes a ``raw.ingest_attempts`` row."""
+
+    outcome: str  # loaded | already_present | failed
+    reason_category: str | None = None
+    message: str | None = None
+    files_expected: int | None = None
+    files_received: int | None = None
+    files_archived: int | None = None
+    bytes_transferred: int | None = None
+    xnat_session_id: str | None = None
+
+    @classmethod
+    def failed(cls, e: StudyFailed, **counts: Any) -> Outcome:
+        return cls(
+            "failed",
+            e.reason_category,
+            str(e),
+            files_expected=counts.pop("files_expected", e.files_expected),
+            files_received=counts.pop("files_received", e.files_received),
+            **counts,
+        )
+
+
+@dataclass
+class LoadContext:
+    """What the mode runners share: the run, the client, the recorder and the tallies."""
+
+    rc: RunContext
+    client: XnatClient
+    mode: str
+    method: str
+    present: dict[str, tuple[str, str]]
+    tallies: dict[str, int] = field(default_factory=dict)
+    failures: list[tuple[Study, Outcome]] = field(default_factory=list)
+    bytes_loaded: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    on_done: Callable[[Study, Outcome, bool], None] | None = None
+    con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
+    unavailable_in_a_row: int = 0
+    finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
+
+    def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
+        """Append the attempt's row now (so a crash loses nothing that happened)."""
+        row = {
+            "run_id": self.rc.run_id,
+            "loaded_at": utcnow(),
+            "attempt_id": str(uuid.uuid4()),
+            "study_instance_uid": study.study_instance_uid,
+            "accession_number": study.accession_number,
+            "nhs_number": study.nhs_number,
+            "subject_label": study.subject_label,
+            "session_label": study.session_label,
+            "mode": self.mode,
+            "retrieve_method": self.method,
+            "started_at": started,
+            "finished_at": utcnow(),
+            "outcome": out.outcome,
+            "reason_category": out.reason_category,
+            "message": out.message,
+            "files_expected": out.files_expected,
+            "files_received": out.files_received,
+            "files_archived": out.files_archived,
+            "bytes_transferred": out.bytes_transferred,
+            "xnat_session_id": out.xnat_session_id,
+        }
+        with self._lock:  # serialises the shared connection too
+            self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
+            if final:
+                self.finished.add(study.study_instance_uid)
+                down = out.reason_category == "xnat_unavailable"
+                self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0
+                self.tallies[out.outcome] = self.tallies.get(out.outcome, 0) + 1
+                if out.outcome == "failed":
+                    self.failures.append((study, out))
+                if out.outcome == "loaded":
+                    self.bytes_loaded += out.bytes_transferred or 0
+        if self.on_done is not None:
+            self.on_done(study, out, final)
+        if self.unavailable_in_a_row >= UNAVAILABLE_LIMIT:
+            raise XnatUnreachable(
+                f"XNAT failed {UNAVAILABLE_LIMIT} studies in a row after retries "
+                f"({out.message}); stopping: rerun load when XNAT is back"
+            )
+
+    def already_there(self, study: Study, ask_xnat: bool = False) -> Outcome | None:
+        """An outcome without loading when XNAT already has this label (our study or not):
+        from the run's fresh sync, and with ``ask_xnat`` also from XNAT right now."""
+        found = self.present.get(study.session_label)
+        if found is None and ask_xnat:
+            row = self.client.find_session(study.session_label)
+            found = (row["ID"], row.get("UID", "")) if row else None
+        if found is None:
+            return None
+        sid, uid = found
+        if uid and uid != study.study_instance_uid:
+            return Outcome(
+                "failed",
+                "xnat_conflict",
+                f"session {study.session_label} exists in XNAT ({sid}) with another Study UID",
+                files_expected=study.expected,
+                xnat_session_id=sid,
+            )
+        return Outcome("already_present", xnat_session_id=sid, files_expected=study.expected)

@@ -1,0 +1,284 @@
+"""``pacs2xnat query``: C-FIND every due patient's studies into ``raw.pacs_studies``.
+
+The plan is decided in SQL (mart ``pacs_query_plan``, built here first with ``--vars`` for
+today and the overlap); this module only asks what it says. ``--since/--until`` replace the
+window for the run (and then every active patient is asked), ``--mrn`` limits the patients (an
+MRN not on the plan is exit 2).
+
+Gentle and fast: at most ``max_associations`` associations at once, each reused for many
+patients, TCP_NODELAY on our sockets. A lost association is reopened and the patient asked
+again with exponential backoff, ``retries`` times, then recorded as a failed query. Each
+patient's studies are written in the same transaction as the ``raw.pacs_queries`` row saying
+its query succeeded, so a run killed half way loses nothing and a rerun asks only for what is
+left (the plan's ``is_due``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from connectors import clock, console
+from connectors.clock import utcnow
+from connectors.errors import InputError, PacsUnreachable, QueryFailed
+from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
+from connectors.pacs.net import describe, make_ae, open_association
+from connectors.pacs.query_record import (
+    Fatal,
+    PatientOutcome,
+    PlannedQuery,
+    Tally,
+    collect,
+    outcome_rows,
+)
+from connectors.warehouse.dbt import build as dbt_build
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+    from connectors.config import Settings
+    from connectors.warehouse.runs import RunContext
+
+logger = logging.getLogger(__name__)
+
+PLAN_MART = "main.pacs_query_plan"
+#: First wait before asking again after a lost association; doubles each retry.
+RETRY_BACKOFF_SECONDS = 0.5
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def build_plan(rc: RunContext, today: dt.date) -> None:
+    """``dbt build --select +pacs_query_plan`` with today and the overlap pinned."""
+    dbt_build(
+        project_dir=rc.project_dir,
+        warehouse_path=rc.settings.warehouse_path,
+        select=["+pacs_query_plan"],
+        vars={"today": today.isoformat(), "overlap_days": rc.settings.cycle.overlap_days},
+        quiet=not console.verbose(),
+    )
+
+
+def plan_queries(
+    plan: Sequence[dict[str, Any]],
+    *,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    mrns: Sequence[str] = (),
+) -> list[PlannedQuery]:
+    """The patients to ask and their windows, from the plan rows and the run's overrides.
+
+    Without overrides only ``is_due`` patients are asked, over ``[window_from, ∞)`` (an open
+    end, so a study mis-dated in the future is still seen) recorded as covering up to
+    ``window_to``. ``since``/``until`` replace either end for every active patient (or the
+    ``mrns``); ``mrns`` not on the plan (unknown or withdrawn) are an ``InputError``.
+    """
+    if since and until and since > until:
+        raise InputError(f"--since {since} is after --until {until}", column="--since")
+    by_mrn = {str(r["mrn"]): r for r in plan}
+    wanted = [m.strip() for m in mrns if m.strip()]
+    missing = [m for m in wanted if m not in by_mrn]
+    if missing:
+        raise InputError(
+            f"MRN {', '.join(missing)} not on the query plan: not on the current master list, "
+            "or withdrawn (run `pacs2xnat patients import` first if the list changed)",
+            column="--mrn",
+        )
+    override = since is not None or until is not None
+    if wanted:
+        rows = [by_mrn[m] for m in dict.fromkeys(wanted)]
+    elif override:
+        rows = list(plan)
+    else:
+        rows = [r for r in plan if r["is_due"]]
+    out = []
+    for r in rows:
+        plan_from, plan_to = r["window_from"], r["window_to"]
+        if override:
+            sent = Window(since if since else plan_from, until)
+            recorded = (sent.date_from, until if until else plan_to)
+        else:
+            sent = Window(plan_from, None)
+            recorded = (plan_from, plan_to)
+        out.append(PlannedQuery(str(r["mrn"]), str(r["stream"]), sent, *recorded))
+    return sorted(out, key=lambda q: q.mrn)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+class _Asker:
+    """One worker's association, reused for many patients and reopened when lost."""
+
+    def __init__(self, settings: Settings, assoc: Association | None = None) -> None:
+        self.settings = settings
+        self.ae = make_ae(settings, QUERY_CONTEXTS)
+        self.assoc = assoc
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+
+    def _drop(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.abort()
+        self.assoc = None
+
+    def ask(self, task: PlannedQuery) -> PatientOutcome:
+        cfg = self.settings.pacs
+        started = utcnow()
+        attempt = 0
+        while True:
+            try:
+                if self.assoc is None or not self.assoc.is_established:
+                    self.assoc = open_association(self.settings, self.ae)
+                result = find_patient(
+                    self.assoc, task.mrn, task.window, result_cap=cfg.find_result_cap
+                )
+                return PatientOutcome(task, started, utcnow(), result=result)
+            except QueryFailed as e:
+                if e.transient:
+                    self._drop()
+                if not e.transient or attempt >= cfg.retries:
+                    return PatientOutcome(task, started, utcnow(), error=e)
+            except PacsUnreachable:
+                self._drop()
+                if attempt >= cfg.retries:
+                    raise
+            except Exception as e:  # never lose a patient to an unexpected error: record it
+                logger.exception("unexpected error during a C-FIND")
+                self._drop()
+                error = QueryFailed(f"unexpected error: {type(e).__name__}: {e}")
+                return PatientOutcome(task, started, utcnow(), error=error)
+            attempt += 1
+            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+
+
+def _work(
+    asker: _Asker,
+    tasks: queue.SimpleQueue[PlannedQuery],
+    results: queue.SimpleQueue[PatientOutcome | Fatal | None],
+    stop: threading.Event,
+) -> None:
+    try:
+        while not stop.is_set():
+            try:
+                task = tasks.get_nowait()
+            except queue.Empty:
+                return
+            results.put(asker.ask(task))
+    except PacsUnreachable as e:
+        results.put(Fatal(e))
+    finally:
+        asker.close()
+        results.put(None)  # this worker is done
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_query(
+    rc: RunContext,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    mrns: Sequence[str] | None = None,
+    *,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
+    today = today or clock.today()
+    if since and until and since > until:  # bad input: say so before touching PACS or dbt
+        raise InputError(f"--since {since} is after --until {until}", column="--since")
+    settings = rc.settings
+    # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
+    open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
+    build_plan(rc, today)
+    plan = rc.warehouse.read_relation(PLAN_MART)
+    tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
+    summary: dict[str, Any] = {
+        "patients_on_plan": len(plan),
+        "patients_due": len(tasks),
+        "window_override": {"since": since, "until": until} if (since or until) else None,
+    }
+    if not plan:
+        console.say("No active patients on the query plan: import the master list first.")
+    if not tasks:
+        console.say("Nothing to ask: every active patient is queried up to today.")
+        return {**summary, "patients_queried": 0, "patients_failed": 0, "studies_found": 0}
+    try:
+        summary.update(ask_patients(rc, tasks))
+    except PacsUnreachable:
+        rc.summary.update(summary)
+        raise
+    console.say(
+        f"Queried {summary['patients_queried']} patients: {summary['studies_found']} studies "
+        f"found, {summary['patients_failed']} failed, {summary['sub_queries']} C-FIND requests."
+    )
+    if summary["patients_failed"]:
+        summary["exit_code"] = 1
+    return summary
+
+
+def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any]:
+    """Ask the PACS for every task on at most ``max_associations`` reused associations and
+    record each outcome as it arrives; the counts. ``PacsUnreachable`` if the PACS goes away
+    for good (what was committed stays)."""
+    settings = rc.settings
+    n_workers = max(1, min(settings.pacs.max_associations, len(tasks)))
+    logger.info(
+        "querying %d patients on %s with %d associations",
+        len(tasks),
+        describe(settings),
+        n_workers,
+    )
+    todo: queue.SimpleQueue[PlannedQuery] = queue.SimpleQueue()
+    for t in tasks:
+        todo.put(t)
+    results: queue.SimpleQueue[PatientOutcome | Fatal | None] = queue.SimpleQueue()
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=_work,
+            args=(_Asker(settings), todo, results, stop),
+            daemon=True,
+            name=f"cfind-{i}",
+        )
+        for i in range(n_workers)
+    ]
+    for th in threads:
+        th.start()
+    tally, fatal = Tally(), None
+    try:
+        fatal = collect(rc, results, len(threads), tally, len(tasks), stop)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    counts = {
+        "patients_queried": tally.queried,
+        "patients_failed": tally.failed,
+        "studies_found": tally.studies,
+        "sub_queries": tally.sub_queries,
+        "max_associations": n_workers,
+    }
+    if fatal is not None:
+        rc.summary.update(counts)
+        raise fatal.error
+    return counts
+
+
+__all__ = [
+    "PlannedQuery",
+    "ask_patients",
+    "build_plan",
+    "outcome_rows",
+    "plan_queries",
+    "run_query",
+]

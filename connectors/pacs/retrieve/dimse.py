@@ -1,0 +1,80 @@
+"""The DIMSE side of a retrieve: the identifier, reading C-GET/C-MOVE responses, and the
+C-FIND that tells "not on the PACS" from "no images" when a retrieve brought nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+logger = logging.getLogger(__name__)
+
+PENDING = {0xFF00, 0xFF01}
+
+
+@dataclass
+class SubOperations:
+    """What the PACS said about one C-GET/C-MOVE."""
+
+    final_status: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    total: int | None = None  # completed + failed + warning + remaining, from the PACS
+
+
+def identifier(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
+
+
+def consume(responses: Any) -> SubOperations:
+    """Read a C-GET/C-MOVE response stream once; an empty status means the association died."""
+    out = SubOperations()
+    for status, _identifier_ds in responses:
+        if not status or "Status" not in status:
+            out.final_status = None
+            return out
+        code = int(status.Status)
+        done = [int(status.get(k) or 0) for k in _SUBOP_KEYS]
+        if code in PENDING:
+            out.total = sum(done) + int(status.get("NumberOfRemainingSuboperations") or 0)
+            continue
+        out.final_status = code
+        out.completed, out.failed, out.warning = done
+        if out.total is None and any(done):
+            out.total = sum(done)
+    return out
+
+
+_SUBOP_KEYS = (
+    "NumberOfCompletedSuboperations",
+    "NumberOfFailedSuboperations",
+    "NumberOfWarningSuboperations",
+)
+
+
+def find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
+    """A study-level C-FIND on the same association: None when the PACS does not know it."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.StudyInstanceUID = uid
+    q.NumberOfStudyRelatedInstances = ""
+    found: dict[str, Any] | None = None
+    try:
+        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
+            if status and int(status.get("Status", -1)) in PENDING and ident is not None:
+                n = ident.get("NumberOfStudyRelatedInstances")
+                found = {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}
+    except (ValueError, RuntimeError) as e:  # no Find context accepted: cannot tell
+        logger.debug("C-FIND after an empty retrieve not possible: %s", e)
+        return {"NumberOfStudyRelatedInstances": None}
+    return found

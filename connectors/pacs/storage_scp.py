@@ -1,0 +1,99 @@
+"""Our storage SCP for C-MOVE: started once per ``Retriever``, shared by its associations.
+
+The PACS opens its own association to ``receive_port`` for every C-MOVE and sends the
+instances there. Each one is routed to the folder of the study being retrieved by its Study
+Instance UID (read from the encoded dataset without decoding the pixel data), since several
+studies may be moving at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from pynetdicom import evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from connectors.config import Settings
+from connectors.errors import ConfigError
+from connectors.pacs.net import make_ae
+from connectors.pacs.retrieve.pace import ACCEPTOR_HANDLERS
+from connectors.pacs.storage import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_UNEXPECTED_STUDY,
+    StudySink,
+    abstract_syntax,
+    encoded_instance,
+    scp_storage_contexts,
+    study_uid_of,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class MoveReceiver:
+    """A storage SCP on ``[pacs] receive_port`` that writes each study to its own folder."""
+
+    def __init__(self, settings: Settings, host: str = "") -> None:
+        self.settings = settings
+        self.host = host
+        self._sinks: dict[str, StudySink] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        ae = make_ae(self.settings)
+        ae.maximum_pdu_size = 0
+        ae.ae_title = self.settings.pacs.move_destination or self.settings.pacs.calling_aet
+        ae.require_called_aet = False
+        for cx in scp_storage_contexts():
+            ae.add_supported_context(abstract_syntax(cx), cx.transfer_syntax)
+        port = self.settings.pacs.receive_port
+        try:
+            self._server = ae.start_server(
+                (self.host, port),
+                block=False,
+                evt_handlers=[*ACCEPTOR_HANDLERS, (evt.EVT_C_STORE, self._on)],
+            )
+        except OSError as e:
+            raise ConfigError(
+                f"[pacs] receive_port {port}: cannot listen there for C-MOVE ({e.strerror})"
+            ) from None
+        logger.debug("storage SCP listening on port %d", port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    @contextlib.contextmanager
+    def expecting(self, sink: StudySink) -> Iterator[None]:
+        """Route the instances of ``sink``'s study to it while the C-MOVE runs."""
+        uid = sink.study_instance_uid
+        with self._lock:
+            if uid in self._sinks:
+                raise RuntimeError(f"study {uid} is already being retrieved")
+            self._sinks[uid] = sink
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sinks.pop(uid, None)
+
+    def _on(self, event: evt.Event) -> int:
+        """C-STORE handler: never raises, answers with a DICOM status."""
+        got = encoded_instance(event)
+        if got is None:
+            return STATUS_CANNOT_UNDERSTAND
+        sop_uid, data = got
+        study = study_uid_of(data)
+        if study is None:
+            return STATUS_CANNOT_UNDERSTAND
+        with self._lock:
+            sink = self._sinks.get(study)
+        if sink is None:
+            logger.warning("refused an instance of a study we are not retrieving")
+            return STATUS_UNEXPECTED_STUDY
+        return sink.write(sop_uid, data)

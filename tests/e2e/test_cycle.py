@@ -1,0 +1,142 @@
+"""It runs the whole cycle with `pacs2xnat run` against real Orthanc and the stand-in XNAT,
+stops where asked, stops on a failing step, continues after it, and `doctor` says what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from connectors.app.cli import app
+from connectors.testbed.cohort import Cohort
+from connectors.testbed.workbooks import write_master_list
+from tests.support.pacs_fixtures import write_query_config
+
+
+def _config(workspace: Path, orthanc: Any, xnat: Any, **pacs: Any) -> Path:
+    path = write_query_config(workspace, orthanc, **pacs)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(
+            f'\n[xnat]\nurl = "{xnat.url}"\nproject = "{xnat.project}"\ntimeout = 20.0\n'
+            "\n[load]\nretries = 1\nbackoff_seconds = 0.1\n"
+        )
+    return path
+
+
+def _runs(workspace: Path) -> list[tuple[str, str, int, dict[str, Any]]]:
+    with duckdb.connect(str(workspace / "warehouse" / "pacs2xnat.duckdb"), read_only=True) as c:
+        rows = c.execute(
+            "select run_id, outcome, exit_code, summary from raw.runs where command = 'run' "
+            "order by started_at"
+        ).fetchall()
+    return [(r[0], r[1], r[2], json.loads(r[3] or "{}")) for r in rows]
+
+
+@pytest.fixture
+def cycle_workspace(workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohort: Cohort) -> Path:
+    _config(workspace, orthanc, standin_xnat)
+    master = write_master_list(pacs_cohort, workspace / "master.xlsx")
+    res = CliRunner().invoke(app, ["patients", "import", str(master)])
+    assert res.exit_code == 0, res.output
+    return workspace
+
+
+def test_run_stops_where_asked_then_resumes_after_a_failed_step(
+    cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
+) -> None:
+    cli = CliRunner()
+    res = cli.invoke(app, ["--verbose", "run", "--until", "export"])  # DICOM detail in the log
+    assert res.exit_code == 0, res.output
+    (first,) = _runs(cycle_workspace)
+    assert first[3]["steps_done"] == ["query", "build", "export"]
+    assert list((cycle_workspace / "warehouse" / "exports").glob("ingest_*.csv"))
+
+    standin_xnat.server.stop()  # XNAT down: the load step fails, the cycle stops there
+    res = cli.invoke(app, ["run"])
+    assert res.exit_code == 3, res.output
+    assert "XNAT" in res.output
+    second = _runs(cycle_workspace)[1]
+    assert second[1] == "failed"
+    assert second[3]["steps_done"] == ["query", "build", "export"]
+
+    standin_xnat.server.start()
+    res = cli.invoke(app, ["run"])
+    assert res.exit_code == 0, res.output
+    third = _runs(cycle_workspace)[2]
+    assert third[3]["resumed_after"] == ["query", "build", "export"]
+    assert third[3]["steps_done"] == [
+        "query",
+        "build",
+        "export",
+        "load",
+        "sync",
+        "rebuild",
+        "report",
+    ]
+    with duckdb.connect(
+        str(cycle_workspace / "warehouse" / "pacs2xnat.duckdb"), read_only=True
+    ) as con:
+        asked_again = con.execute(
+            "select count(*) from raw.pacs_queries where run_id = ?", [third[0]]
+        ).fetchone()
+        selected = con.execute(
+            "select count(*) from main.pacs_study_selection where selection_status = 'selected'"
+        ).fetchone()
+        present = con.execute(
+            "select count(*) from main.reconciliation where reconciliation_status = 'present'"
+        ).fetchone()
+    assert asked_again == (0,)  # the query step was not repeated
+    assert selected is not None
+    assert selected[0] > 0
+    assert present == selected
+    labels = [s.label for s in standin_xnat.store.sessions.values()]
+    assert len(labels) == len(set(labels)) == selected[0]
+    _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
+
+
+def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -> None:
+    res = CliRunner().invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    for name in (
+        "config",
+        "warehouse writable",
+        "dbt parse",
+        "PACS C-ECHO",
+        "PACS C-FIND",
+        "PACS retrieve",
+        "XNAT login and project",
+    ):
+        assert f"pass  {name}:" in res.output, name
+
+
+def test_doctor_names_what_fails_and_how_to_fix_it(
+    cycle_workspace: Path, orthanc: Any, standin_xnat: Any
+) -> None:
+    _config(
+        cycle_workspace, orthanc, standin_xnat, retrieve="c-move", move_destination="NOBODY", port=1
+    )
+    standin_xnat.server.stop()
+    res = CliRunner().invoke(app, ["doctor"])
+    assert res.exit_code == 3, res.output
+    assert "FAIL  PACS C-ECHO:" in res.output
+    assert "fix: check [pacs] host/port/called_aet" in res.output
+    assert "FAIL  XNAT login and project:" in res.output
+    assert "pass  warehouse writable:" in res.output
+
+
+def _assert_logs_hold_no_secrets(workspace: Path, password: str, cohort: Cohort) -> None:
+    """Every log the cycle wrote (ours and dbt's): no password, no patient's full name."""
+    logs = [p for p in workspace.rglob("*.log") if "orthanc" not in p.parts]
+    assert logs
+    names = set()
+    for p in cohort.patients:
+        names |= {p.dicom_name, p.list_name, f"{p.given} {p.family}", f"{p.family} {p.given}"}
+    for log in logs:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        assert password not in text, log
+        found = [n for n in names if n.lower() in text.lower()]
+        assert found == [], (log, found)

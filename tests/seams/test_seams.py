@@ -1,0 +1,77 @@
+"""It fails loudly when an upgrade changes a library internal that ``connectors/seams`` uses."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from openpyxl import Workbook
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from connectors.seams import dbt_duckdb, pynetdicom_dimse, pynetdicom_logging, pynetdicom_reactor
+from connectors.seams.openpyxl_write_only import WriteOnlyWorksheet
+
+
+def _association() -> Association:
+    return Association(AE(), mode="requestor")
+
+
+def test_pynetdicom_dul_still_has_its_reactor_delay() -> None:
+    assoc = _association()
+    assert pynetdicom_reactor.has_reactor_delay(assoc)
+    assert isinstance(getattr(assoc.dul, pynetdicom_reactor.ATTRIBUTE), float)
+    pynetdicom_reactor.set_reactor_delay(assoc, 0.00001)
+    assert getattr(assoc.dul, pynetdicom_reactor.ATTRIBUTE) == 0.00001
+
+
+def test_pynetdicom_dimse_still_queues_messages_the_way_the_guard_reads_them() -> None:
+    assoc = _association()
+    dimse = assoc.dimse
+    assert isinstance(dimse.msg_queue, queue.Queue)
+    assert isinstance(dimse.msg_queue.mutex, type(threading.Lock()))
+    assert dimse.get_msg(block=False) == (None, None)
+    pynetdicom_dimse.guard_responses(assoc)
+    assert dimse.get_msg(block=False) == (None, None)  # the guard answers an empty queue too
+
+
+def test_the_guard_leaves_responses_for_the_waiting_send_and_hands_requests_on() -> None:
+    from io import BytesIO
+
+    from pynetdicom.dimse_primitives import C_FIND
+
+    assoc = _association()
+    pynetdicom_dimse.guard_responses(assoc)
+    rq, rsp = C_FIND(), C_FIND()
+    rq.MessageID, rq.AffectedSOPClassUID, rq.Priority = 1, "1.2.840.10008.5.1.4.1.2.2.1", 2
+    rq.Identifier = BytesIO(b"")
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 1, 0xFF00
+    assert rq.is_valid_request
+    assert not rsp.is_valid_request
+    assoc.dimse.msg_queue.put((1, rsp))
+    assert assoc.dimse.get_msg(block=False) == (None, None)  # the response stays queued
+    assert assoc.dimse.get_msg(block=True) == (1, rsp)  # for the blocking reader
+    assoc.dimse.msg_queue.put((1, rq))
+    assert assoc.dimse.get_msg(block=False) == (1, rq)
+
+
+def test_pynetdicom_config_still_has_the_identifier_switches() -> None:
+    from pynetdicom import _config
+
+    for name in pynetdicom_logging.SWITCHES:
+        assert isinstance(getattr(_config, name), bool), name
+    pynetdicom_logging.hide_identifiers()
+    assert not any(getattr(_config, n) for n in pynetdicom_logging.SWITCHES)
+
+
+def test_dbt_duckdb_still_keeps_its_environment_where_the_seam_closes_it() -> None:
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    assert hasattr(DuckDBConnectionManager, "_ENV")
+    assert hasattr(DuckDBConnectionManager._LOCK, "__enter__")
+    dbt_duckdb.release_duckdb_environment()
+    assert DuckDBConnectionManager._ENV is None
+
+
+def test_openpyxl_write_only_sheets_are_still_that_class() -> None:
+    assert isinstance(Workbook(write_only=True).create_sheet(), WriteOnlyWorksheet)

@@ -1,0 +1,101 @@
+"""connectors/xnat.py against the stand-in over a real socket: credentials, login failures,
+the project check, the streamed upload and its verification, and error translation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
+from connectors.xnat.client import XnatClient, classify, credentials
+from connectors.xnat.zipstream import ZipProgress, zip_stream
+from tests.support.xnat_fixtures import StandinHandle, dicom_study, xnat_settings
+
+
+def test_credentials_come_from_env_or_netrc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """It reads XNAT_USER/XNAT_PASS, else ~/.netrc for the host, else says how to set them."""
+    monkeypatch.setenv("XNAT_USER", "u1")
+    monkeypatch.setenv("XNAT_PASS", "p1")
+    c = credentials("https://xnat.example.org")
+    assert (c.user, c.password) == ("u1", "p1")
+    assert "p1" not in repr(c)
+    monkeypatch.delenv("XNAT_USER")
+    monkeypatch.delenv("XNAT_PASS")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="XNAT_USER"):
+        credentials("https://xnat.example.org")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine xnat.example.org login u2 password p2\n")
+    netrc.chmod(0o600)
+    c = credentials("https://xnat.example.org")
+    assert (c.user, c.password, c.source) == ("u2", "p2", "~/.netrc")
+
+
+def test_login_failures_are_unreachable_without_the_password(
+    standin_xnat: StandinHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It turns a refused login and a stopped server into XnatUnreachable (exit 3) whose
+    message never holds the password, and an unknown project into ConfigError (exit 2)."""
+    settings = xnat_settings(standin_xnat)
+    monkeypatch.setenv("XNAT_PASS", "wrong-password-123")
+    with pytest.raises(XnatUnreachable) as e:
+        XnatClient(settings).__enter__()
+    assert "wrong-password-123" not in str(e.value)
+    assert e.value.exit_code == 3
+    monkeypatch.setenv("XNAT_PASS", standin_xnat.password)
+    with (
+        pytest.raises(ConfigError, match="NOPE"),
+        XnatClient(xnat_settings(standin_xnat, project="NOPE")) as client,
+    ):
+        client.check_project()
+    standin_xnat.server.stop()
+    with pytest.raises(XnatUnreachable, match="connection refused"):
+        XnatClient(settings).__enter__()
+
+
+def test_streamed_upload_is_archived_and_counted(
+    standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It streams a zip built on the fly into the archive, finds the session by label and
+    counts its files; a 503 becomes a transient 'xnat_unavailable' StudyFailed and an answer
+    that does not come in time a transient 'timeout'."""
+    uid, files = dicom_study(tmp_path / "s", 5, series=2)
+    with XnatClient(xnat_settings(standin_xnat)) as client:
+        client.check_project()
+        assert client.ensure_subject("9434765919").startswith("XNAT_S")
+        progress = ZipProgress()
+        uri = client.upload_zip(zip_stream(files, progress), "9434765919", "RA0001")
+        assert uri == "/data/archive/projects/HNC/subjects/9434765919/experiments/RA0001"
+        assert progress.files == 5
+        row = client.find_session("RA0001")
+        assert row is not None
+        assert row["UID"] == uid
+        assert row["subject_label"] == "9434765919"
+        assert client.count_files(row["ID"]) == 5
+        assert client.scan_count(row["ID"]) == 2
+        assert client.find_session("RA0002") is None
+        standin_xnat.faults.fail_next(503, 1, "/data/services/import")
+        with pytest.raises(StudyFailed) as e:
+            client.upload_zip(zip_stream(files), "9434765919", "RA0002")
+        assert (e.value.reason_category, e.value.transient) == ("xnat_unavailable", True)
+        client.delete_session(row["ID"])
+        assert client.find_session("RA0001") is None
+
+        standin_xnat.faults.slow(2.0, "/data/services/import")
+        with pytest.raises(StudyFailed) as slow:
+            client.upload_zip(zip_stream(files), "9434765919", "RA0003", timeout=0.5)
+        assert (slow.value.reason_category, slow.value.transient) == ("timeout", True)
+
+
+def test_classify_maps_xnat_answers_to_reason_categories() -> None:
+    """It calls 409 and DICOM-zip's wrapped 400 conflicts, 5xx transient, others rejected."""
+    assert classify(409, "") == ("xnat_conflict", False)
+    assert classify(400, "<h3>Failed to archive 1 of 1 session(s)</h3>") == (
+        "xnat_conflict",
+        False,
+    )
+    assert classify(503, "") == ("xnat_unavailable", True)
+    assert classify(400, "Unsupported format") == ("rejected_by_xnat", False)

@@ -92,8 +92,9 @@ class StudyFailed(Pacs2XnatError):
     """One study could not be loaded. Not fatal: the run records it and goes on.
 
     ``reason_category`` is one of ``seeds/failure_reasons.csv`` (``retrieve_incomplete``,
-    ``rejected_by_xnat``, ``xnat_unavailable``, ``timeout``, ...); ``transient`` says whether a
-    retry inside the same run may help. ``detail`` carries counts for ``raw.ingest_attempts``.
+    ``rejected_by_xnat``, ``xnat_unavailable``, ``timeout``, ...), which alone says whether a
+    retry may help (``connectors/load/retry_policy.py``). The counts go to
+    ``raw.ingest_attempts``.
     """
 
     exit_code = EXIT_SOME_FAILED
@@ -103,13 +104,11 @@ class StudyFailed(Pacs2XnatError):
         reason_category: str,
         message: str,
         *,
-        transient: bool = False,
         files_expected: int | None = None,
         files_received: int | None = None,
     ) -> None:
         super().__init__(message)
         self.reason_category = reason_category
-        self.transient = transient
         self.files_expected = files_expected
         self.files_received = files_received
 

@@ -176,21 +176,28 @@ def query(
 
 
 @app.command()
-def build() -> None:
-    """Run dbt build (seeds, unit tests, models, data tests) on the warehouse.
+def build(
+    with_unit_tests: Annotated[
+        bool, typer.Option("--with-unit-tests", help="Also run dbt's unit tests of the SQL rules.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Build even if nothing changed since the last build.")
+    ] = False,
+) -> None:
+    """Run dbt build (seeds, models, data tests) on the warehouse, if anything changed.
 
-    Example: pacs2xnat build
+    Example: pacs2xnat build --with-unit-tests
     """
-    from connectors.warehouse.dbt import build as dbt_build
+    from connectors.warehouse.builds import Selection, refresh
 
     with invocation("build") as rc:
-        result = dbt_build(
-            project_dir=rc.project_dir,
-            warehouse_path=rc.settings.warehouse_path,
-            quiet=not console.verbose(),
-        )
-        rc.summary.update({"dbt": result.counts})
-        console.say(f"dbt build: {_counts(result.counts)}")
+        selection = Selection(unit_tests=with_unit_tests)
+        result = refresh(rc, selection, force=force, quiet=not console.verbose())
+        rc.summary.update({"dbt": result.counts, "skipped": result.skipped})
+        if result.skipped:
+            console.say("dbt build: nothing changed since the last build (--force builds anyway)")
+        else:
+            console.say(f"dbt build: {_counts(result.counts)}")
 
 
 @app.command()

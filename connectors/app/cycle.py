@@ -1,4 +1,14 @@
-"""``pacs2xnat run``: the quarterly cycle, query → build → export → load → sync → build → report.
+"""``pacs2xnat run``: the quarterly cycle, query → build → export → load → sync → rebuild →
+report.
+
+dbt runs only as often as it must: the query builds the plan's models (no tests), ``build``
+builds and tests everything the load and the admin's reports need, the load uses that manifest
+as it is (no sync or build of its own: XNAT is asked once before each upload whether it holds
+the study since the last sync), and ``rebuild`` builds and tests what the load and the sync
+changed, and the report's marts. No step runs dbt's unit tests (``pacs2xnat build
+--with-unit-tests`` does), and a step whose inputs did not change builds nothing
+(``connectors/warehouse/builds.py``). Nothing before ``load`` needs XNAT, so a team that sends
+the CSV to CSC runs ``--until export`` without it.
 
 Each step is the same function its own command calls, run inside this invocation's run record
 (one lock, one ``raw.runs`` row). A failing step stops the cycle with its message; the steps
@@ -17,7 +27,7 @@ from typing import Any
 
 from connectors import console
 from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, InputError
-from connectors.warehouse.dbt import build as dbt_build
+from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.runs import RunContext
 
 logger = logging.getLogger(__name__)
@@ -30,17 +40,30 @@ class Step:
     run: Callable[[RunContext], dict[str, Any]]
 
 
+#: Everything the load and the admin's reports need; the report's marts wait for `rebuild`.
+BEFORE_LOAD = Selection(exclude=("tag:report",))
+#: What the load's attempts and the sync changed, and the report's marts.
+AFTER_LOAD = Selection(select=("source:xnat+", "source:pipeline+", "tag:report"))
+
+
 def _query(rc: RunContext) -> dict[str, Any]:
     from connectors.pacs.query import run_query
 
     return run_query(rc)
 
 
-def _build(rc: RunContext) -> dict[str, Any]:
-    result = dbt_build(
-        project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path, quiet=True
-    )
-    return {"dbt": result.counts}
+def _sync(rc: RunContext) -> dict[str, Any]:
+    from connectors.xnat.sync import run_sync
+
+    return run_sync(rc)
+
+
+def _build(selection: Selection) -> Callable[[RunContext], dict[str, Any]]:
+    def build(rc: RunContext) -> dict[str, Any]:
+        result = refresh(rc, selection)
+        return {"dbt": result.counts, "skipped": result.skipped}
+
+    return build
 
 
 def _export(rc: RunContext) -> dict[str, Any]:
@@ -52,13 +75,8 @@ def _export(rc: RunContext) -> dict[str, Any]:
 def _load(rc: RunContext) -> dict[str, Any]:
     from connectors.load.runner import run_load
 
-    return run_load(rc)
-
-
-def _sync(rc: RunContext) -> dict[str, Any]:
-    from connectors.xnat.sync import run_sync
-
-    return run_sync(rc)
+    # the cycle built the manifest just before; XNAT is checked before each upload
+    return run_load(rc, sync_first=False, build_manifest=False)
 
 
 def _report(rc: RunContext) -> dict[str, Any]:
@@ -69,11 +87,11 @@ def _report(rc: RunContext) -> dict[str, Any]:
 
 STEPS: tuple[Step, ...] = (
     Step("query", "C-FIND every due patient", _query),
-    Step("build", "dbt build: select, link, manifest", _build),
+    Step("build", "dbt build: select, link, manifest", _build(BEFORE_LOAD)),
     Step("export", "the ingest CSV", _export),
     Step("load", "load the manifest into XNAT", _load),
     Step("sync", "read back what XNAT holds", _sync),
-    Step("rebuild", "dbt build: availability, failures", _build),
+    Step("rebuild", "dbt build: availability, failures", _build(AFTER_LOAD)),
     Step("report", "availability workbook and HTML", _report),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
@@ -117,7 +135,7 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
         summary["steps"][step.name] = result
         summary["steps_done"].append(step.name)
         rc.summary.update(summary)
-        _save_progress(rc)
+        rc.save_summary()
         if step.name == until:
             break
     summary["selection"] = _selection_counts(rc)
@@ -126,21 +144,9 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
     return summary
 
 
-def _save_progress(rc: RunContext) -> None:
-    with rc.warehouse.connect() as con:
-        con.execute(
-            "update raw.runs set summary = ? where run_id = ?",
-            [json.dumps(rc.summary, default=str), rc.run_id],
-        )
-
-
 def _selection_counts(rc: RunContext) -> dict[str, int]:
-    rows = rc.warehouse.read_relation("main.pacs_study_selection")
-    counts: dict[str, int] = {}
-    for r in rows:
-        key = str(r.get("selection_status"))
-        counts[key] = counts.get(key, 0) + 1
-    return counts
+    rows = rc.warehouse.read_relation("main.pacs_study_selection_summary")
+    return {str(r["selection_status"]): int(r["number_of_studies"]) for r in rows}
 
 
 def _print_table(summary: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
 
@@ -30,6 +31,8 @@ class Study:
     study_date: Any = None
     modalities: str | None = None
     expected: int | None = None
+    ingest_action: str = "load"  # or "xnat_conflict": XNAT gives the label to another study
+    xnat_session_id: str | None = None  # the session holding the label (xnat_conflict)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Study:
@@ -43,6 +46,8 @@ class Study:
             study_date=row.get("study_date"),
             modalities=row.get("modalities_in_study"),
             expected=int(n) if n not in (None, "") else None,
+            ingest_action=str(row.get("ingest_action") or "load"),
+            xnat_session_id=row.get("xnat_session_id"),
         )
 
 
@@ -79,7 +84,7 @@ class LoadContext:
     client: XnatClient
     mode: str
     method: str
-    present: dict[str, tuple[str, str]]
+    policy: RetryPolicy
     tallies: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[Study, Outcome]] = field(default_factory=list)
     bytes_loaded: int = 0
@@ -132,16 +137,14 @@ class LoadContext:
                 f"({out.message}); stopping: rerun load when XNAT is back"
             )
 
-    def already_there(self, study: Study, ask_xnat: bool = False) -> Outcome | None:
-        """An outcome without loading when XNAT already has this label (our study or not):
-        from the run's fresh sync, and with ``ask_xnat`` also from XNAT right now."""
-        found = self.present.get(study.session_label)
-        if found is None and ask_xnat:
-            row = self.client.find_session(study.session_label)
-            found = (row["ID"], row.get("UID", "")) if row else None
-        if found is None:
+    def check_before_upload(self, study: Study) -> Outcome | None:
+        """The one look at XNAT made just before a study is sent (the manifest decided from
+        the last sync; XNAT may have it since: another run, DQR, or a try of ours that timed
+        out and was archived after all). None when the label is free."""
+        row = self.client.find_session(study.session_label)
+        if row is None:
             return None
-        sid, uid = found
+        sid, uid = row["ID"], row.get("UID") or ""
         if uid and uid != study.study_instance_uid:
             return Outcome(
                 "failed",
@@ -151,3 +154,14 @@ class LoadContext:
                 xnat_session_id=sid,
             )
         return Outcome("already_present", xnat_session_id=sid, files_expected=study.expected)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt + 1``: ``backoff_seconds`` doubling."""
+        return float(self.rc.settings.load.backoff_seconds) * (2**attempt)
+
+    def retry(self, e: StudyFailed, attempt: int) -> bool:
+        """Whether to try again after ``e`` on try ``attempt`` (0-based): the seed says the
+        reason is transient and ``[load] retries`` is not spent."""
+        return attempt < self.rc.settings.load.retries and self.policy.is_transient(
+            e.reason_category
+        )

@@ -42,19 +42,8 @@ class _Retrieved:
     fatal: BaseException | None = None
 
 
-def _backoff(ctx: LoadContext, attempt: int) -> float:
-    return float(ctx.rc.settings.load.backoff_seconds) * (2**attempt)
-
-
-def load_direct(ctx: LoadContext, studies: list[Study]) -> None:
+def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
     settings = ctx.rc.settings
-    todo: list[Study] = []
-    for s in studies:
-        there = ctx.already_there(s)
-        if there is not None:
-            ctx.record(s, utcnow(), there)
-        else:
-            todo.append(s)
     if not todo:
         return
     _remove_stale_runs(settings.work_dir)
@@ -94,7 +83,7 @@ def _record_fatal(
     """The study in hand when the run has to stop still gets its attempt row: none is lost."""
     if study.study_instance_uid in ctx.finished:
         return
-    failed = StudyFailed(reason, f"the run stopped: {error}", transient=True)
+    failed = StudyFailed(reason, f"the run stopped: {error}")
     ctx.record(study, started, Outcome.failed(failed, files_expected=study.expected))
 
 
@@ -144,32 +133,24 @@ def _produce(
     """Retrieve one study (retrying transient failures); hand it to the uploader."""
     if stop.is_set():
         return
-    retries = ctx.rc.settings.load.retries
     dest = work / study.study_instance_uid
-    for attempt in range(retries + 1):
+    attempt = 0
+    while True:
         started = utcnow()
         try:
+            # the Retriever checks the count against the PACS's (and the manifest's) number
             got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
-            if study.expected is not None and len(files) < study.expected:
-                raise StudyFailed(
-                    "retrieve_incomplete",
-                    f"{len(files)} of {study.expected} instances arrived from PACS",
-                    transient=True,
-                    files_expected=study.expected,
-                    files_received=len(files),
-                )
-            size = int(getattr(got, "bytes", 0) or sum(p.stat().st_size for p in files))
-            _put(ready, _Retrieved(study, started, Path(got.folder), files, size), stop)
+            _put(ready, _Retrieved(study, started, Path(got.folder), files, got.bytes), stop)
             return
         except StudyFailed as e:
             shutil.rmtree(dest, ignore_errors=True)
-            last = attempt == retries or not e.transient or stop.is_set()
-            if last:
+            if stop.is_set() or not ctx.retry(e, attempt):
                 _put(ready, _Retrieved(study, started, error=e), stop)
                 return
             ctx.record(study, started, Outcome.failed(e, files_expected=study.expected), False)
-            time.sleep(_backoff(ctx, attempt))
+            time.sleep(ctx.backoff(attempt))
+            attempt += 1
         except Pacs2XnatError as e:  # PACS unreachable: the whole run stops (exit 3)
             shutil.rmtree(dest, ignore_errors=True)
             _put(ready, _Retrieved(study, started, fatal=e), stop)
@@ -190,25 +171,26 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
         return
     assert item.files is not None
     assert item.folder is not None
-    retries = ctx.rc.settings.load.retries
     started = item.started
+    attempt = 0
     try:
-        for attempt in range(retries + 1):
+        while True:
             try:
                 out = _upload_and_verify(ctx, study, item.files, first=attempt == 0)
                 out.bytes_transferred = item.bytes
                 ctx.record(study, started, out)
                 return
             except StudyFailed as e:
-                final = attempt == retries or not e.transient
+                final = not ctx.retry(e, attempt)
                 out = Outcome.failed(
                     e, files_expected=study.expected, files_received=len(item.files)
                 )
                 ctx.record(study, started, out, final)
                 if final:
                     return
-                time.sleep(_backoff(ctx, attempt))
+                time.sleep(ctx.backoff(attempt))
                 started = utcnow()
+                attempt += 1
     finally:
         shutil.rmtree(item.folder, ignore_errors=True)
 
@@ -216,15 +198,14 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
 def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first: bool) -> Outcome:
     client = ctx.client
     n = len(files)
-    # Look before sending: XNAT may have the session since the sync (another run, DQR), or a
-    # try of ours that timed out may have been archived after all.
-    row = client.find_session(study.session_label)
-    if row is not None:
-        if not first:
+    if first:
+        there = ctx.check_before_upload(study)
+        if there is not None:
+            return there
+    else:  # a try of ours that timed out may have been archived after all
+        row = client.find_session(study.session_label)
+        if row is not None:
             return _verify(ctx, study, row, n, removed_on_mismatch=True)
-        if row.get("UID") and row["UID"] != study.study_instance_uid:
-            raise StudyFailed("xnat_conflict", f"session {study.session_label} holds another study")
-        return Outcome("already_present", files_expected=study.expected, xnat_session_id=row["ID"])
     client.ensure_subject(study.subject_label)
     progress = ZipProgress()
     try:

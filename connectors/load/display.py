@@ -46,12 +46,12 @@ def progress(ctx: LoadContext, total: int) -> Iterator[None]:
         yield
 
 
-def print_plan(studies: list[Study], present: dict[str, tuple[str, str]]) -> None:
+def print_plan(studies: list[Study]) -> None:
     table = Table(title="pacs2xnat load --dry-run: what would be loaded")
     for col in ("study date", "subject", "session", "modalities", "instances", "action"):
         table.add_column(col)
     for s in studies:
-        action = "skip (in XNAT)" if s.session_label in present else "load"
+        action = "load" if s.ingest_action == "load" else "record conflict (label in XNAT)"
         table.add_row(
             str(s.study_date or ""),
             s.subject_label,

@@ -21,24 +21,25 @@ logger = logging.getLogger(__name__)
 
 def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
     pacs_id = ctx.client.dqr_pacs_id()
-    retries = ctx.rc.settings.load.retries
     for study in studies:
-        there = ctx.already_there(study, ask_xnat=True)  # DQR does not de-duplicate
+        there = ctx.check_before_upload(study)  # DQR does not de-duplicate
         if there is not None:
             ctx.record(study, utcnow(), there)
             continue
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             started = utcnow()
             try:
                 out = _one(ctx, pacs_id, study)
                 ctx.record(study, started, out)
                 break
             except StudyFailed as e:
-                final = attempt == retries or not e.transient
+                final = not ctx.retry(e, attempt)
                 ctx.record(study, started, Outcome.failed(e, files_expected=study.expected), final)
                 if final:
                     break
-                time.sleep(float(ctx.rc.settings.load.backoff_seconds) * 2**attempt)
+                time.sleep(ctx.backoff(attempt))
+                attempt += 1
 
 
 def _one(ctx: LoadContext, pacs_id: int, study: Study) -> Outcome:
@@ -57,7 +58,7 @@ def _one(ctx: LoadContext, pacs_id: int, study: Study) -> Outcome:
     while True:
         status = client.dqr_status(request_id)
         if status == "FAILED":
-            raise StudyFailed("retrieve_failed", f"DQR request {request_id} FAILED", transient=True)
+            raise StudyFailed("retrieve_failed", f"DQR request {request_id} FAILED")
         row = client.find_session(study.session_label)
         files = client.count_files(row["ID"]) if row else 0
         if row is not None and row.get("UID") not in ("", None, study.study_instance_uid):
@@ -80,7 +81,6 @@ def _one(ctx: LoadContext, pacs_id: int, study: Study) -> Outcome:
             raise StudyFailed(
                 "retrieve_incomplete",
                 f"DQR archived {files} of {study.expected} instances",
-                transient=True,
                 files_expected=study.expected,
                 files_received=files,
             )

@@ -1,11 +1,11 @@
 """``pacs2xnat load``: put the manifest's studies into the XNAT project, direct or through DQR.
 
 Order: log in and check the project (XNAT down → exit 3 before anything else), a fresh ``sync``
-(so what is already in XNAT is known), ``dbt build +ingest_manifest``, read the manifest, then
-load each study (``direct.py`` / ``dqr.py``). Every attempt appends one
-``raw.ingest_attempts`` row as soon as it ends. Idempotent: a session whose label is already in
-the project is never uploaded again (recorded ``already_present``), so a rerun after a crash
-loads exactly what is missing.
+and the manifest's models built without their tests (SQL leaves out what XNAT holds now), read
+the manifest, then load each study (``direct.py`` / ``dqr.py``). Every attempt appends
+one ``raw.ingest_attempts`` row as soon as it ends. Idempotent: just before a study is sent,
+XNAT is asked once more whether it holds its label (``LoadContext.check_before_upload``), so a
+rerun after a crash loads exactly what is missing and never duplicates a session.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 
 from connectors import console
 from connectors.clock import utcnow
-from connectors.errors import EXIT_SOME_FAILED, ConfigError, StepFailed
-from connectors.load.context import LoadContext, Study
+from connectors.errors import EXIT_SOME_FAILED, ConfigError
+from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
+from connectors.load.retry_policy import RetryPolicy
+from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
 from connectors.xnat.sync import sync_sessions
@@ -25,6 +27,8 @@ from connectors.xnat.sync import sync_sessions
 logger = logging.getLogger(__name__)
 
 MANIFEST = "main.ingest_manifest"
+#: The manifest's models without their tests (``pacs2xnat build`` tests them).
+MANIFEST_MODELS = Selection(select=("+ingest_manifest",), tests=False)
 
 
 def run_load(
@@ -33,55 +37,57 @@ def run_load(
     limit: int | None = None,
     dry_run: bool = False,
     *,
+    sync_first: bool = True,
     build_manifest: bool = True,
     only: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Load the manifest. ``build_manifest=False`` reads the mart as it is (tests, demo);
-    ``only`` (Study UIDs) keeps just those of its studies (``pacs2xnat failures --retry``)."""
+    """Load the manifest. By default XNAT is synced and the manifest rebuilt first, so it
+    leaves out what XNAT holds now; ``sync_first=False, build_manifest=False`` when the caller
+    has just done both (``pacs2xnat run``), ``build_manifest=False`` alone reads the mart as it
+    is (tests). ``only`` (Study UIDs) keeps just those studies (``pacs2xnat failures --retry``).
+    """
     settings = rc.settings
     mode = mode or settings.xnat.mode
     if mode not in ("direct", "dqr"):
         raise ConfigError(f"--mode {mode!r}: must be direct or dqr")
+    policy = RetryPolicy.from_project(rc.project_dir)
     # One login for the whole run: sync, the manifest build (dbt never touches XNAT), loading.
     with XnatClient(settings) as client:
         client.check_project()
-        synced = sync_sessions(rc, client, as_own_run=True)
-        present: dict[str, tuple[str, str]] = synced.pop("sessions_by_label")
+        summary: dict[str, Any] = {"mode": mode}
+        if sync_first:
+            summary["sync"] = sync_sessions(rc, client)
         if build_manifest:
-            _build_manifest(rc)
+            refresh(rc, MANIFEST_MODELS)
         rows = rc.warehouse.read_relation(MANIFEST, "order by study_date, session_label")
         studies = [Study.from_row(r) for r in rows]
         if only is not None:
             studies = [s for s in studies if s.study_instance_uid in only]
         if limit:
             studies = studies[:limit]
-        summary: dict[str, Any] = {
-            "mode": mode,
-            "manifest_rows": len(rows),
-            "studies": len(studies),
-            "sync": synced,
-        }
+        summary |= {"manifest_rows": len(rows), "studies": len(studies)}
         if dry_run:
             if not console.json_mode():  # --json: stdout carries the summary only
-                print_plan(studies, present)
+                print_plan(studies)
             summary["dry_run"] = True
-            summary["would_load"] = sum(1 for s in studies if s.session_label not in present)
+            summary["would_load"] = sum(1 for s in studies if s.ingest_action == "load")
             return summary
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
-        ctx = LoadContext(rc, client, mode, method, present)
+        ctx = LoadContext(rc, client, mode, method, policy)
         # Opening DuckDB costs ~50 ms of CPU (the raw DDL runs on every connect): once per run,
         # not once per attempt. Each append still commits at once.
         with rc.warehouse.connect() as con, progress(ctx, len(studies)):
             ctx.con = con
+            to_load = _record_conflicts(ctx, studies)
             if mode == "dqr":
                 from connectors.load.dqr import load_dqr
 
-                load_dqr(ctx, studies)
+                load_dqr(ctx, to_load)
             else:
                 from connectors.load.direct import load_direct
 
-                load_direct(ctx, studies)
+                load_direct(ctx, to_load)
     seconds = max((utcnow() - start).total_seconds(), 1e-6)
     summary |= {
         "loaded": ctx.tallies.get("loaded", 0),
@@ -98,6 +104,24 @@ def run_load(
     return summary
 
 
+def _record_conflicts(ctx: LoadContext, studies: list[Study]) -> list[Study]:
+    """The manifest's 'xnat_conflict' rows get their attempt row without touching PACS or
+    XNAT (their label is another study's in XNAT); the others are returned, to load."""
+    to_load = []
+    for s in studies:
+        if s.ingest_action == "xnat_conflict":
+            message = (
+                f"session {s.session_label} exists in XNAT ({s.xnat_session_id}) "
+                "with another Study UID"
+            )
+            out = Outcome("failed", "xnat_conflict", message, files_expected=s.expected)
+            out.xnat_session_id = s.xnat_session_id
+            ctx.record(s, utcnow(), out)
+        else:
+            to_load.append(s)
+    return to_load
+
+
 def retry_failures(rc: RunContext, retryable: set[str], mode: str | None = None) -> dict[str, Any]:
     """Load the failure register's retryable studies again (``pacs2xnat failures --retry``):
     the loader's summary and exit code, plus how many of them the manifest still holds."""
@@ -108,15 +132,3 @@ def retry_failures(rc: RunContext, retryable: set[str], mode: str | None = None)
     summary["retryable"] = len(retryable)
     summary["not_in_manifest"] = len(retryable) - int(summary.get("studies", 0))
     return summary
-
-
-def _build_manifest(rc: RunContext) -> None:
-    """``dbt build --select +<mart>``; cautious indirect selection, so a singular test that also
-    reads a model outside the selection (built or not) is left for the full build."""
-    from connectors.warehouse.dbt import run_dbt
-
-    args = ["build", "--select", "+" + MANIFEST.split(".")[-1], "--indirect-selection", "cautious"]
-    result = run_dbt(args, project_dir=rc.project_dir, warehouse_path=rc.settings.warehouse_path)
-    if not result.success:
-        detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
-        raise StepFailed(f"dbt build of the manifest failed:\n  {detail}")

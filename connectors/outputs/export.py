@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from connectors import console
-from connectors.errors import StepFailed
 from connectors.files import atomic_write, sha256_file
 from connectors.warehouse.runs import RunContext
 from connectors.warehouse.store import Warehouse
@@ -70,22 +69,13 @@ def _cell(value: Any) -> str:
 
 def manifest_rows(warehouse: Warehouse) -> list[dict[str, Any]]:
     """The manifest's rows in a stable order; ``StepFailed`` (exit 2) if dbt has not built it."""
-    with warehouse.connect(read_only=True) as con:
-        found = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'main' and table_name = 'ingest_manifest'"
-        ).fetchone()
-        if not found or not found[0]:
-            raise StepFailed(
-                f"the ingest manifest ({MANIFEST}) has not been built in {warehouse.path}: "
-                "run `pacs2xnat build` first"
-            )
-        cur = con.execute(
-            f"select {', '.join(c for _, c in COLUMNS)} from {MANIFEST} "
-            "order by subject_label, study_date, accession_number, study_instance_uid"
-        )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return warehouse.read_relation(
+        MANIFEST,
+        "where ingest_action = 'load' "
+        "order by subject_label, study_date, accession_number, study_instance_uid",
+        columns=[c for _, c in COLUMNS],
+        required="run `pacs2xnat build` first",
+    )
 
 
 def render_rows(rows: Iterable[dict[str, Any]]) -> Iterable[list[str]]:

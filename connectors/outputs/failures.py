@@ -21,7 +21,7 @@ from rich.table import Table
 
 from connectors import console
 from connectors.outputs.export import escape_cell, write_csv_atomic
-from connectors.warehouse.dbt import build
+from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.runs import RunContext
 
 logger = logging.getLogger(__name__)
@@ -52,15 +52,14 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: The register and the manifest it decides, with their data tests (a data test on both
+#: would otherwise run against a manifest not built).
+REGISTER_MODELS = Selection(select=("+ingest_failures", "+ingest_manifest"))
+
+
 def build_register(rc: RunContext) -> None:
-    """``dbt build --select +ingest_failures +ingest_manifest``: the register and the manifest
-    it decides (a data test on both would otherwise run against a manifest not built)."""
-    build(
-        project_dir=rc.project_dir,
-        warehouse_path=rc.settings.warehouse_path,
-        select=["+ingest_failures", "+ingest_manifest"],
-        quiet=not console.verbose(),
-    )
+    """Build the register, unless nothing changed since the last build that covered it."""
+    refresh(rc, REGISTER_MODELS, quiet=not console.verbose())
 
 
 def retryable_study_uids(rc: RunContext) -> set[str]:

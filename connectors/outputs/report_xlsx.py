@@ -61,7 +61,7 @@ def _cover(ws: WriteOnlyWorksheet, data: ReportData) -> None:
         ("Generated at (UTC)", data.generated_at),
         ("Report run id", data.run_id),
         ("Rules version (sha256 of study_description_rules.csv)", data.rules_sha256 or "none"),
-        ("XNAT snapshot: sync run id", sync.get("run_id") or "no successful sync yet"),
+        ("XNAT snapshot: sync run id", sync.get("run_id") or "no complete sync yet"),
         ("XNAT snapshot: synced at (UTC)", sync.get("finished_at")),
         ("Patients (master list or XNAT)", c["patients"]),
         ("Patients on the current master list", c["patients_on_master_list"]),

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from connectors import clock, console
+from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
 from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
@@ -36,7 +36,7 @@ from connectors.pacs.query_record import (
     collect,
     outcome_rows,
 )
-from connectors.warehouse.dbt import build as dbt_build
+from connectors.warehouse.builds import Selection, refresh
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -54,15 +54,14 @@ RETRY_BACKOFF_SECONDS = 0.5
 # --------------------------------------------------------------------------- the plan
 
 
-def build_plan(rc: RunContext, today: dt.date) -> None:
-    """``dbt build --select +pacs_query_plan`` with today and the overlap pinned."""
-    dbt_build(
-        project_dir=rc.project_dir,
-        warehouse_path=rc.settings.warehouse_path,
-        select=["+pacs_query_plan"],
-        vars={"today": today.isoformat(), "overlap_days": rc.settings.cycle.overlap_days},
-        quiet=not console.verbose(),
-    )
+#: The plan's models, without their tests (``pacs2xnat build`` tests them).
+PLAN_MODELS = Selection(select=("+pacs_query_plan",), tests=False)
+
+
+def build_plan(rc: RunContext) -> None:
+    """The plan's models, without their tests (today and the overlap are the run's vars), unless
+    nothing changed since the last build that covered it."""
+    refresh(rc, PLAN_MODELS, quiet=not console.verbose())
 
 
 def plan_queries(
@@ -189,17 +188,14 @@ def run_query(
     since: dt.date | None = None,
     until: dt.date | None = None,
     mrns: Sequence[str] | None = None,
-    *,
-    today: dt.date | None = None,
 ) -> dict[str, Any]:
     """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
-    today = today or clock.today()
     if since and until and since > until:  # bad input: say so before touching PACS or dbt
         raise InputError(f"--since {since} is after --until {until}", column="--since")
     settings = rc.settings
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
-    build_plan(rc, today)
+    build_plan(rc)
     plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
     summary: dict[str, Any] = {

@@ -34,6 +34,7 @@ from connectors.testbed.pacs_scp import DemoPacs
 from connectors.testbed.workbooks import write_demo_workbooks
 from connectors.testbed.xnat_standin import StandinXnat
 from connectors.warehouse.dbt import copy_project
+from connectors.warehouse.store import Warehouse
 
 XNAT_PROJECT = "HNC"
 XNAT_USER = "demo"
@@ -234,9 +235,7 @@ def _inputs(cohort: Cohort, folder: Path, project: Path) -> dict[str, Path]:
 
 
 def _collect(project: Path, out_dir: Path) -> dict[str, Any]:
-    """Copy what a person opens out of the workspace; count what the marts say."""
-    import duckdb
-
+    """Copy what a person opens out of the workspace; the counts the marts give."""
     warehouse = project / "warehouse"
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     outputs: dict[str, str] = {}
@@ -245,8 +244,13 @@ def _collect(project: Path, out_dir: Path) -> dict[str, Any]:
             target = out_dir / f.name
             shutil.copy2(f, target)
             outputs[f.name] = str(target)
-    counts: dict[str, Any] = {}
-    with duckdb.connect(str(warehouse / "pacs2xnat.duckdb"), read_only=True) as con:
+    wh = Warehouse(warehouse / "pacs2xnat.duckdb")
+
+    def rows(mart: str) -> int:
+        return len(wh.read_table(f"main.{mart}", columns=("1",))[1])
+
+    counts: dict[str, Any] = {
+        mart: rows(mart)
         for mart in (
             "pacs_study_selection",
             "description_triage",
@@ -254,25 +258,14 @@ def _collect(project: Path, out_dir: Path) -> dict[str, Any]:
             "ingest_manifest",
             "ingest_failures",
             "reconciliation",
-        ):
-            with contextlib.suppress(duckdb.Error):
-                counts[mart] = _scalar(con, f"select count(*) from main.{mart}")
-        with contextlib.suppress(duckdb.Error):
-            counts["selection"] = dict(
-                con.execute(
-                    "select selection_status, count(*) from main.pacs_study_selection group by 1"
-                ).fetchall()
-            )
-        with contextlib.suppress(duckdb.Error):
-            counts["xnat_sessions"] = _scalar(
-                con, "select count(*) from intermediate.int_xnat_sessions__current"
-            )
+        )
+    }
+    counts["selection"] = {
+        r["selection_status"]: r["number_of_studies"]
+        for r in wh.read_relation("main.pacs_study_selection_summary")
+    }
+    counts["xnat_sessions"] = rows("data_availability_sessions")
     return {"outputs": outputs, "counts": counts}
-
-
-def _scalar(con: Any, sql: str) -> Any:
-    row = con.execute(sql).fetchone()
-    return row[0] if row else None
 
 
 def _print_outputs(summary: dict[str, Any], *, kept: bool) -> None:

@@ -45,6 +45,8 @@ class BuildResult:
     success: bool
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    skipped: bool = False  # nothing changed since the builds that covered it
+    nodes: list[str] = field(default_factory=list)  # unique ids that ran successfully
 
 
 def run_dbt(
@@ -92,6 +94,8 @@ def run_dbt(
     for r in getattr(res.result, "results", None) or []:
         status = str(getattr(r, "status", "")).lower()
         result.counts[status] = result.counts.get(status, 0) + 1
+        if status in {"success", "pass", "warn"}:
+            result.nodes.append(str(getattr(getattr(r, "node", None), "unique_id", "")))
         if status in {"error", "fail"}:
             node = getattr(r, "node", None)
             name = getattr(node, "unique_id", "?")

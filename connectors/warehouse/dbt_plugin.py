@@ -15,7 +15,7 @@ from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
-from connectors.warehouse.schema import RAW_TABLES
+from connectors.warehouse.schema import apply_ddl
 
 
 def _local_path(path: str | None) -> Path | None:
@@ -33,9 +33,7 @@ class Plugin(BasePlugin):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def configure_connection(self, conn: Any) -> None:
-        conn.execute("create schema if not exists raw")
-        for table in RAW_TABLES.values():
-            conn.execute(table.ddl())
+        apply_ddl(conn)
         path = _local_path(getattr(self.creds, "path", None))
         if path is not None and path.exists():
             with contextlib.suppress(OSError):

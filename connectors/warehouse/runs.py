@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors import PROJECT_ROOT, __version__
+from connectors import __version__
+from connectors.clock import utcnow
 from connectors.config import Settings
 from connectors.files import sha256_file
-from connectors.warehouse.store import Warehouse
 from connectors.warehouse.lock import WarehouseLock
-from connectors.clock import utcnow
+from connectors.warehouse.store import Warehouse
 
 SECRET_FLAGS = ("--password", "--pass", "--token", "--secret")
 RULES_SEED = Path("seeds") / "study_description_rules.csv"
@@ -81,6 +81,14 @@ class RunContext:
                 [json.dumps(self.input_files), self.run_id],
             )
         return digest
+
+    def save_summary(self) -> None:
+        """Write the summary so far into the run's row (``run`` keeps its progress there)."""
+        with self.warehouse.connect() as con:
+            con.execute(
+                "update raw.runs set summary = ? where run_id = ?",
+                [json.dumps(self.summary, default=str), self.run_id],
+            )
 
     def rules_sha256(self) -> str | None:
         seed = self.project_dir / RULES_SEED

@@ -8,6 +8,7 @@ dbt plugin), so a fresh clone can ``dbt build`` an empty warehouse and get empty
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class RawTable:
     grain: str
     columns: tuple[tuple[str, str], ...]
     primary_key: tuple[str, ...]
+    #: declared as a dbt source (models read it); False for the connectors' own bookkeeping
+    is_source: bool = True
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -26,6 +29,15 @@ class RawTable:
     def ddl(self) -> str:
         cols = ",\n    ".join(f"{c} {t}" for c, t in self.columns)
         return f"create table if not exists raw.{self.name} (\n    {cols}\n)"
+
+    def added_columns(self, existing: set[str]) -> list[str]:
+        """``alter table`` statements for the columns a warehouse made by an older version lacks
+        (schema changes are additive only: a new column is nullable, nothing is dropped)."""
+        return [
+            f"alter table raw.{self.name} add column {c} {t.replace(' not null', '')}"
+            for c, t in self.columns
+            if c not in existing
+        ]
 
 
 _RUN = (("run_id", "varchar not null"), ("loaded_at", "timestamp not null"))
@@ -119,9 +131,10 @@ RAW_TABLES: dict[str, RawTable] = {
         ),
         RawTable(
             "xnat_sessions",
-            "one row per imaging session in the XNAT project, per sync run (a snapshot)",
+            "one row per imaging session in the XNAT project, per snapshot (raw.xnat_syncs)",
             (
                 *_RUN,
+                ("sync_id", "varchar"),  # the snapshot; complete once raw.xnat_syncs has it
                 ("synced_at", "timestamp not null"),
                 ("project", "varchar not null"),
                 ("subject_id", "varchar"),
@@ -135,7 +148,21 @@ RAW_TABLES: dict[str, RawTable] = {
                 ("scan_count", "integer"),
                 ("insert_date", "varchar"),
             ),
-            ("run_id", "session_id"),
+            ("sync_id", "session_id"),
+        ),
+        RawTable(
+            "xnat_syncs",
+            "one row per complete snapshot of the XNAT project, written after its last session",
+            (
+                *_RUN,
+                ("sync_id", "varchar not null"),
+                ("project", "varchar not null"),
+                ("started_at", "timestamp not null"),
+                ("finished_at", "timestamp not null"),
+                ("sessions", "integer not null"),
+                ("subjects", "integer not null"),
+            ),
+            ("sync_id",),
         ),
         RawTable(
             "ingest_attempts",
@@ -163,5 +190,40 @@ RAW_TABLES: dict[str, RawTable] = {
             ),
             ("attempt_id",),
         ),
+        RawTable(
+            "dbt_builds",
+            "one row per dbt invocation by pacs2xnat: what it built, on which inputs, how it ended",
+            (
+                *_RUN,
+                ("build_id", "varchar not null"),
+                ("command", "varchar not null"),  # the dbt command line (run, build ...)
+                ("selection", "varchar not null"),  # JSON: select, exclude, resource types
+                ("fingerprint", "varchar not null"),  # of the inputs (raw tables, project, vars)
+                ("dbt_invocation_id", "varchar"),  # dbt's id of this invocation
+                ("started_at", "timestamp not null"),
+                ("finished_at", "timestamp not null"),
+                ("success", "boolean not null"),
+                ("counts", "varchar"),  # JSON: results by status
+                ("nodes", "varchar"),  # JSON: the models, seeds and tests it ran successfully
+            ),
+            ("build_id",),
+            is_source=False,
+        ),
     )
 }
+
+
+def apply_ddl(con: Any) -> None:
+    """Create the raw schema and tables, and add the columns an older warehouse lacks; one
+    catalogue query, so an up-to-date warehouse costs only the ``create ... if not exists``."""
+    con.execute("create schema if not exists raw")
+    for table in RAW_TABLES.values():
+        con.execute(table.ddl())
+    existing: dict[str, set[str]] = {}
+    for table_name, column_name in con.execute(
+        "select table_name, column_name from information_schema.columns where table_schema = 'raw'"
+    ).fetchall():
+        existing.setdefault(table_name, set()).add(column_name)
+    for table in RAW_TABLES.values():
+        for statement in table.added_columns(existing.get(table.name, set())):
+            con.execute(statement)

@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from connectors.errors import WarehouseBusy
-from connectors.warehouse.schema import RAW_TABLES
+from connectors.errors import StepFailed, WarehouseBusy
+from connectors.warehouse.schema import RAW_TABLES, apply_ddl
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -59,9 +59,7 @@ class Warehouse:
         try:
             if not read_only:
                 os.chmod(self.path, 0o600)
-                con.execute("create schema if not exists raw")
-                for table in RAW_TABLES.values():
-                    con.execute(table.ddl())
+                apply_ddl(con)
             yield con
         finally:
             con.close()
@@ -110,9 +108,31 @@ class Warehouse:
         return counts
 
     def read_relation(
-        self, relation: str, where: str = "", params: Sequence[Any] = ()
+        self,
+        relation: str,
+        where: str = "",
+        params: Sequence[Any] = (),
+        *,
+        columns: Sequence[str] = (),
+        required: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of a mart (``main.ingest_manifest``) as dicts; empty if dbt has not built it yet."""
+        """Rows of a relation (``main.ingest_manifest``, ``raw.xnat_syncs``) as dicts; see
+        ``read_table``."""
+        cols, rows = self.read_table(relation, where, params, columns=columns, required=required)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def read_table(
+        self,
+        relation: str,
+        where: str = "",
+        params: Sequence[Any] = (),
+        *,
+        columns: Sequence[str] = (),
+        required: str | None = None,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The one reader of marts: column names and rows as tuples (lighter than dicts at
+        200k rows) of ``select <columns or *> from <relation> <where>``. A relation dbt has not
+        built yet reads as empty, or is a ``StepFailed`` with the ``required`` message."""
         with self.connect(read_only=True) as con:
             exists = con.execute(
                 "select count(*) from information_schema.tables "
@@ -120,10 +140,13 @@ class Warehouse:
                 [relation, relation],
             ).fetchone()
             if not exists or not exists[0]:
-                return []
-            cur = con.execute(f"select * from {relation} {where}", list(params))
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+                if required is not None:
+                    raise StepFailed(f"{relation} has not been built in {self.path}: {required}")
+                return list(columns), []
+            cur = con.execute(
+                f"select {', '.join(columns) or '*'} from {relation} {where}", list(params)
+            )
+            return [d[0] for d in cur.description], cur.fetchall()
 
 
 #: Rows per multi-row INSERT: DuckDB's executemany runs one statement per row, ~10× slower.
@@ -155,5 +178,3 @@ def _append_batches(
     except BaseException:
         con.execute("rollback")
         raise
-
-

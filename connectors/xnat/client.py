@@ -66,14 +66,17 @@ def _short(text: str, limit: int = 200) -> str:
     return " ".join(plain.split())[:limit]
 
 
-def classify(status: int, body: str) -> tuple[str, bool]:
-    """(reason category, transient) of an XNAT answer that is not a success."""
+def classify(status: int, body: str) -> str:
+    """The reason category of an XNAT answer that is not a success (whether it is worth
+    trying again is ``seeds/failure_reasons.csv``'s to say)."""
     low = body.lower()
-    if status in (409, 423) or (status == 400 and "failed to archive" in low):
-        return "xnat_conflict", status == 423
+    if status == 423:  # "Duplicate archive attempt": another request is archiving it now
+        return "xnat_busy"
+    if status == 409 or (status == 400 and "failed to archive" in low):
+        return "xnat_conflict"
     if status == 429 or status >= 500:
-        return "xnat_unavailable", True
-    return "rejected_by_xnat", False
+        return "xnat_unavailable"
+    return "rejected_by_xnat"
 
 
 class XnatClient(DqrCalls):
@@ -147,13 +150,11 @@ class XnatClient(DqrCalls):
             )
         except requests.exceptions.Timeout as e:
             if per_study:
-                raise StudyFailed("timeout", f"XNAT {what}: {_why(e)}", transient=True) from None
+                raise StudyFailed("timeout", f"XNAT {what}: {_why(e)}") from None
             raise XnatUnreachable(f"XNAT {what}: {_why(e)}") from None
         except requests.exceptions.RequestException as e:
             if per_study:
-                raise StudyFailed(
-                    "xnat_unavailable", f"XNAT {what}: {_why(e)}", transient=True
-                ) from None
+                raise StudyFailed("xnat_unavailable", f"XNAT {what}: {_why(e)}") from None
             raise XnatUnreachable(
                 f"XNAT at {self.url} does not answer ({what}): {_why(e)}"
             ) from None
@@ -164,10 +165,10 @@ class XnatClient(DqrCalls):
             raise XnatUnreachable(
                 f"XNAT refused our credentials ({what}): HTTP 401; check XNAT_USER/XNAT_PASS"
             )
-        category, transient = classify(resp.status_code, resp.text)
+        category = classify(resp.status_code, resp.text)
         message = f"XNAT {what}: HTTP {resp.status_code} {body}".strip()
         if per_study:
-            raise StudyFailed(category, message, transient=transient)
+            raise StudyFailed(category, message)
         raise XnatUnreachable(message)
 
     def _get_json(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:

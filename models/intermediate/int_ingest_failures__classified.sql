@@ -28,9 +28,9 @@ selection as (
 
 ),
 
-xnat_sessions as (
+xnat_matches as (
 
-    select * from {{ ref('int_xnat_sessions__current') }}
+    select * from {{ ref('int_pacs_studies__matched_to_xnat') }}
 
 ),
 
@@ -107,21 +107,18 @@ failures as (
 
 not_in_xnat as (
 
-    -- In XNAT means the same Study UID, or the same subject and session label on a session
-    -- XNAT keeps no UID for; a label held by another study is a conflict, not a presence.
+    -- in XNAT is int_pacs_studies__matched_to_xnat's 'same_study'; a label held by another
+    -- study is a conflict, not a presence
     select failures.*
     from failures
     where
         not exists (
             select 1
-            from xnat_sessions
+            from xnat_matches
             where
-                xnat_sessions.study_instance_uid = failures.study_instance_uid
-                or (
-                    xnat_sessions.study_instance_uid is null
-                    and xnat_sessions.subject_label = failures.subject_label
-                    and xnat_sessions.session_label = failures.session_label
-                )
+                xnat_matches.study_instance_uid = failures.study_instance_uid
+                and xnat_matches.is_best_match
+                and xnat_matches.xnat_match = 'same_study'
         )
 
 ),

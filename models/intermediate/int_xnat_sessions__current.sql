@@ -1,5 +1,5 @@
--- What the XNAT project holds now: the sessions of the latest successful `pacs2xnat sync`
--- (each sync is a full snapshot). Empty until a sync has succeeded.
+-- What the XNAT project holds now: the sessions of the latest complete snapshot (the newest
+-- stg_xnat__syncs row; each sync is a full snapshot). Empty until a sync has completed.
 
 with
 
@@ -9,18 +9,17 @@ xnat_sessions as (
 
 ),
 
-runs as (
+syncs as (
 
-    select * from {{ ref('stg_pipeline__runs') }}
+    select * from {{ ref('stg_xnat__syncs') }}
 
 ),
 
-latest_successful_sync as (
+latest_complete_sync as (
 
-    select run_id
-    from runs
-    where command = 'sync' and outcome = 'success'
-    order by started_at desc, run_id desc
+    select sync_id
+    from syncs
+    order by finished_at desc, sync_id desc
     limit 1
 
 ),
@@ -29,8 +28,8 @@ current_sessions as (
 
     select xnat_sessions.*
     from xnat_sessions
-    inner join latest_successful_sync
-        on xnat_sessions.run_id = latest_successful_sync.run_id
+    inner join latest_complete_sync
+        on xnat_sessions.sync_id = latest_complete_sync.sync_id
 
 )
 

@@ -1,8 +1,10 @@
 -- The studies to load into XNAT: selected, linked, and not in the project as of the latest
--- successful sync (matched by Study Instance UID, or by subject and session label).
--- Attempt failures that are not retryable (permanent and unresolved, or resolved as anything
--- but 'retry') are not sent again: int_ingest_failures__classified decides.
--- Column order is the interface connectors/load.py and connectors/export.py read.
+-- complete sync (int_pacs_studies__matched_to_xnat decides). A study whose session label XNAT
+-- already gives another study stays, with ingest_action 'xnat_conflict': the loader records
+-- the conflict instead of retrieving it. Attempt failures that are not retryable (permanent
+-- and unresolved, or resolved as anything but 'retry') are not sent again:
+-- int_ingest_failures__classified decides.
+-- Column order is the interface connectors/load and connectors/outputs/export.py read.
 
 with
 
@@ -12,15 +14,23 @@ selection as (
 
 ),
 
-xnat_sessions as (
+xnat_matches as (
 
-    select * from {{ ref('int_xnat_sessions__current') }}
+    select * from {{ ref('int_pacs_studies__matched_to_xnat') }}
 
 ),
 
 failures as (
 
     select * from {{ ref('int_ingest_failures__classified') }}
+
+),
+
+best_matches as (
+
+    select *
+    from xnat_matches
+    where is_best_match
 
 ),
 
@@ -53,22 +63,20 @@ not_in_xnat as (
         selected.session_label,
         selected.mrn,
         selected.modalities_in_study,
-        selected.number_of_study_related_instances
+        selected.number_of_study_related_instances,
+        case
+            when best_matches.xnat_match = 'label_held_by_other_study' then 'xnat_conflict'
+            else 'load'
+        end as ingest_action,
+        case
+            when best_matches.xnat_match = 'label_held_by_other_study'
+                then best_matches.xnat_session_id
+        end as xnat_session_id
     from selected
+    left join best_matches
+        on selected.study_instance_uid = best_matches.study_instance_uid
     where
-        -- two anti-joins rather than one with "or": each stays a hash join at scale
-        not exists (
-            select 1
-            from xnat_sessions
-            where xnat_sessions.study_instance_uid = selected.study_instance_uid
-        )
-        and not exists (
-            select 1
-            from xnat_sessions
-            where
-                xnat_sessions.subject_label = selected.subject_label
-                and xnat_sessions.session_label = selected.session_label
-        )
+        best_matches.xnat_match is distinct from 'same_study'
         and not exists (
             select 1
             from not_to_send_again

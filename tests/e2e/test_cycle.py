@@ -4,6 +4,7 @@ stops where asked, stops on a failing step, continues after it, and `doctor` say
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ def cycle_workspace(workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohor
     return workspace
 
 
+def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
+    db = workspace / "warehouse" / "pacs2xnat.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "select run_id, command from raw.dbt_builds order by finished_at"
+        ).fetchall()
+
+
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
@@ -77,6 +86,17 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
         "rebuild",
         "report",
     ]
+    # dbt only as often as it must: the plan's models (no tests) and one build before the
+    # load, one after it; never the unit tests, never the manifest again inside the load
+    builds = _dbt_builds(cycle_workspace)
+    assert [
+        (run, cmd.split(" --indirect")[0].split(" --exclude-resource")[0]) for run, cmd in builds
+    ] == [
+        (first[0], "build --select +pacs_query_plan"),
+        (first[0], "build --exclude tag:report"),
+        (third[0], "build --select source:xnat+ source:pipeline+ tag:report"),
+    ]
+    assert all(re.search(r"--exclude-resource-type [^-]*unit_test", cmd) for _, cmd in builds)
     with duckdb.connect(
         str(cycle_workspace / "warehouse" / "pacs2xnat.duckdb"), read_only=True
     ) as con:

@@ -29,7 +29,11 @@ MANIFEST_COLUMNS = [
     "mrn",
     "modalities_in_study",
     "number_of_study_related_instances",
+    "ingest_action",
+    "xnat_session_id",
 ]
+#: computed in the SQL (the rest are the selected study's own columns)
+MANIFEST_DECISIONS = ["ingest_action", "xnat_session_id"]
 
 
 def _yaml_files(root: Path) -> list[Path]:
@@ -63,7 +67,7 @@ def test_every_model_is_documented_beside_its_sql(sql: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "mart", sorted(p.stem for p in (MODELS / "marts").glob("*.sql")), ids=lambda s: s
+    "mart", sorted(p.stem for p in (MODELS / "marts").rglob("*.sql")), ids=lambda s: s
 )
 def test_marts_enforce_a_contract_with_typed_documented_columns(mart: str) -> None:
     """It declares contract enforced on each mart, with a data_type on every column."""
@@ -80,7 +84,9 @@ def test_ingest_manifest_columns_are_the_loader_interface() -> None:
     assert [c["name"] for c in model["columns"]] == MANIFEST_COLUMNS
     sql = (MODELS / "marts" / "ingest_manifest.sql").read_text(encoding="utf-8")
     selected = re.findall(r"^\s+selected\.([a-z_]+),?$", sql, re.M)
-    assert selected == MANIFEST_COLUMNS
+    decided = re.findall(r"^\s+end as ([a-z_]+),?$", sql, re.M)
+    assert selected + decided == MANIFEST_COLUMNS
+    assert decided == MANIFEST_DECISIONS
 
 
 def test_personal_columns_are_tagged_pii() -> None:

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.app.cli import app
-from connectors.outputs.report_data import ReportData, Table, compute_counts
+from connectors.outputs.report_data import ReportData, Table
 from connectors.outputs.report_html import render_html, safe_json
 from connectors.outputs.report_xlsx import header_label, write_workbook
 from tests.support.report_fixtures import EVIL, Scenario, report_scenario  # noqa: F401
@@ -198,9 +198,25 @@ def _tiny_data(description: str) -> ReportData:
     )  # fmt: skip
     points = Table("data_availability_sessions", ["nhs_number", "modality", "days_from_reference"],
                    [("9434765919", "CT", 0)])  # fmt: skip
-    data = ReportData(dt.datetime(2026, 1, 1), "run-1", None, None, av, summary, rec, points)
-    data.counts = compute_counts(data)
-    return data
+    patients = Table(
+        "data_availability_patients",
+        ["nhs_number", "mrn", "patient_status", "is_on_master_list", "reference_date",
+         "number_of_studies", "modalities", "first_study_date", "last_study_date",
+         "days_from_reference_to_first", "days_from_reference_to_last",
+         "studies_before_reference", "studies_on_or_after_reference"],
+        [("9434765919", "M1", "active", True, d, 1, "CT 1", d, d, 0, 0, 0, 1)],
+    )  # fmt: skip
+    headlines = Table(
+        "data_availability_headlines",
+        ["measure", "category", "subcategory", "value", "measure_order", "sort_order"],
+        [("patients", None, None, 1, 1, 1), ("studies_in_xnat", None, None, 1, 4, 1),
+         ("reconciliation", "missing", None, 1, 6, 2),
+         ("missing_by_reason", "timeout", None, 1, 7, 1),
+         ("reconciliation_segments", "missing", "timeout", 1, 9, 1)],
+    )  # fmt: skip
+    return ReportData(
+        dt.datetime(2026, 1, 1), "run-1", None, None, av, summary, rec, points, patients, headlines
+    )
 
 
 def test_workbook_keeps_a_formula_looking_description_as_text(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def test_an_empty_report_opens_cleanly(tmp_path: Path) -> None:
     sync): no console errors, the charts say there is nothing yet."""
     import openpyxl
 
-    from connectors.outputs.report_data import ReportData, Table, compute_counts
+    from connectors.outputs.report_data import ReportData, Table
     from connectors.outputs.report_xlsx import write_workbook
 
     exe = require_binary("/usr/bin/chromium", "chromium")
@@ -144,6 +144,13 @@ def test_an_empty_report_opens_cleanly(tmp_path: Path) -> None:
         "reconciliation": ["reconciliation_key", "reconciliation_status", "failure_reason",
                            "unexpected_reason"],
         "points": ["nhs_number", "modality", "days_from_reference"],
+        "patients": ["nhs_number", "mrn", "patient_status", "is_on_master_list",
+                     "reference_date", "number_of_studies", "modalities", "first_study_date",
+                     "last_study_date", "days_from_reference_to_first",
+                     "days_from_reference_to_last", "studies_before_reference",
+                     "studies_on_or_after_reference"],
+        "headlines": ["measure", "category", "subcategory", "value", "measure_order",
+                      "sort_order"],
     }  # fmt: skip
     t = {k: Table(k, v, []) for k, v in cols.items()}
     data = ReportData(
@@ -155,8 +162,9 @@ def test_an_empty_report_opens_cleanly(tmp_path: Path) -> None:
         summary=t["summary"],
         reconciliation=t["reconciliation"],
         session_points=t["points"],
+        patients=t["patients"],
+        headlines=t["headlines"],
     )
-    data.counts = compute_counts(data)
     page = tmp_path / HTML_NAME
     atomic_write(page, lambda f: write_html(data, f), binary=False)
     atomic_write(tmp_path / "w.xlsx", lambda f: write_workbook(data, f), binary=True)

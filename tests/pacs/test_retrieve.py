@@ -23,8 +23,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from connectors import PROJECT_ROOT
 from connectors.config import settings_from_dict
 from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
+from connectors.load.retry_policy import RetryPolicy
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve import RetrievedStudy, Retriever
 from connectors.pacs.retrieve.engine import AssociationRetriever
@@ -51,6 +53,9 @@ def receive_port(orthanc: Any) -> int:
     port = free_port()
     orthanc.add_modality(MOVE_AET, MOVE_AET, "127.0.0.1", port)
     return port
+
+
+POLICY = RetryPolicy.from_project(PROJECT_ROOT)  # the seed says which reasons are transient
 
 
 def assert_same_instances(got: RetrievedStudy, sources: list[Path]) -> None:
@@ -149,7 +154,7 @@ def test_a_study_not_on_the_pacs_is_not_found(orthanc: Any, tmp_path: Path, back
     ):
         r.retrieve("1.2.826.0.1.3680043.8.498.1", tmp_path / "x", expected=3)
     assert e.value.reason_category == "not_found_on_pacs"
-    assert not e.value.transient
+    assert not POLICY.is_transient(e.value.reason_category)
     assert e.value.files_received == 0
 
 
@@ -170,7 +175,7 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     ):
         r.retrieve(uid, tmp_path / "s", expected=expected)
     assert e.value.reason_category == "retrieve_incomplete"
-    assert e.value.transient  # seeds/failure_reasons.csv
+    assert POLICY.is_transient(e.value.reason_category)  # seeds/failure_reasons.csv
     assert (e.value.files_expected, e.value.files_received) == (expected, expected - 1)
     assert f"{expected - 1} of {expected}" in str(e.value)
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1
@@ -194,7 +199,7 @@ def test_a_dropped_association_fails_the_study_and_the_next_retrieve_reconnects(
         with pytest.raises(StudyFailed) as e:
             r.retrieve(uid, tmp_path / "first", expected=n)
         assert e.value.reason_category == "retrieve_failed"
-        assert e.value.transient
+        assert POLICY.is_transient(e.value.reason_category)
         assert e.value.files_received == len(list((tmp_path / "first").glob("*.dcm"))) == 1
         pacs.abort_after = None
         got = r.retrieve(uid, tmp_path / "second", expected=n)
@@ -250,7 +255,7 @@ def test_a_pacs_gone_silent_is_a_timeout(
     with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
         r.retrieve(uid, tmp_path / "s")
     assert e.value.reason_category == "timeout"
-    assert e.value.transient
+    assert POLICY.is_transient(e.value.reason_category)
     assert e.value.files_received == 1 == len(list((tmp_path / "s").glob("*.dcm")))
 
 
@@ -276,7 +281,7 @@ def test_a_full_disk_is_disk_full(
     with Retriever(settings) as r, pytest.raises(StudyFailed) as e:
         r.retrieve(uid, tiny_disk / "s", expected=len(studies[uid]))
     assert e.value.reason_category == "disk_full"
-    assert e.value.transient
+    assert POLICY.is_transient(e.value.reason_category)
     assert not list((tiny_disk / "s").glob("*.part"))
     for f in (tiny_disk / "s").glob("*.dcm"):  # what was written is whole
         assert pydicom.dcmread(f).SOPInstanceUID
@@ -304,7 +309,7 @@ def test_a_study_listed_with_no_images_is_no_images_on_pacs(orthanc: Any, tmp_pa
     ):
         r.retrieve("1.2.826.0.1.3680043.8.498.2", tmp_path / "x", expected=0)
     assert e.value.reason_category == "no_images_on_pacs"
-    assert not e.value.transient
+    assert not POLICY.is_transient(e.value.reason_category)
 
 
 @pytest.mark.orthanc

@@ -151,7 +151,22 @@ def load_cohort(warehouse: Warehouse, cohort: Cohort) -> dict[str, Any]:
             }
         )
     warehouse.append("xnat_sessions", sessions)
+    warehouse.append("xnat_syncs", [complete_sync("sync-1", sync_at, len(sessions))])
     return {"in_xnat": in_xnat, "conflict_uid": conflict_study.study_instance_uid}
+
+
+def complete_sync(sync_id: str, at: dt.datetime, sessions: int) -> dict[str, Any]:
+    """The raw.xnat_syncs row that makes a hand-written snapshot the current one."""
+    return {
+        "run_id": sync_id,
+        "loaded_at": at,
+        "sync_id": sync_id,
+        "project": "HNC",
+        "started_at": at,
+        "finished_at": at,
+        "sessions": sessions,
+        "subjects": sessions,
+    }
 
 
 def seed_decisions() -> dict[str, set[str]]:

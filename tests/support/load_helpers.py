@@ -18,7 +18,8 @@ create or replace table main.ingest_manifest (
     accession_number varchar, patient_id varchar, study_date date,
     study_description varchar, study_instance_uid varchar, nhs_number varchar,
     subject_label varchar, session_label varchar, mrn varchar,
-    modalities_in_study varchar, number_of_study_related_instances integer
+    modalities_in_study varchar, number_of_study_related_instances integer,
+    ingest_action varchar, xnat_session_id varchar
 )"""
 
 
@@ -72,6 +73,8 @@ def write_manifest(
                 "number_of_study_related_instances": (expected or {}).get(
                     s.study_instance_uid, expected_files(s)
                 ),
+                "ingest_action": "load",
+                "xnat_session_id": None,
             }
         )
     wh = Warehouse(settings.warehouse_path)

@@ -21,6 +21,7 @@ import pytest
 from connectors.testbed.cohort import Cohort, make_cohort, raw_master_rows
 from connectors.warehouse.dbt import build, copy_project
 from connectors.warehouse.store import Warehouse
+from tests.support.cohort_warehouse import complete_sync
 
 AS_OF = dt.date(2026, 10, 1)
 SYNC_AT = dt.datetime(2026, 10, 1, 12, 0)
@@ -129,6 +130,7 @@ def build_scenario(root: Path, n_patients: int = 12, seed: int = 11) -> Scenario
         )
     )
     wh.append("xnat_sessions", sc.sessions)
+    wh.append("xnat_syncs", [complete_sync("sync-1", SYNC_AT, len(sc.sessions))])
     wh.append(
         "runs",
         [

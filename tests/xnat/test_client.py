@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from connectors import PROJECT_ROOT
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
+from connectors.load.retry_policy import RetryPolicy
 from connectors.xnat.client import XnatClient, classify, credentials
 from connectors.xnat.zipstream import ZipProgress, zip_stream
 from tests.support.xnat_fixtures import StandinHandle, dicom_study, xnat_settings
+
+POLICY = RetryPolicy.from_project(PROJECT_ROOT)  # the seed says which reasons are transient
 
 
 def test_credentials_come_from_env_or_netrc(
@@ -80,22 +84,28 @@ def test_streamed_upload_is_archived_and_counted(
         standin_xnat.faults.fail_next(503, 1, "/data/services/import")
         with pytest.raises(StudyFailed) as e:
             client.upload_zip(zip_stream(files), "9434765919", "RA0002")
-        assert (e.value.reason_category, e.value.transient) == ("xnat_unavailable", True)
+        assert e.value.reason_category == "xnat_unavailable"
+        assert POLICY.is_transient(e.value.reason_category)
         client.delete_session(row["ID"])
         assert client.find_session("RA0001") is None
 
         standin_xnat.faults.slow(2.0, "/data/services/import")
         with pytest.raises(StudyFailed) as slow:
             client.upload_zip(zip_stream(files), "9434765919", "RA0003", timeout=0.5)
-        assert (slow.value.reason_category, slow.value.transient) == ("timeout", True)
+        assert slow.value.reason_category == "timeout"
+        assert POLICY.is_transient(slow.value.reason_category)
 
 
 def test_classify_maps_xnat_answers_to_reason_categories() -> None:
-    """It calls 409 and DICOM-zip's wrapped 400 conflicts, 5xx transient, others rejected."""
-    assert classify(409, "") == ("xnat_conflict", False)
-    assert classify(400, "<h3>Failed to archive 1 of 1 session(s)</h3>") == (
-        "xnat_conflict",
-        False,
-    )
-    assert classify(503, "") == ("xnat_unavailable", True)
-    assert classify(400, "Unsupported format") == ("rejected_by_xnat", False)
+    """It calls 409 and DICOM-zip's wrapped 400 conflicts, 5xx transient, others rejected,
+    and a 423 (another request is archiving the session) busy, not a conflict; whether each
+    is transient is the seed's to say."""
+    assert classify(409, "") == "xnat_conflict"
+    assert classify(400, "<h3>Failed to archive 1 of 1 session(s)</h3>") == "xnat_conflict"
+    assert classify(503, "") == "xnat_unavailable"
+    assert classify(423, "Duplicate archive attempt") == "xnat_busy"
+    assert classify(400, "Unsupported format") == "rejected_by_xnat"
+    assert not POLICY.is_transient("xnat_conflict")
+    assert POLICY.is_transient("xnat_unavailable")
+    assert POLICY.is_transient("xnat_busy")
+    assert not POLICY.is_transient("rejected_by_xnat")

@@ -55,7 +55,7 @@
     var m = data.meta, dl = document.getElementById("meta");
     [["Generated", m.generated_at + " UTC"], ["Run", m.run_id],
      ["Rules", m.rules_sha256 ? m.rules_sha256.slice(0, 12) : "none"],
-     ["XNAT snapshot", m.last_sync ? m.last_sync.finished_at + " UTC (run " + m.last_sync.run_id + ")" : "no successful sync yet"]
+     ["XNAT snapshot", m.last_sync ? m.last_sync.finished_at + " UTC (run " + m.last_sync.run_id + ")" : "no complete sync yet"]
     ].forEach(function (p) {
       var d = el("div"); d.appendChild(el("dt", null, p[0])); d.appendChild(el("dd", null, p[1])); dl.appendChild(d);
     });

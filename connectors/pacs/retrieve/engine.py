@@ -266,7 +266,6 @@ class AssociationRetriever:
             raise StudyFailed(
                 "disk_full",
                 f"study {uid}: disk full in {sink.folder} ({sink.last_error}); {counts}",
-                transient=True,
                 **kw,
             )
         if lost:
@@ -275,7 +274,6 @@ class AssociationRetriever:
             raise StudyFailed(
                 "timeout" if timed_out else "retrieve_failed",
                 f"study {uid}: the association was lost during the transfer; {counts}",
-                transient=True,
                 **kw,
             )
         status = outcome.final_status
@@ -289,7 +287,6 @@ class AssociationRetriever:
             raise StudyFailed(
                 "retrieve_failed",
                 f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
-                transient=True,
                 **kw,
             )
         missing = outcome.failed + outcome.warning
@@ -300,7 +297,6 @@ class AssociationRetriever:
             raise StudyFailed(
                 "retrieve_incomplete",
                 f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
-                transient=True,  # as seeds/failure_reasons.csv says: a PACS may still be filling
                 **kw,
             )
 

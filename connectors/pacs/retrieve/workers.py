@@ -8,7 +8,7 @@ when ``max_associations`` > 1. (C-MOVE stays in threads: its storage SCP owns on
 Each worker is a spawned process holding a one-association ``Retriever``; a job is
 ``(study uid, dest, expected)`` and the answer a plain tuple, rebuilt into ``RetrievedStudy``
 or the same exception in the caller's thread. A worker that dies is replaced, and its study
-fails as a transient ``retrieve_failed``.
+fails as ``retrieve_failed``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class WorkerPool:
 
         The worker's own DIMSE/network timeouts should end a dead transfer; if they do not
         (seen after an association reset mid C-GET), the worker is killed once ``dest`` has
-        not grown for ``stall_seconds`` and the study fails as a transient ``timeout``.
+        not grown for ``stall_seconds`` and the study fails as ``timeout``.
         """
         proc, conn = self._idle.get()
         try:
@@ -74,13 +74,13 @@ class WorkerPool:
                 proc, conn = self._spawn()
                 return ("failed", "timeout",
                         f"study {uid}: no data from the PACS for {self.stall_seconds:g} s",
-                        True, expected, _count(dest))  # fmt: skip
+                        expected, _count(dest))  # fmt: skip
         except (EOFError, OSError) as e:
             logger.warning("a retrieve worker died (%s); starting another", e)
             _stop(proc, conn)
             proc, conn = self._spawn()
             return ("failed", "retrieve_failed", f"study {uid}: the retrieve worker died",
-                    True, expected, None)  # fmt: skip
+                    expected, None)  # fmt: skip
         finally:
             self._idle.put((proc, conn))
         return answer
@@ -144,10 +144,8 @@ def raise_or_return(answer: Answer) -> tuple[int, int, float]:
         return answer[1], answer[2], answer[3]
     if kind == "unreachable":
         raise PacsUnreachable(answer[1])
-    _, category, message, transient, expected, received = answer
-    raise StudyFailed(
-        category, message, transient=transient, files_expected=expected, files_received=received
-    )
+    _, category, message, expected, received = answer
+    raise StudyFailed(category, message, files_expected=expected, files_received=received)
 
 
 def _die_with_parent() -> None:
@@ -182,11 +180,11 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
                 got = r.retrieve(uid, Path(dest), expected)
                 answer: Answer = ("ok", got.files, got.bytes, got.seconds)
             except StudyFailed as e:
-                answer = ("failed", e.reason_category, str(e), e.transient,
+                answer = ("failed", e.reason_category, str(e),
                           e.files_expected, e.files_received)  # fmt: skip
             except PacsUnreachable as e:
                 answer = ("unreachable", str(e))
             except Exception as e:  # anything else fails this study, never the worker
                 answer = ("failed", "retrieve_failed", f"study {uid}: {type(e).__name__}: {e}",
-                          True, expected, None)  # fmt: skip
+                          expected, None)  # fmt: skip
             conn.send(answer)

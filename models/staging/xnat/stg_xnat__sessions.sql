@@ -10,6 +10,8 @@ renamed as (
 
     select
         -- ids
+        -- rows written before raw.xnat_syncs existed: their run was their snapshot
+        coalesce(sync_id, run_id) as sync_id,
         run_id,
         session_id,
         nullif(trim(session_label), '') as session_label,

@@ -40,50 +40,29 @@ selected_studies as (
 
 ),
 
--- two equi-joins rather than one join on "a or b": each stays a hash join at scale
-candidate_matches as (
+xnat_matches as (
 
-    select
-        selected_studies.study_instance_uid,
-        sessions.session_id,
-        1 as match_rank
-    from selected_studies
-    inner join sessions
-        on selected_studies.study_instance_uid = sessions.study_instance_uid
+    select * from {{ ref('int_pacs_studies__matched_to_xnat') }}
 
-    union all
+),
 
-    select
-        selected_studies.study_instance_uid,
-        sessions.session_id,
-        2 as match_rank
-    from selected_studies
-    inner join sessions
-        on selected_studies.session_label = sessions.session_label
-    where sessions.study_instance_uid is distinct from
-        selected_studies.study_instance_uid
+matches_of_selected_studies as (
 
-    union all
-
-    select
-        selected_studies.study_instance_uid,
-        sessions.session_id,
-        3 as match_rank
-    from selected_studies
-    inner join sessions
-        on selected_studies.accession_number = sessions.session_label
-    where sessions.study_instance_uid is distinct from
-        selected_studies.study_instance_uid
+    select xnat_matches.*
+    from xnat_matches
+    inner join selected_studies
+        on xnat_matches.study_instance_uid = selected_studies.study_instance_uid
 
 ),
 
 best_matches as (
 
-    select *
-    from candidate_matches
-    qualify row_number() over (
-        partition by study_instance_uid order by match_rank, session_id
-    ) = 1
+    select
+        study_instance_uid,
+        xnat_session_id as session_id,
+        xnat_match
+    from matches_of_selected_studies
+    where is_best_match
 
 ),
 
@@ -93,8 +72,7 @@ study_rows as (
         selected_studies.study_instance_uid as reconciliation_key,
         case
             when sessions.session_id is null then 'missing'
-            when best_matches.match_rank = 1 then 'present'
-            when sessions.study_instance_uid is null then 'present'
+            when best_matches.xnat_match = 'same_study' then 'present'
             else 'uid_mismatch'
         end as reconciliation_status,
         case
@@ -132,8 +110,8 @@ study_rows as (
 
 label_matched_sessions as (
 
-    select distinct session_id
-    from candidate_matches
+    select distinct xnat_session_id as session_id
+    from matches_of_selected_studies
     where match_rank > 1
 
 ),

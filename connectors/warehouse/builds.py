@@ -1,0 +1,276 @@
+"""dbt only as often as it must: each command asks for what it needs (``Selection``), and
+nothing is built that the builds since the inputs last changed already built and tested.
+
+The inputs of a build are the raw tables the models read (row count and newest ``loaded_at``
+of each: they are append-only), the dbt project's files (models, seeds, macros, tests, config)
+and the vars. Every build pacs2xnat runs is one ``raw.dbt_builds`` row: the inputs it started
+from, the nodes it built and tested, and dbt's invocation id. A command's selection is resolved
+to nodes on dbt's own graph (``target/manifest.json``) and skipped when every node is among
+those built (and tested, if asked) by the successful builds since the inputs last changed; a
+plain ``dbt build`` someone ran in between (it rewrites ``target/run_results.json``) counts as
+a change.
+
+Unit tests check the SQL's rules, not the data: only ``pacs2xnat build --with-unit-tests``
+(and the analyst's plain ``dbt build``, and CI) runs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors import clock
+from connectors.errors import StepFailed
+from connectors.warehouse.dbt import PROJECT_FILES, BuildResult, run_dbt
+from connectors.warehouse.runs import RunContext
+from connectors.warehouse.schema import RAW_TABLES
+
+logger = logging.getLogger(__name__)
+
+#: raw.runs changes with every invocation (this build's own row included) and no model past
+#: its staging view reads it, so it is not an input that makes a rebuild necessary.
+NOT_INPUTS = {"runs"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a command needs built: dbt's ``--select``/``--exclude`` (empty select: every
+    model), whether data tests run, whether unit tests run."""
+
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    tests: bool = True
+    unit_tests: bool = False
+
+    @property
+    def is_everything(self) -> bool:
+        return not self.select and not self.exclude
+
+    def dbt_args(self) -> list[str]:
+        """``dbt build`` always (``dbt run`` would not load the seeds the models read)."""
+        args = ["build"]
+        if self.select:
+            args += ["--select", *self.select]
+        if self.exclude:
+            args += ["--exclude", *self.exclude]
+        if not self.is_everything and self.tests:
+            # "cautious": a test runs only when every model it reads is selected, so a partial
+            # build never runs a test on a model it did not build.
+            args += ["--indirect-selection", "cautious"]
+        if not self.tests:
+            args += ["--exclude-resource-type", "test", "unit_test"]
+        elif not self.unit_tests:
+            args += ["--exclude-resource-type", "unit_test"]
+        return args
+
+    def describe(self) -> str:
+        what = " ".join(self.select) if self.select else "every model"
+        if self.exclude:
+            what += f" except {' '.join(self.exclude)}"
+        tests = "unit and data tests" if self.unit_tests else "data tests" if self.tests else ""
+        return f"{what}{' with ' + tests if tests else ''}"
+
+
+EVERYTHING = Selection()
+
+
+def dbt_vars(rc: RunContext) -> dict[str, object]:
+    """The same vars on every invocation of a process (dbt re-parses the whole project when
+    they change): today, pinned or not, and the query overlap."""
+    return {"today": clock.today().isoformat(), "overlap_days": rc.settings.cycle.overlap_days}
+
+
+def refresh(
+    rc: RunContext, selection: Selection = EVERYTHING, *, force: bool = False, quiet: bool = True
+) -> BuildResult:
+    """Build ``selection`` unless the builds since its inputs last changed already built (and
+    tested) every node of it; ``StepFailed`` saying what broke when dbt fails.
+    ``BuildResult.skipped`` says whether it ran."""
+    vars_ = dbt_vars(rc)
+    inputs = _inputs(rc, vars_)
+    if not force:
+        done = _done_since_last_change(rc, inputs)
+        wanted = _resolve(selection, rc.project_dir)
+        if done is not None and wanted is not None and wanted <= done:
+            logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
+            return BuildResult(success=True, skipped=True)
+    started = clock.utcnow()
+    try:
+        result = run_dbt(
+            selection.dbt_args(),
+            project_dir=rc.project_dir,
+            warehouse_path=rc.settings.warehouse_path,
+            quiet=quiet,
+            vars=vars_,
+        )
+    except StepFailed:
+        result = BuildResult(success=False)
+        _record(rc, selection, inputs, started, result)
+        raise
+    _record(rc, selection, inputs, started, result)
+    if not result.success:
+        detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
+        raise StepFailed(f"dbt build of {selection.describe()} failed:\n  {detail}")
+    return result
+
+
+def _inputs(rc: RunContext, vars_: dict[str, object]) -> str:
+    """What a build's result depends on, measured before it runs: the vars, the project's
+    files and the raw tables the models read (append-only: count and newest loaded_at)."""
+    h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
+    root = Path(rc.project_dir)
+    for name in PROJECT_FILES:
+        top = root / name
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+        for path in files:
+            if path.is_file():
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    with rc.warehouse.connect(read_only=True) as con:
+        for table in RAW_TABLES.values():
+            if table.is_source and table.name not in NOT_INPUTS:
+                row = con.execute(
+                    f"select count(*), max(loaded_at) from raw.{table.name}"
+                ).fetchone()
+                h.update(f"{table.name}:{row}".encode())
+    return h.hexdigest()
+
+
+def _last_invocation(project_dir: Path) -> str:
+    """dbt's own record of its last invocation in this project (ours or anybody's)."""
+    try:
+        with open(Path(project_dir) / "target" / "run_results.json", encoding="utf-8") as f:
+            return str(json.load(f).get("metadata", {}).get("invocation_id", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def _done_since_last_change(rc: RunContext, inputs: str) -> set[str] | None:
+    """The nodes built or tested by our successful builds on these same inputs, back to the
+    first one on other inputs or that failed (it may have rebuilt models from other data);
+    None when the last dbt invocation in the project was not ours."""
+    rows = rc.warehouse.read_relation(
+        "raw.dbt_builds", "order by finished_at desc, build_id desc limit 100"
+    )
+    if not rows or rows[0]["dbt_invocation_id"] != _last_invocation(rc.project_dir):
+        return None
+    done: set[str] = set()
+    for row in rows:
+        if not row["success"] or row["fingerprint"] != inputs:
+            break
+        done.update(json.loads(row["nodes"] or "[]"))
+    return done
+
+
+def _resolve(selection: Selection, project_dir: Path) -> set[str] | None:
+    """The models, seeds and tests a build of ``selection`` runs, from dbt's graph of the last
+    parse (``target/manifest.json``); None when there is none to read."""
+    try:
+        with open(Path(project_dir) / "target" / "manifest.json", encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    graph = _Graph(manifest)
+    chosen = graph.buildable if not selection.select else set()
+    for selector in selection.select:
+        chosen |= graph.select(selector)
+    for selector in selection.exclude:
+        chosen -= graph.select(selector)
+    chosen &= graph.buildable | graph.sources
+    wanted = chosen - graph.sources
+    if selection.tests:
+        wanted |= graph.tests_of(chosen, everything=selection.is_everything)
+    if selection.unit_tests:
+        wanted |= {u for u, model in graph.unit_tests.items() if model in chosen}
+    return wanted
+
+
+class _Graph:
+    """Just enough of dbt's node selection for the selectors pacs2xnat uses: ``name``,
+    ``+name`` (and its ancestors), ``source:NAME+`` (and its descendants), ``tag:T``."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        nodes: dict[str, Any] = manifest.get("nodes", {})
+        self.parents: dict[str, list[str]] = manifest.get("parent_map", {})
+        self.children: dict[str, list[str]] = manifest.get("child_map", {})
+        self.nodes = nodes
+        self.buildable = {k for k, v in nodes.items() if v["resource_type"] in ("model", "seed")}
+        self.sources_by_name: dict[str, set[str]] = {}
+        for k, v in manifest.get("sources", {}).items():
+            self.sources_by_name.setdefault(v["source_name"], set()).add(k)
+        self.sources = (
+            set().union(*self.sources_by_name.values()) if self.sources_by_name else set()
+        )
+        self.tests = {
+            k: set(v.get("depends_on", {}).get("nodes", []))
+            for k, v in nodes.items()
+            if v["resource_type"] == "test"
+        }
+        self.unit_tests = {
+            k: (v.get("depends_on", {}).get("nodes") or [""])[0]
+            for k, v in manifest.get("unit_tests", {}).items()
+        }
+
+    def select(self, selector: str) -> set[str]:
+        up, down = selector.startswith("+"), selector.endswith("+")
+        method = selector.strip("+")
+        if method.startswith("source:"):
+            found = set(self.sources_by_name.get(method.split(":", 1)[1], set()))
+        elif method.startswith("tag:"):
+            tag = method.split(":", 1)[1]
+            found = {k for k in self.buildable if tag in self.nodes[k].get("tags", [])}
+        else:
+            found = {k for k in self.buildable if self.nodes[k]["name"] == method}
+        if up:
+            found |= self._walk(found, self.parents)
+        if down:
+            found |= self._walk(found, self.children)
+        return found
+
+    def tests_of(self, chosen: set[str], *, everything: bool) -> set[str]:
+        """Data tests dbt runs with the models: all of them for a full build, else those whose
+        every parent is chosen ("cautious")."""
+        return {t for t, deps in self.tests.items() if everything or (deps and deps <= chosen)}
+
+    @staticmethod
+    def _walk(start: set[str], edges: dict[str, list[str]]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(start)
+        while todo:
+            for nxt in edges.get(todo.pop(), []):
+                if nxt not in seen and not nxt.startswith("test."):
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+
+def _record(
+    rc: RunContext, selection: Selection, inputs: str, started: dt.datetime, result: BuildResult
+) -> None:
+    """One ``raw.dbt_builds`` row: the inputs as they were when the build started, the nodes
+    it built and tested, and the invocation dbt has just written."""
+    now = clock.utcnow()
+    rc.warehouse.append(
+        "dbt_builds",
+        [
+            {
+                "run_id": rc.run_id,
+                "loaded_at": now,
+                "build_id": str(uuid.uuid4()),
+                "command": " ".join(selection.dbt_args()),
+                "selection": json.dumps(asdict(selection)),
+                "fingerprint": inputs,
+                "dbt_invocation_id": _last_invocation(rc.project_dir),
+                "started_at": started,
+                "finished_at": now,
+                "success": result.success,
+                "counts": json.dumps(result.counts),
+                "nodes": json.dumps(sorted(result.nodes)),
+            }
+        ],
+    )

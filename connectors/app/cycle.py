@@ -40,10 +40,21 @@ class Step:
     run: Callable[[RunContext], dict[str, Any]]
 
 
-#: Everything the load and the admin's reports need; the report's marts wait for `rebuild`.
-BEFORE_LOAD = Selection(exclude=("tag:report",))
-#: What the load's attempts and the sync changed, and the report's marts.
-AFTER_LOAD = Selection(select=("source:xnat+", "source:pipeline+", "tag:report"))
+#: Every data test runs once a cycle, on the data it guards: the ingest marts' tests before the
+#: load (what the load and the CSV use), every other test after it, on the final data.
+#: `build`: every model but the report's, and the tests of the ingest marts.
+BEFORE_LOAD = Selection(
+    select=("resource_type:model", "resource_type:seed", "tag:ingest,resource_type:test"),
+    exclude=("tag:report",),
+    indirect="empty",
+)
+#: `rebuild`: what the load's attempts and the sync changed, the report's marts, and every
+#: test but the ingest marts'.
+AFTER_LOAD = Selection(
+    select=("source:xnat+", "source:pipeline+", "tag:report", "resource_type:test"),
+    exclude=("tag:ingest,resource_type:test",),
+    indirect="empty",
+)
 
 
 def _query(rc: RunContext) -> dict[str, Any]:

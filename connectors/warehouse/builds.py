@@ -23,11 +23,11 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from connectors import clock
 from connectors.errors import StepFailed
 from connectors.warehouse.dbt import PROJECT_FILES, BuildResult, run_dbt
+from connectors.warehouse.dbt_graph import resolve
 from connectors.warehouse.runs import RunContext
 from connectors.warehouse.schema import RAW_TABLES
 
@@ -47,6 +47,9 @@ class Selection:
     exclude: tuple[str, ...] = ()
     tests: bool = True
     unit_tests: bool = False
+    #: which tests come with the selected models: "cautious" (those whose every parent is
+    #: selected) or "empty" (only the tests the selectors name themselves)
+    indirect: str = "cautious"
 
     @property
     def is_everything(self) -> bool:
@@ -62,7 +65,7 @@ class Selection:
         if not self.is_everything and self.tests:
             # "cautious": a test runs only when every model it reads is selected, so a partial
             # build never runs a test on a model it did not build.
-            args += ["--indirect-selection", "cautious"]
+            args += ["--indirect-selection", self.indirect]
         if not self.tests:
             args += ["--exclude-resource-type", "test", "unit_test"]
         elif not self.unit_tests:
@@ -96,7 +99,7 @@ def refresh(
     inputs = _inputs(rc, vars_)
     if not force:
         done = _done_since_last_change(rc, inputs)
-        wanted = _resolve(selection, rc.project_dir)
+        wanted = resolve(selection, rc.project_dir)
         if done is not None and wanted is not None and wanted <= done:
             logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
             return BuildResult(success=True, skipped=True)
@@ -165,88 +168,6 @@ def _done_since_last_change(rc: RunContext, inputs: str) -> set[str] | None:
             break
         done.update(json.loads(row["nodes"] or "[]"))
     return done
-
-
-def _resolve(selection: Selection, project_dir: Path) -> set[str] | None:
-    """The models, seeds and tests a build of ``selection`` runs, from dbt's graph of the last
-    parse (``target/manifest.json``); None when there is none to read."""
-    try:
-        with open(Path(project_dir) / "target" / "manifest.json", encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return None
-    graph = _Graph(manifest)
-    chosen = graph.buildable if not selection.select else set()
-    for selector in selection.select:
-        chosen |= graph.select(selector)
-    for selector in selection.exclude:
-        chosen -= graph.select(selector)
-    chosen &= graph.buildable | graph.sources
-    wanted = chosen - graph.sources
-    if selection.tests:
-        wanted |= graph.tests_of(chosen, everything=selection.is_everything)
-    if selection.unit_tests:
-        wanted |= {u for u, model in graph.unit_tests.items() if model in chosen}
-    return wanted
-
-
-class _Graph:
-    """Just enough of dbt's node selection for the selectors pacs2xnat uses: ``name``,
-    ``+name`` (and its ancestors), ``source:NAME+`` (and its descendants), ``tag:T``."""
-
-    def __init__(self, manifest: dict[str, Any]) -> None:
-        nodes: dict[str, Any] = manifest.get("nodes", {})
-        self.parents: dict[str, list[str]] = manifest.get("parent_map", {})
-        self.children: dict[str, list[str]] = manifest.get("child_map", {})
-        self.nodes = nodes
-        self.buildable = {k for k, v in nodes.items() if v["resource_type"] in ("model", "seed")}
-        self.sources_by_name: dict[str, set[str]] = {}
-        for k, v in manifest.get("sources", {}).items():
-            self.sources_by_name.setdefault(v["source_name"], set()).add(k)
-        self.sources = (
-            set().union(*self.sources_by_name.values()) if self.sources_by_name else set()
-        )
-        self.tests = {
-            k: set(v.get("depends_on", {}).get("nodes", []))
-            for k, v in nodes.items()
-            if v["resource_type"] == "test"
-        }
-        self.unit_tests = {
-            k: (v.get("depends_on", {}).get("nodes") or [""])[0]
-            for k, v in manifest.get("unit_tests", {}).items()
-        }
-
-    def select(self, selector: str) -> set[str]:
-        up, down = selector.startswith("+"), selector.endswith("+")
-        method = selector.strip("+")
-        if method.startswith("source:"):
-            found = set(self.sources_by_name.get(method.split(":", 1)[1], set()))
-        elif method.startswith("tag:"):
-            tag = method.split(":", 1)[1]
-            found = {k for k in self.buildable if tag in self.nodes[k].get("tags", [])}
-        else:
-            found = {k for k in self.buildable if self.nodes[k]["name"] == method}
-        if up:
-            found |= self._walk(found, self.parents)
-        if down:
-            found |= self._walk(found, self.children)
-        return found
-
-    def tests_of(self, chosen: set[str], *, everything: bool) -> set[str]:
-        """Data tests dbt runs with the models: all of them for a full build, else those whose
-        every parent is chosen ("cautious")."""
-        return {t for t, deps in self.tests.items() if everything or (deps and deps <= chosen)}
-
-    @staticmethod
-    def _walk(start: set[str], edges: dict[str, list[str]]) -> set[str]:
-        seen: set[str] = set()
-        todo = list(start)
-        while todo:
-            for nxt in edges.get(todo.pop(), []):
-                if nxt not in seen and not nxt.startswith("test."):
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
 
 
 def _record(

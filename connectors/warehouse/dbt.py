@@ -6,6 +6,7 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ class BuildResult:
     failures: list[str] = field(default_factory=list)
     skipped: bool = False  # nothing changed since the builds that covered it
     nodes: list[str] = field(default_factory=list)  # unique ids that ran successfully
+    listed: list[str] = field(default_factory=list)  # `dbt ls --output json`: unique ids
 
 
 def run_dbt(
@@ -78,6 +80,9 @@ def run_dbt(
         cli += ["--vars", json.dumps(merged_vars, default=str)]
     if quiet:
         cli.insert(0, "--quiet")
+    # dbt logs every event at debug level to logs/dbt.log by default, which costs a tenth of a
+    # build's time; our own log has the results, dbt.log keeps warnings and errors
+    cli[:0] = ["--log-level-file", "warn"]
     logger.debug("dbt %s", " ".join(cli))
     old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
     try:
@@ -91,6 +96,10 @@ def run_dbt(
         if "lock" in text.lower() and "conflicting" in text.lower():
             raise WarehouseBusy(f"warehouse busy: dbt could not open {warehouse_path}: {text}")
         raise StepFailed(f"dbt {args[0]} could not run: {text}")
+    if isinstance(res.result, list):  # dbt ls
+        for line in res.result:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                result.listed.append(str(json.loads(line)["unique_id"]))
     for r in getattr(res.result, "results", None) or []:
         status = str(getattr(r, "status", "")).lower()
         result.counts[status] = result.counts.get(status, 0) + 1

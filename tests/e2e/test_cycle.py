@@ -13,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.app.cli import app
+from connectors.app.cycle import AFTER_LOAD, BEFORE_LOAD
+from connectors.pacs.query import PLAN_MODELS
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.workbooks import write_master_list
 from tests.support.pacs_fixtures import write_query_config
@@ -89,12 +91,10 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     # dbt only as often as it must: the plan's models (no tests) and one build before the
     # load, one after it; never the unit tests, never the manifest again inside the load
     builds = _dbt_builds(cycle_workspace)
-    assert [
-        (run, cmd.split(" --indirect")[0].split(" --exclude-resource")[0]) for run, cmd in builds
-    ] == [
-        (first[0], "build --select +pacs_query_plan"),
-        (first[0], "build --exclude tag:report"),
-        (third[0], "build --select source:xnat+ source:pipeline+ tag:report"),
+    assert builds == [
+        (first[0], " ".join(PLAN_MODELS.dbt_args())),
+        (first[0], " ".join(BEFORE_LOAD.dbt_args())),
+        (third[0], " ".join(AFTER_LOAD.dbt_args())),
     ]
     assert all(re.search(r"--exclude-resource-type [^-]*unit_test", cmd) for _, cmd in builds)
     with duckdb.connect(

@@ -82,7 +82,7 @@ def test_ingest_manifest_columns_are_the_loader_interface() -> None:
     """It keeps ingest_manifest's columns exactly, in order, in the YAML and in the SQL."""
     _, model = _models_by_name()["ingest_manifest"]
     assert [c["name"] for c in model["columns"]] == MANIFEST_COLUMNS
-    sql = (MODELS / "marts" / "ingest_manifest.sql").read_text(encoding="utf-8")
+    sql = (MODELS / "marts" / "ingest" / "ingest_manifest.sql").read_text(encoding="utf-8")
     selected = re.findall(r"^\s+selected\.([a-z_]+),?$", sql, re.M)
     decided = re.findall(r"^\s+end as ([a-z_]+),?$", sql, re.M)
     assert selected + decided == MANIFEST_COLUMNS

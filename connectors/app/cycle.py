@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,9 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
             summary["steps_done"].append(step.name)
             continue
         console.say(f"[{step.name}] {step.describe}")
-        result = step.run(rc)
-        result = dict(result or {})
+        started = time.monotonic()
+        result = dict(step.run(rc) or {})
+        result["seconds"] = round(time.monotonic() - started, 3)  # benchmarks/cycle reads it
         exit_code = max(exit_code, int(result.pop("exit_code", EXIT_OK)))
         summary["steps"][step.name] = result
         summary["steps_done"].append(step.name)

@@ -21,13 +21,13 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from connectors import clock
 from connectors.errors import StepFailed
 from connectors.warehouse.dbt import PROJECT_FILES, BuildResult, run_dbt
-from connectors.warehouse.dbt_graph import resolve
+from connectors.warehouse.dbt_graph import Selection, resolve
 from connectors.warehouse.runs import RunContext
 from connectors.warehouse.schema import RAW_TABLES
 
@@ -36,48 +36,6 @@ logger = logging.getLogger(__name__)
 #: raw.runs changes with every invocation (this build's own row included) and no model past
 #: its staging view reads it, so it is not an input that makes a rebuild necessary.
 NOT_INPUTS = {"runs"}
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a command needs built: dbt's ``--select``/``--exclude`` (empty select: every
-    model), whether data tests run, whether unit tests run."""
-
-    select: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    tests: bool = True
-    unit_tests: bool = False
-    #: which tests come with the selected models: "cautious" (those whose every parent is
-    #: selected) or "empty" (only the tests the selectors name themselves)
-    indirect: str = "cautious"
-
-    @property
-    def is_everything(self) -> bool:
-        return not self.select and not self.exclude
-
-    def dbt_args(self) -> list[str]:
-        """``dbt build`` always (``dbt run`` would not load the seeds the models read)."""
-        args = ["build"]
-        if self.select:
-            args += ["--select", *self.select]
-        if self.exclude:
-            args += ["--exclude", *self.exclude]
-        if not self.is_everything and self.tests:
-            # "cautious": a test runs only when every model it reads is selected, so a partial
-            # build never runs a test on a model it did not build.
-            args += ["--indirect-selection", self.indirect]
-        if not self.tests:
-            args += ["--exclude-resource-type", "test", "unit_test"]
-        elif not self.unit_tests:
-            args += ["--exclude-resource-type", "unit_test"]
-        return args
-
-    def describe(self) -> str:
-        what = " ".join(self.select) if self.select else "every model"
-        if self.exclude:
-            what += f" except {' '.join(self.exclude)}"
-        tests = "unit and data tests" if self.unit_tests else "data tests" if self.tests else ""
-        return f"{what}{' with ' + tests if tests else ''}"
 
 
 EVERYTHING = Selection()

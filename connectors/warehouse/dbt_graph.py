@@ -1,5 +1,6 @@
-"""Which nodes a ``dbt build`` of a ``Selection`` runs, resolved on dbt's own graph of the last
-parse (``target/manifest.json``), so ``builds.py`` can tell whether they are already up to date.
+"""What a command asks dbt to build (``Selection``) and which nodes that build runs, resolved
+on dbt's own graph of the last parse (``target/manifest.json``), so ``builds.py`` can tell
+whether they are already up to date.
 
 Just enough of dbt's node selection for the selectors pacs2xnat uses: a space-separated union
 of terms, each an intersection (``a,b``) of atoms; an atom is a model or seed name or
@@ -11,13 +12,53 @@ a test whose every parent is selected; "empty": none) and the resource types lef
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from connectors.warehouse.builds import Selection
+from typing import Any
 
 BUILT = ("model", "seed", "test")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a command needs built: dbt's ``--select``/``--exclude`` (empty select: every
+    model), whether data tests run, whether unit tests run."""
+
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    tests: bool = True
+    unit_tests: bool = False
+    #: which tests come with the selected models: "cautious" (those whose every parent is
+    #: selected) or "empty" (only the tests the selectors name themselves)
+    indirect: str = "cautious"
+
+    @property
+    def is_everything(self) -> bool:
+        return not self.select and not self.exclude
+
+    def dbt_args(self) -> list[str]:
+        """``dbt build`` always (``dbt run`` would not load the seeds the models read)."""
+        args = ["build"]
+        if self.select:
+            args += ["--select", *self.select]
+        if self.exclude:
+            args += ["--exclude", *self.exclude]
+        if not self.is_everything and self.tests:
+            # "cautious": a test runs only when every model it reads is selected, so a partial
+            # build never runs a test on a model it did not build.
+            args += ["--indirect-selection", self.indirect]
+        if not self.tests:
+            args += ["--exclude-resource-type", "test", "unit_test"]
+        elif not self.unit_tests:
+            args += ["--exclude-resource-type", "unit_test"]
+        return args
+
+    def describe(self) -> str:
+        what = " ".join(self.select) if self.select else "every model"
+        if self.exclude:
+            what += f" except {' '.join(self.exclude)}"
+        tests = "unit and data tests" if self.unit_tests else "data tests" if self.tests else ""
+        return f"{what}{' with ' + tests if tests else ''}"
 
 
 def resolve(selection: Selection, project_dir: Path) -> set[str] | None:

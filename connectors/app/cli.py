@@ -338,36 +338,42 @@ def demo_serve(
     json_line: Annotated[
         bool, typer.Option("--json", help="Print one JSON line once both answer.")
     ] = False,
+    patients: Annotated[
+        int | None, typer.Option(min=1, help="Synthetic cohort size (default 40).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the cohort (default 7).")] = None,
 ) -> None:
     """Start the demo PACS and the stand-in XNAT and wait, printing their addresses.
 
-    Example: pacs2xnat demo serve --json
+    Example: pacs2xnat demo serve --patients 3 --json
     """
     from connectors.testbed.demo import serve
 
-    opts = ctx.obj or {}
+    opts = ctx.obj or {}  # `demo --patients N serve` works too
     with exit_codes():
-        serve(patients=opts.get("patients", 40), seed=opts.get("seed", 7), json_line=json_line)
+        serve(
+            patients=patients if patients is not None else opts.get("patients", 40),
+            seed=seed if seed is not None else opts.get("seed", 7),
+            json_line=json_line,
+        )
 
 
 def run_in_process(config: Path, *args: str) -> int:
     """Run one real pacs2xnat command in this process (its own run record); its exit code.
     The demo runs every step of its cycles this way."""
-    import click
     import typer.main
 
     command = typer.main.get_command(app)
     flags = ["--config", str(config), "--quiet"]
     outer = console.snapshot()
     try:
-        command.main([*flags, *args], prog_name="pacs2xnat", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.ClickException as e:
+        # Without standalone mode, main() returns the exit code a command exits with.
+        code = command.main([*flags, *args], prog_name="pacs2xnat", standalone_mode=False)
+    except typer.TyperException as e:  # typer's (vendored click's) usage errors
         raise StepFailed(f"pacs2xnat {' '.join(args)}: {e.format_message()}") from None
     finally:
         console.restore(outer)
-    return EXIT_OK
+    return int(code) if isinstance(code, int) else EXIT_OK
 
 
 def _counts(counts: dict[str, Any]) -> str:

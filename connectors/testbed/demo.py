@@ -26,7 +26,7 @@ from typing import Any
 
 from connectors import console
 from connectors.clock import TODAY_ENV
-from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, StepFailed
+from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError, StepFailed
 from connectors.testbed.cohort import Cohort, add_new_studies, make_cohort
 from connectors.testbed.dicom_files import write_cohort
 from connectors.testbed.orthanc import Orthanc, orthanc_binary
@@ -77,13 +77,25 @@ class DemoServers:
             self.pacs.add_files(paths)
 
 
+#: ``embedded`` makes the demo use the embedded pynetdicom PACS even when Orthanc is installed
+#: (benchmarks/cycle measures both); ``orthanc`` or unset: Orthanc when installed.
+DEMO_PACS_ENV = "PACS2XNAT_DEMO_PACS"
+
+
+def demo_uses_orthanc() -> bool:
+    choice = os.environ.get(DEMO_PACS_ENV, "").strip().lower()
+    if choice not in ("", "orthanc", "embedded"):
+        raise ConfigError(f"{DEMO_PACS_ENV}={choice!r}: use orthanc or embedded")
+    return choice != "embedded" and orthanc_binary() is not None
+
+
 @contextlib.contextmanager
 def demo_servers(workdir: Path, *, our_port: int) -> Iterator[DemoServers]:
     """Orthanc (or the embedded PACS) and the stand-in XNAT, stopped on exit."""
     password = secrets.token_urlsafe(12)
     destinations = {OUR_AET: ("127.0.0.1", our_port)}
     pacs: Any
-    if orthanc_binary():
+    if demo_uses_orthanc():
         pacs = Orthanc(
             workdir / "orthanc",
             modalities={k: (k, h, p) for k, (h, p) in destinations.items()},

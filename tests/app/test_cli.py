@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 from typer.testing import CliRunner
 
-from connectors.app.cli import app
+from connectors.app.cli import app, run_in_process
+from connectors.errors import StepFailed
 
 
 def _commands() -> list[list[str]]:
@@ -62,3 +64,16 @@ def test_build_on_empty_warehouse_records_its_run(workspace: Path, cli: CliRunne
         assert rows == [("build", "success", 0)]
         assert con.execute("select count(*) from staging.stg_pacs__studies").fetchone() == (0,)
         assert con.execute("select count(*) from main.ingest_manifest").fetchone() == (0,)
+
+
+def test_run_in_process_returns_the_exit_code_and_refuses_a_bad_command_line(
+    workspace: Path,
+) -> None:
+    """The demo runs its steps this way and stops on a step that fails: the code must be the
+    command's own (2 for a missing file), and a bad command line an error naming it."""
+    config = workspace / "pacs2xnat.toml"
+    assert run_in_process(config, "patients", "import", str(workspace / "missing.xlsx")) == 2
+    assert run_in_process(config, "rules", "export", str(workspace / "rules.xlsx")) == 0
+    assert (workspace / "rules.xlsx").is_file()
+    with pytest.raises(StepFailed, match="No such option: --nope"):
+        run_in_process(config, "build", "--nope")

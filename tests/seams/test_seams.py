@@ -5,12 +5,17 @@ from __future__ import annotations
 import queue
 import threading
 
+import pytest
+import typer
+import typer.main
 from openpyxl import Workbook
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from connectors.app.cli import app
 from connectors.seams import dbt_duckdb, pynetdicom_dimse, pynetdicom_logging, pynetdicom_reactor
 from connectors.seams.openpyxl_write_only import WriteOnlyWorksheet
+from connectors.seams.typer_parse import parse_command_line
 
 
 def _association() -> Association:
@@ -75,3 +80,14 @@ def test_dbt_duckdb_still_keeps_its_environment_where_the_seam_closes_it() -> No
 
 def test_openpyxl_write_only_sheets_are_still_that_class() -> None:
     assert isinstance(Workbook(write_only=True).create_sheet(), WriteOnlyWorksheet)
+
+
+def test_typer_groups_still_keep_the_sub_command_words_where_the_parser_reads_them() -> None:
+    command = typer.main.get_command(app)
+    ctx = parse_command_line(command, ["--json", "demo", "serve", "--patients", "3"])
+    assert ctx.command.name == "serve"
+    assert ctx.params["patients"] == 3
+    assert ctx.parent.params["patients"] == 40  # demo's own option, at its default
+    assert parse_command_line(command, ["demo"]).command.name == "demo"
+    with pytest.raises(typer.TyperException, match="No such option: --nope"):
+        parse_command_line(command, ["load", "--nope"])

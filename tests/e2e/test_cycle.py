@@ -19,6 +19,8 @@ from connectors.testbed.cohort import Cohort
 from connectors.testbed.workbooks import write_master_list
 from tests.support.pacs_fixtures import write_query_config
 
+pytestmark = pytest.mark.slow  # end to end: tests/project/test_markers.py
+
 
 def _config(workspace: Path, orthanc: Any, xnat: Any, **pacs: Any) -> Path:
     path = write_query_config(workspace, orthanc, **pacs)

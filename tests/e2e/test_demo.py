@@ -17,6 +17,8 @@ import pytest
 from connectors import PROJECT_ROOT
 from connectors.testbed.cohort import make_cohort
 
+pytestmark = pytest.mark.slow  # end to end: tests/project/test_markers.py
+
 README_FIRST = "scripts/setup && .venv/bin/pacs2xnat demo"
 PATIENTS, SEED = 12, 11
 

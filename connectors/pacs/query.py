@@ -195,10 +195,13 @@ def run_query(
     settings = rc.settings
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
+    started = time.monotonic()
     build_plan(rc)
+    plan_seconds = round(time.monotonic() - started, 3)  # dbt's share (benchmarks/cycle)
     plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
     summary: dict[str, Any] = {
+        "plan_seconds": plan_seconds,
         "patients_on_plan": len(plan),
         "patients_due": len(tasks),
         "window_override": {"since": since, "until": until} if (since or until) else None,

@@ -127,15 +127,17 @@ def demo_servers(workdir: Path, *, our_port: int) -> Iterator[DemoServers]:
         pacs.stop()
 
 
-def write_config(path: Path, servers: DemoServers, *, our_port: int) -> Path:
-    pacs = servers.describe()["pacs"]
+def write_config(path: Path, servers: dict[str, Any], *, our_port: int) -> Path:
+    """The demo's pacs2xnat.toml for ``servers`` (``DemoServers.describe()``, or the line
+    ``demo serve --json`` prints: benchmarks/cycle runs a cycle against that)."""
+    pacs = servers["pacs"]
     path.write_text(
         "# written by pacs2xnat demo: the demo PACS and the stand-in XNAT on loopback\n"
         f'[pacs]\nhost = "{pacs["host"]}"\nport = {pacs["port"]}\n'
         f'called_aet = "{pacs["aet"]}"\ncalling_aet = "{OUR_AET}"\n'
         f'move_destination = "{OUR_AET}"\nreceive_port = {our_port}\n'
         "acse_timeout = 10.0\ndimse_timeout = 30.0\nnetwork_timeout = 30.0\n\n"
-        f'[xnat]\nurl = "{servers.xnat.url}"\nproject = "{XNAT_PROJECT}"\ntimeout = 60.0\n'
+        f'[xnat]\nurl = "{servers["xnat"]["url"]}"\nproject = "{XNAT_PROJECT}"\ntimeout = 60.0\n'
         "dqr_poll_seconds = 0.5\ndqr_stall_timeout = 30.0\n\n"
         '[warehouse]\npath = "warehouse/pacs2xnat.duckdb"\n\n'
         "[load]\nbackoff_seconds = 0.5\n",
@@ -186,7 +188,7 @@ def run_demo(
     try:
         with demo_servers(workdir, our_port=our_port) as servers:
             os.environ["XNAT_USER"], os.environ["XNAT_PASS"] = XNAT_USER, servers.password
-            config = write_config(project / "pacs2xnat.toml", servers, our_port=our_port)
+            config = write_config(project / "pacs2xnat.toml", servers.describe(), our_port=our_port)
             servers.add_studies(_dicom(cohort, workdir / "dicom" / "cycle1", None))
             inputs = _inputs(cohort, workdir / "inputs", project)
             summary["pacs"] = servers.describe()["pacs"]

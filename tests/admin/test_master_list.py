@@ -128,6 +128,7 @@ def test_each_import_is_a_new_snapshot_and_odd_identifiers_are_kept(
     assert stored(workspace, run_id)[invalid.mrn][0] == invalid.nhs_number
 
 
+@pytest.mark.slow
 def test_imported_list_and_rules_build_with_dbt(
     workspace: Path, cli: CliRunner, cohort: Cohort
 ) -> None:

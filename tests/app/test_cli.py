@@ -54,6 +54,7 @@ def test_bad_config_is_exit_2_naming_file_and_key(workspace: Path, cli: CliRunne
     assert "pacs2xnat.toml: [pacs] port must be a whole number, got 'x'" in res.output
 
 
+@pytest.mark.slow
 def test_build_on_empty_warehouse_records_its_run(workspace: Path, cli: CliRunner) -> None:
     res = cli.invoke(app, ["build"])
     assert res.exit_code == 0, res.output

@@ -12,6 +12,7 @@ from connectors import console
 from connectors.app.cli import app
 
 
+@pytest.mark.slow
 def test_each_run_writes_an_owner_only_log(workspace: Path) -> None:
     res = CliRunner().invoke(app, ["build"])
     assert res.exit_code == 0, res.output

@@ -35,6 +35,8 @@ from tests.support.cohort_warehouse import (
     withdrawn_mrns,
 )
 
+pytestmark = pytest.mark.slow  # every test reads a dbt build of its own module
+
 
 @pytest.fixture(scope="module")
 def cohort() -> Cohort:

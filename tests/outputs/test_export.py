@@ -121,6 +121,7 @@ def _last_run(project: Path) -> dict[str, Any]:
     return {"run_id": row[0], "command": row[1], "outcome": row[2], "summary": json.loads(row[3])}
 
 
+@pytest.mark.slow
 def test_it_writes_the_contract_header_and_iso_dates(
     run_export: Any, tmp_path: Path, project: Path
 ) -> None:
@@ -150,6 +151,7 @@ def test_it_writes_the_contract_header_and_iso_dates(
         assert row["NHS Number"] == row["Subject"] == nhs
 
 
+@pytest.mark.slow
 def test_it_escapes_cells_a_spreadsheet_would_run(run_export: Any, tmp_path: Path) -> None:
     """It prefixes ' to cells starting with = + - @ or tab, and leaves other text as it is."""
     out = tmp_path / "ingest.csv"
@@ -168,6 +170,7 @@ def test_it_escapes_cells_a_spreadsheet_would_run(run_export: Any, tmp_path: Pat
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r"))
 
 
+@pytest.mark.slow
 def test_it_records_its_run_and_writes_owner_only(run_export: Any, project: Path) -> None:
     """It writes to warehouse/exports/ingest_<date>_<run id>.csv, mode 0600, and records the
     rows, path and SHA-256 in its run."""
@@ -185,6 +188,7 @@ def test_it_records_its_run_and_writes_owner_only(run_export: Any, project: Path
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_it_writes_to_stdout_for_a_dash(run_export: Any) -> None:
     """It writes the same CSV to stdout, without a BOM, for `export -`."""
     res = run_export("-")

@@ -82,6 +82,7 @@ def cohort() -> Cohort:
     return make_cohort(40, seed=7, as_of=dt.date(2026, 6, 30))
 
 
+@pytest.mark.slow
 def test_failures_prints_the_open_register_and_exports_it_excel_safe(
     workspace: Path, cli: CliRunner, cohort: Cohort
 ) -> None:
@@ -158,6 +159,7 @@ def test_failures_prints_the_open_register_and_exports_it_excel_safe(
     assert later_loaded.study_instance_uid not in register
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_failures_retry_loads_only_the_retryable_and_a_retry_resolution_puts_one_back(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path

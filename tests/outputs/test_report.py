@@ -38,6 +38,7 @@ def report_out(report_scenario: Scenario, tmp_path_factory: pytest.TempPathFacto
     return res, out
 
 
+@pytest.mark.slow
 def test_data_availability_counts_each_patients_sessions_per_modality(
     report_scenario: Scenario,  # noqa: F811
 ) -> None:
@@ -64,6 +65,7 @@ def test_data_availability_counts_each_patients_sessions_per_modality(
         assert r["studies_on_or_after_reference"] == sum(d >= ref for d in dates)
 
 
+@pytest.mark.slow
 def test_data_availability_summary_buckets_every_session_in_one_quarter(
     report_scenario: Scenario,  # noqa: F811
 ) -> None:
@@ -79,6 +81,7 @@ def test_data_availability_summary_buckets_every_session_in_one_quarter(
     )
 
 
+@pytest.mark.slow
 def test_reconciliation_puts_each_selected_study_and_session_in_its_category(
     report_scenario: Scenario,  # noqa: F811
 ) -> None:
@@ -113,6 +116,7 @@ def test_reconciliation_puts_each_selected_study_and_session_in_its_category(
     assert sorted(matched) == sorted(s["session_id"] for s in sc.sessions)
 
 
+@pytest.mark.slow
 def test_report_writes_an_owner_only_workbook_and_page(report_out: Any) -> None:
     """It exits 0, writes both files 0600 and prints their paths and hashes in --json."""
     res, out = report_out
@@ -127,6 +131,7 @@ def test_report_writes_an_owner_only_workbook_and_page(report_out: Any) -> None:
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
+@pytest.mark.slow
 def test_workbook_has_a_cover_and_one_filtered_frozen_sheet_per_mart(
     report_out: Any,
     report_scenario: Scenario,  # noqa: F811
@@ -153,6 +158,7 @@ def test_workbook_has_a_cover_and_one_filtered_frozen_sheet_per_mart(
     assert isinstance(cover["Generated at (UTC)"], dt.datetime)
 
 
+@pytest.mark.slow
 def test_workbook_cells_are_real_dates_and_numbers(
     report_out: Any,
     report_scenario: Scenario,  # noqa: F811

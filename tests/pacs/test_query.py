@@ -48,6 +48,7 @@ def _active_studies(cohort: Cohort) -> set[str]:
     return {s.study_instance_uid for s in cohort.studies if s.mrn in active}
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_query_asks_every_active_patient_once_even_when_capped(
     workspace: Path, cli: CliRunner, orthanc_factory: Any, pacs_files: Any, pacs_cohort: Cohort
@@ -88,6 +89,7 @@ def test_query_asks_every_active_patient_once_even_when_capped(
     assert _sql(workspace, "select count(*) from raw.pacs_queries") == [(len(asked),)]
 
 
+@pytest.mark.slow
 def test_ongoing_window_and_overrides_reach_the_pacs(
     workspace: Path, cli: CliRunner, demo_pacs: Any, pacs_cohort: Cohort
 ) -> None:
@@ -143,6 +145,7 @@ def test_ongoing_window_and_overrides_reach_the_pacs(
     assert recorded == [(dt.date(2024, 1, 1), dt.date(2024, 12, 31))]
 
 
+@pytest.mark.slow
 def test_unknown_or_withdrawn_mrn_is_exit_2(
     workspace: Path, cli: CliRunner, demo_pacs: Any, pacs_cohort: Cohort
 ) -> None:
@@ -196,6 +199,7 @@ def test_wrong_called_aet_is_exit_3(workspace: Path, cli: CliRunner, orthanc_fac
     assert "'NOTTHEPACS'" in res.output
 
 
+@pytest.mark.slow
 def test_failure_status_is_recorded_and_exit_1(
     workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
 ) -> None:
@@ -214,6 +218,7 @@ def test_failure_status_is_recorded_and_exit_1(
     assert _sql(workspace, "select count(*) from raw.pacs_studies") == [(0,)]
 
 
+@pytest.mark.slow
 def test_lost_association_is_reopened_and_retried_a_bounded_number_of_times(
     workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
 ) -> None:
@@ -234,6 +239,7 @@ def test_lost_association_is_reopened_and_retried_a_bounded_number_of_times(
     assert got == {s.study_instance_uid for m in (b, c) for s in pacs_cohort.studies_of(m)}
 
 
+@pytest.mark.slow
 def test_rerun_after_sigkill_asks_only_what_is_left(
     workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
 ) -> None:

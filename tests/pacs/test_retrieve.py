@@ -181,6 +181,7 @@ def test_fewer_files_than_expected_is_incomplete_and_keeps_the_files(
     assert len(list((tmp_path / "s").glob("*.dcm"))) == expected - 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("associations", [1, 2])
 def test_a_dropped_association_fails_the_study_and_the_next_retrieve_reconnects(
     demo_pacs_factory: Callable[..., Any],
@@ -330,6 +331,7 @@ def test_a_move_destination_the_pacs_does_not_know_fails_with_its_status(
     assert e.value.files_received == 0
 
 
+@pytest.mark.slow
 def test_no_pacs_is_unreachable(tmp_path: Path) -> None:
     """It raises PacsUnreachable (exit 3) naming the address when nothing listens there, from
     a worker process too."""
@@ -375,6 +377,7 @@ def test_retrieved_study_is_the_documented_record(tmp_path: Path) -> None:
     assert os.fspath(rs.folder) == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_worker_that_stops_answering_is_given_up_only_when_no_data_arrives(
     tmp_path: Path,
 ) -> None:

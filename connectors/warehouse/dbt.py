@@ -7,7 +7,6 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -15,14 +14,10 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
 from connectors.seams.dbt_duckdb import release_duckdb_environment
-
-if TYPE_CHECKING:
-    from dbt.contracts.graph.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -72,23 +67,26 @@ def run_dbt(
 
     os.environ[WAREHOUSE_ENV] = str(Path(warehouse_path).resolve())
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    common = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
+    cli = [
+        *args,
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+    ]
     merged_vars: dict[str, object] = {"today": today().isoformat()} if is_pinned() else {}
     merged_vars.update(dict(vars or {}))
     if merged_vars:
-        common += ["--vars", json.dumps(merged_vars, default=str)]
+        cli += ["--vars", json.dumps(merged_vars, default=str)]
+    if quiet:
+        cli.insert(0, "--quiet")
     # dbt logs every event at debug level to logs/dbt.log by default, which costs a tenth of a
     # build's time; our own log has the results, dbt.log keeps warnings and errors
-    flags = ["--log-level-file", "warn", *(["--quiet"] if quiet else [])]
-    cli = [*flags, *args, *common]
+    cli[:0] = ["--log-level-file", "warn"]
     logger.debug("dbt %s", " ".join(cli))
     old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
     try:
-        manifest = None
-        if args[0] != "parse":
-            key = _parse_key(project_dir, warehouse_path, merged_vars)
-            manifest = _parsed(key, [*flags, "parse", *common])
-        res = dbtRunner(manifest=manifest).invoke(cli)
+        res = dbtRunner().invoke(cli)
     finally:
         os.umask(old_umask)
         release_duckdb_environment()
@@ -112,43 +110,6 @@ def run_dbt(
             name = getattr(node, "unique_id", "?")
             result.failures.append(f"{name}: {status}: {(getattr(r, 'message', '') or '').strip()}")
     return result
-
-
-#: The project as dbt parsed it, kept for this process (dbt's own programmatic reuse,
-#: ``dbtRunner(manifest=...)``), so a cycle's builds parse once instead of once each. Keyed by
-#: what a parse depends on: the project's files (path, size, mtime), the warehouse file (the
-#: nodes' database) and the vars. Only the latest is kept.
-_PARSED: dict[str, Manifest] = {}
-
-
-def _parse_key(project_dir: Path, warehouse_path: Path, vars: Mapping[str, object]) -> str:
-    root = Path(project_dir).resolve()
-    h = hashlib.sha256(json.dumps([str(root), str(Path(warehouse_path).resolve())]).encode())
-    h.update(json.dumps(dict(vars), sort_keys=True, default=str).encode())
-    for name in PROJECT_FILES:
-        top = root / name
-        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\0".encode())
-    return h.hexdigest()
-
-
-def _parsed(key: str, parse: list[str]) -> Manifest | None:
-    """The manifest of this project as it is now, parsed once per process (``dbt parse``
-    writes target/manifest.json, which ``dbt_graph`` reads); None when the parse fails (the
-    command itself then says why)."""
-    from dbt.cli.main import dbtRunner
-    from dbt.contracts.graph.manifest import Manifest
-
-    if key not in _PARSED:
-        _PARSED.clear()
-        res = dbtRunner().invoke(parse)
-        release_duckdb_environment()
-        if not res.success or not isinstance(res.result, Manifest):
-            return None
-        _PARSED[key] = res.result
-    return _PARSED[key]
 
 
 def build(

@@ -33,7 +33,7 @@ from tests.support.fault_helpers import (
 from tests.support.fault_proxy import FaultProxy
 from tests.support.xnat_fixtures import StandinHandle
 
-pytestmark = pytest.mark.orthanc
+pytestmark = [pytest.mark.orthanc, pytest.mark.slow]
 
 IMPORT = "/data/services/import"
 SUBJECTS = "/data/projects/HNC/subjects/"

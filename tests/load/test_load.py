@@ -35,6 +35,7 @@ def _sessions(standin: StandinHandle) -> dict[str, Any]:
         return {s.label: s for s in standin.store.sessions.values()}
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_direct_c_get_loads_verifies_and_a_rerun_skips(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
@@ -99,6 +100,7 @@ def test_direct_c_move_to_our_storage_scp(
     assert "already_present" in err
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_dqr_mode_pulls_through_xnat_and_a_stuck_request_times_out(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat_factory: Any, tmp_path: Path
@@ -137,6 +139,7 @@ def test_dqr_mode_pulls_through_xnat_and_a_stuck_request_times_out(
     assert studies[2].accession_number not in _sessions(standin)
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_transient_xnat_errors_are_retried_then_recorded(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
@@ -163,6 +166,7 @@ def test_transient_xnat_errors_are_retried_then_recorded(
     assert studies[1].accession_number not in _sessions(standin_xnat)
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_xnat_failing_study_after_study_stops_the_run(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
@@ -180,6 +184,7 @@ def test_xnat_failing_study_after_study_stops_the_run(
     assert not any((tmp_path / "work").rglob("*.dcm"))
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_conflict_incomplete_retrieve_and_partial_archive_fail_cleanly(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path

@@ -21,6 +21,7 @@ from tests.support.pacs_fixtures import pacs_settings
 from tests.support.xnat_fixtures import StandinHandle, xnat_settings
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_load_reads_the_built_manifest_and_the_next_build_leaves_loaded_studies_out(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, workspace: Path

@@ -57,6 +57,7 @@ def _wait(predicate: Any, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
@@ -123,6 +124,7 @@ def test_xnat_down_exits_3_before_anything_is_loaded(
     assert attempts(load_settings(cfg)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.orthanc
 def test_credentials_refused_mid_run_stop_the_run(
     orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path

@@ -92,7 +92,7 @@ RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 def _remove_stale_runs(work_dir: Path) -> None:
     """Folders of runs that were killed (SIGKILL, power cut): only one load runs at a time
-    (the warehouse lock), so any run folder found now is stale. Only run-id-named folders."""
+    (``lock.one_loader``), so any run folder found now is stale. Only run-id-named folders."""
     if not work_dir.is_dir():
         return
     for child in work_dir.iterdir():

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.journal import append_or_journal
 from connectors.warehouse.runs import RunContext
@@ -93,6 +94,12 @@ class LoadContext:
     on_done: Callable[[Study, Outcome, bool], None] | None = None
     unavailable_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
+    manifest: ManifestWatch | None = None  # the manifest as the admin rebuilds it meanwhile
+
+    def still_wanted(self, study: Study) -> bool:
+        """Whether to start ``study``: it is still in the manifest (read again now and then;
+        ``manifest_watch.py``). A study in hand is never asked again."""
+        return self.manifest is None or self.manifest.wanted(study.study_instance_uid)
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now, in its own short transaction (so a crash loses

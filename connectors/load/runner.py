@@ -18,6 +18,7 @@ from connectors.clock import utcnow
 from connectors.errors import EXIT_SOME_FAILED, ConfigError
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
+from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.lock import one_loader
@@ -77,6 +78,12 @@ def run_load(
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, policy)
+        ctx.manifest = ManifestWatch(
+            rc.warehouse,
+            MANIFEST,
+            {str(r["study_instance_uid"]) for r in rows},
+            settings.load.manifest_refresh_seconds,
+        )
         # Each attempt row is its own short transaction (``LoadContext.record``): between them
         # the warehouse is free for the admin's commands and plain `dbt build`.
         with progress(ctx, len(studies)):
@@ -95,6 +102,7 @@ def run_load(
         "already_present": ctx.tallies.get("already_present", 0),
         "failed": ctx.tallies.get("failed", 0),
         "failed_by_reason": by_reason(ctx.failures),
+        "left_manifest": len(ctx.manifest.dropped),
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),

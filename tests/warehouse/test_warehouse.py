@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from connectors.app.cli import app
 from connectors.clock import utcnow
 from connectors.errors import WarehouseBusy
 from connectors.warehouse import lock
@@ -190,3 +192,45 @@ def test_append_is_all_or_nothing(tmp_path: Path) -> None:
         wh.append("pacs_queries", [good, bad])
     with wh.connect(read_only=True) as con:
         assert con.execute("select count(*) from raw.pacs_queries").fetchone() == (0,)
+
+
+def _plain_dbt_hold(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
+    """What the dbt-duckdb plugin does in a plain `dbt build` process."""
+    lock.hold_until_exit(Path(path), "dbt build")
+    ready.set()
+    release.wait(30)
+
+
+def test_plain_dbt_build_holds_the_lock_until_it_exits(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_plain_dbt_hold, args=(str(db), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(WarehouseBusy, match=r"warehouse busy: dbt build \(pid \d+"):
+            Warehouse(db).append("runs", [_run_row("r1")])
+    finally:
+        release.set()
+        proc.join(30)
+    Warehouse(db).append("runs", [_run_row("r1")])  # free once dbt has exited
+
+
+def test_a_command_exits_3_naming_the_holder_when_its_wait_runs_out(
+    workspace: Path, cli: CliRunner
+) -> None:
+    db = workspace / "warehouse" / "pacs2xnat.duckdb"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        res = cli.invoke(app, ["--wait", "1", "failures"])
+    finally:
+        release.set()
+        proc.join(30)
+    assert res.exit_code == 3, res.output
+    assert re.search(r"warehouse in use by pacs2xnat load \(pid \d+.*waiting up to 1 s", res.stderr)
+    assert re.search(r"warehouse busy: pacs2xnat load \(pid \d+.*within 1 s", res.stderr)

@@ -61,7 +61,7 @@ class Warehouse:
         try:
             if not read_only:
                 os.chmod(self.path, 0o600)
-                apply_ddl(con)
+                _apply_ddl_once(con, self.path)
             yield con
         finally:
             con.close()
@@ -153,6 +153,26 @@ class Warehouse:
 
 #: Rows per multi-row INSERT: DuckDB's executemany runs one statement per row, ~10× slower.
 INSERT_CHUNK = 256
+
+
+#: Files (device, inode) this process has applied the raw DDL to: a long command opens the
+#: warehouse once per transaction, and the DDL (a third of an open's cost) need not run each
+#: time.
+_DDL_DONE: set[tuple[int, int]] = set()
+
+
+def _apply_ddl_once(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The raw DDL, unless this process applied it to this file already and its raw tables
+    are all there (a file made anew may reuse a deleted one's inode: the count tells)."""
+    st = os.stat(path)
+    if (st.st_dev, st.st_ino) in _DDL_DONE:
+        row = con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'raw'"
+        ).fetchone()
+        if row is not None and row[0] >= len(RAW_TABLES):
+            return
+    apply_ddl(con)
+    _DDL_DONE.add((st.st_dev, st.st_ino))
 
 
 def _connect_waiting(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:

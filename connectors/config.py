@@ -67,6 +67,7 @@ class LoadConfig:
     queue_size: int = 2
     retries: int = 3
     backoff_seconds: float = 2.0
+    manifest_refresh_seconds: float = 60.0  # the loader reads the manifest again this often
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("cycle", "overlap_days"),
     ("load", "retries"),
     ("load", "backoff_seconds"),
+    ("load", "manifest_refresh_seconds"),
     ("patients", "mrn_width"),
 }
 

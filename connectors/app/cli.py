@@ -18,6 +18,7 @@ import typer
 from connectors import console
 from connectors.app.invocation import exit_codes, invocation, settings, state
 from connectors.errors import EXIT_OK, StepFailed
+from connectors.warehouse.lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, set_wait
 
 app = typer.Typer(
     name="pacs2xnat",
@@ -62,11 +63,22 @@ def _main(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary.")
     ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="How long to wait for a warehouse another command is using before exit 3 "
+            f"(default ${WAIT_ENV}, else {DEFAULT_WAIT_SECONDS:.0f}).",
+        ),
+    ] = None,
 ) -> None:
     """pacs2xnat: query PACS, select and link studies, load them into XNAT, report what is there."""
     state.config_path = config
     state.settings = None
     console.configure(quiet=quiet, json_mode=json_out, verbose=verbose)
+    set_wait(wait)
 
 
 # --------------------------------------------------------------------------- commands

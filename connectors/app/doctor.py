@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from connectors import console
 from connectors.config import Settings
 from connectors.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE, Pacs2XnatError
-from connectors.warehouse.lock import WarehouseLock
 from connectors.warehouse.store import Warehouse
 
 #: A Patient ID no real patient has: C-FIND permission is checked without touching real data.
@@ -85,14 +84,9 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _warehouse(settings: Settings) -> str:
-    lock = WarehouseLock(settings.warehouse_path)
-    lock.acquire("doctor")
-    try:
-        wh = Warehouse(settings.warehouse_path)
-        wh.ensure()
-        mode = oct(wh.path.stat().st_mode & 0o777)
-    finally:
-        lock.release()
+    wh = Warehouse(settings.warehouse_path)
+    wh.ensure()  # under the writer lock, waiting (bounded) for another command's transaction
+    mode = oct(wh.path.stat().st_mode & 0o777)
     return f"{settings.warehouse_path} ({mode})"
 
 

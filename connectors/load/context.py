@@ -12,7 +12,9 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
+from connectors.warehouse.journal import append_or_journal
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
 
@@ -90,12 +92,19 @@ class LoadContext:
     bytes_loaded: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_done: Callable[[Study, Outcome, bool], None] | None = None
-    con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
     unavailable_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
+    manifest: ManifestWatch | None = None  # the manifest as the admin rebuilds it meanwhile
+
+    def still_wanted(self, study: Study) -> bool:
+        """Whether to start ``study``: it is still in the manifest (read again now and then;
+        ``manifest_watch.py``). A study in hand is never asked again."""
+        return self.manifest is None or self.manifest.wanted(study.study_instance_uid)
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
-        """Append the attempt's row now (so a crash loses nothing that happened)."""
+        """Append the attempt's row now, in its own short transaction (so a crash loses
+        nothing that happened, and the warehouse is free between attempts); journaled
+        (``warehouse/journal.py``) while another command holds the warehouse."""
         row = {
             "run_id": self.rc.run_id,
             "loaded_at": utcnow(),
@@ -118,8 +127,8 @@ class LoadContext:
             "bytes_transferred": out.bytes_transferred,
             "xnat_session_id": out.xnat_session_id,
         }
-        with self._lock:  # serialises the shared connection too
-            self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
+        with self._lock:  # into the warehouse, or its journal while another holds it
+            append_or_journal(self.rc.warehouse, {"ingest_attempts": [row]})
             if final:
                 self.finished.add(study.study_instance_uid)
                 down = out.reason_category == "xnat_unavailable"

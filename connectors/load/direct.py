@@ -40,6 +40,7 @@ class _Retrieved:
     bytes: int = 0
     error: StudyFailed | None = None
     fatal: BaseException | None = None
+    skipped: bool = False  # left the manifest before it was started
 
 
 def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
@@ -92,7 +93,7 @@ RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 def _remove_stale_runs(work_dir: Path) -> None:
     """Folders of runs that were killed (SIGKILL, power cut): only one load runs at a time
-    (the warehouse lock), so any run folder found now is stale. Only run-id-named folders."""
+    (``lock.one_loader``), so any run folder found now is stale. Only run-id-named folders."""
     if not work_dir.is_dir():
         return
     for child in work_dir.iterdir():
@@ -130,8 +131,12 @@ def _produce(
     ready: queue.Queue[_Retrieved],
     stop: threading.Event,
 ) -> None:
-    """Retrieve one study (retrying transient failures); hand it to the uploader."""
+    """Retrieve one study (retrying transient failures); hand it to the uploader. A study
+    that left the manifest since the run began is handed over as skipped, never started."""
     if stop.is_set():
+        return
+    if not ctx.still_wanted(study):
+        _put(ready, _Retrieved(study, utcnow(), skipped=True), stop)
         return
     dest = work / study.study_instance_uid
     attempt = 0
@@ -166,6 +171,8 @@ def _produce(
 def _consume(ctx: LoadContext, item: _Retrieved) -> None:
     """Upload and verify one retrieved study, retrying transient XNAT failures."""
     study = item.study
+    if item.skipped:
+        return
     if item.error is not None:
         ctx.record(study, item.started, Outcome.failed(item.error, files_expected=study.expected))
         return

@@ -18,8 +18,10 @@ from connectors.clock import utcnow
 from connectors.errors import EXIT_SOME_FAILED, ConfigError
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
+from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.builds import Selection, refresh
+from connectors.warehouse.lock import one_loader
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
 from connectors.xnat.sync import sync_sessions
@@ -51,8 +53,9 @@ def run_load(
     if mode not in ("direct", "dqr"):
         raise ConfigError(f"--mode {mode!r}: must be direct or dqr")
     policy = RetryPolicy.from_project(rc.project_dir)
-    # One login for the whole run: sync, the manifest build (dbt never touches XNAT), loading.
-    with XnatClient(settings) as client:
+    # One loader at a time on this warehouse (its work folder is its own); one login for the
+    # whole run: sync, the manifest build (dbt never touches XNAT), loading.
+    with one_loader(settings.warehouse_path, rc.command), XnatClient(settings) as client:
         client.check_project()
         summary: dict[str, Any] = {"mode": mode}
         if sync_first:
@@ -75,10 +78,15 @@ def run_load(
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, policy)
-        # Opening DuckDB costs ~50 ms of CPU (the raw DDL runs on every connect): once per run,
-        # not once per attempt. Each append still commits at once.
-        with rc.warehouse.connect() as con, progress(ctx, len(studies)):
-            ctx.con = con
+        ctx.manifest = ManifestWatch(
+            rc.warehouse,
+            MANIFEST,
+            {str(r["study_instance_uid"]) for r in rows},
+            settings.load.manifest_refresh_seconds,
+        )
+        # Each attempt row is its own short transaction (``LoadContext.record``): between them
+        # the warehouse is free for the admin's commands and plain `dbt build`.
+        with progress(ctx, len(studies)):
             to_load = _record_conflicts(ctx, studies)
             if mode == "dqr":
                 from connectors.load.dqr import load_dqr
@@ -94,6 +102,7 @@ def run_load(
         "already_present": ctx.tallies.get("already_present", 0),
         "failed": ctx.tallies.get("failed", 0),
         "failed_by_reason": by_reason(ctx.failures),
+        "left_manifest": len(ctx.manifest.dropped),
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),

@@ -21,6 +21,7 @@ from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import PacsUnreachable, QueryFailed
 from connectors.pacs.find import FindResult, Window
+from connectors.warehouse.journal import append_or_journal
 
 if TYPE_CHECKING:
     from connectors.warehouse.runs import RunContext
@@ -138,48 +139,48 @@ def collect(
     stop: threading.Event,
 ) -> Fatal | None:
     """Write outcomes as they arrive (each patient's rows in one transaction with its
-    success record); returns the fatal error that stopped a worker, if any."""
+    success record; the warehouse is opened only for that transaction, free between them);
+    returns the fatal error that stopped a worker, if any."""
     running, fatal = n_workers, None
     progress = progress_bar(total)
     update = next(progress)
-    with rc.warehouse.connect() as con:
-        while running:
-            batch: list[PatientOutcome] = []
-            item = results.get()
-            deadline = time.monotonic() + WRITE_DELAY_SECONDS
-            while True:
-                if item is None:
-                    running -= 1
-                elif isinstance(item, Fatal):
-                    fatal = fatal or item
-                    stop.set()
-                else:
-                    batch.append(item)
-                if len(batch) >= WRITE_BATCH or not running:
-                    break
-                try:  # gather a little more: fewer, larger transactions
-                    item = results.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if not batch:
-                continue
-            tables: dict[str, list[dict[str, Any]]] = {"pacs_queries": [], "pacs_studies": []}
-            for o in batch:
-                n = tally.queried + tally.failed
-                for table, rows in outcome_rows(rc.run_id, f"{rc.run_id}-q{n:06d}", o).items():
-                    tables[table].extend(rows)
-                if o.result is not None:
-                    tally.queried += 1
-                    tally.studies += len(o.result.studies)
-                    tally.sub_queries += o.result.sub_queries
-                else:
-                    tally.failed += 1
-                    logger.info("query failed: %s", o.error)
-            rc.warehouse.append_many(tables, con=con)
-            update(
-                completed=tally.queried + tally.failed,
-                info=f"{tally.studies} studies, {tally.failed} failed",
-            )
+    while running:
+        batch: list[PatientOutcome] = []
+        item = results.get()
+        deadline = time.monotonic() + WRITE_DELAY_SECONDS
+        while True:
+            if item is None:
+                running -= 1
+            elif isinstance(item, Fatal):
+                fatal = fatal or item
+                stop.set()
+            else:
+                batch.append(item)
+            if len(batch) >= WRITE_BATCH or not running:
+                break
+            try:  # gather a little more: fewer, larger transactions
+                item = results.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+        if not batch:
+            continue
+        tables: dict[str, list[dict[str, Any]]] = {"pacs_queries": [], "pacs_studies": []}
+        for o in batch:
+            n = tally.queried + tally.failed
+            for table, rows in outcome_rows(rc.run_id, f"{rc.run_id}-q{n:06d}", o).items():
+                tables[table].extend(rows)
+            if o.result is not None:
+                tally.queried += 1
+                tally.studies += len(o.result.studies)
+                tally.sub_queries += o.result.sub_queries
+            else:
+                tally.failed += 1
+                logger.info("query failed: %s", o.error)
+        append_or_journal(rc.warehouse, tables)  # one short transaction, or the journal
+        update(
+            completed=tally.queried + tally.failed,
+            info=f"{tally.studies} studies, {tally.failed} failed",
+        )
     progress.close()
     return fatal
 

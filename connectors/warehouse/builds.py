@@ -26,8 +26,10 @@ from pathlib import Path
 
 from connectors import clock
 from connectors.errors import StepFailed
+from connectors.warehouse import journal
 from connectors.warehouse.dbt import PROJECT_FILES, BuildResult, run_dbt
 from connectors.warehouse.dbt_graph import Selection, resolve
+from connectors.warehouse.lock import holding
 from connectors.warehouse.runs import RunContext
 from connectors.warehouse.schema import RAW_TABLES
 
@@ -53,6 +55,14 @@ def refresh(
     """Build ``selection`` unless the builds since its inputs last changed already built (and
     tested) every node of it; ``StepFailed`` saying what broke when dbt fails.
     ``BuildResult.skipped`` says whether it ran."""
+    # One hold of the writer lock from the inputs' fingerprint to the build's record, so no
+    # other process's rows fall between what was measured and what dbt read.
+    with holding(rc.settings.warehouse_path):
+        journal.replay(rc.warehouse)  # rows journaled while the warehouse was busy, first
+        return _refresh(rc, selection, force=force, quiet=quiet)
+
+
+def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) -> BuildResult:
     vars_ = dbt_vars(rc)
     inputs = _inputs(rc, vars_)
     if not force:

@@ -1,4 +1,5 @@
-"""Run dbt in-process (``dbtRunner``) against the warehouse file. Never twice at once.
+"""Run dbt in-process (``dbtRunner``) against the warehouse file. Never twice at once: each
+invocation holds the writer lock (``lock.holding``) from start to end.
 
 The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so plain
 ``dbt build`` in the project root and ``pacs2xnat build`` build the same file.
@@ -18,6 +19,7 @@ from pathlib import Path
 from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
 from connectors.seams.dbt_duckdb import release_duckdb_environment
+from connectors.warehouse.lock import holding
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,15 @@ def run_dbt(
     # build's time; our own log has the results, dbt.log keeps warnings and errors
     cli[:0] = ["--log-level-file", "warn"]
     logger.debug("dbt %s", " ".join(cli))
-    old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
-    try:
-        res = dbtRunner().invoke(cli)
-    finally:
-        os.umask(old_umask)
-        release_duckdb_environment()
+    # The writer lock for the whole dbt invocation (another process waits, bounded), and the
+    # DuckDB file closed before it is let go.
+    with holding(warehouse_path):
+        old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
+        try:
+            res = dbtRunner().invoke(cli)
+        finally:
+            os.umask(old_umask)
+            release_duckdb_environment()
     result = BuildResult(success=bool(res.success))
     if res.exception is not None:
         text = str(res.exception)

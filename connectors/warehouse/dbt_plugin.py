@@ -3,18 +3,22 @@
 Before dbt's first connection it creates the warehouse folder (0700); on every connection it
 applies the raw schema from ``connectors/warehouse/schema.py`` (``RAW_TABLES``, the one owner of the
 DDL: ``create ... if not exists``, so an existing warehouse is untouched) and keeps the file
-owner-only (0600). dbt then builds empty marts instead of failing on missing sources.
+owner-only (0600). dbt then builds empty marts instead of failing on missing sources. Plain
+``dbt build`` also takes pacs2xnat's writer lock (``lock.hold_until_exit``) so it and a running
+load take turns instead of failing on DuckDB's file lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
+from connectors.warehouse.lock import hold_until_exit
 from connectors.warehouse.schema import apply_ddl
 
 
@@ -31,6 +35,10 @@ class Plugin(BasePlugin):
         path = _local_path(getattr(creds, "path", None))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Plain `dbt build` takes pacs2xnat's writer lock (waiting, bounded, for a loader's
+            # short transaction) and keeps it until dbt exits; inside pacs2xnat, run_dbt
+            # already holds it.
+            hold_until_exit(path, "dbt " + " ".join(sys.argv[1:2]))
 
     def configure_connection(self, conn: Any) -> None:
         apply_ddl(conn)

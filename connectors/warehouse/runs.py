@@ -1,8 +1,9 @@
 """One ``raw.runs`` row per CLI invocation: who ran what, when, on which inputs, with what result.
 
-``RunContext`` takes the warehouse lock, writes the row at the start (outcome ``running``) and
-completes it at the end, whatever happens; a run killed outright stays ``running`` forever,
-which is itself the record that it never finished.
+``RunContext`` writes the row at the start (outcome ``running``) and completes it at the end,
+whatever happens, each in its own short transaction (the warehouse lock is taken per
+transaction, never for the invocation: ``lock.py``); a run killed outright stays ``running``
+forever, which is itself the record that it never finished.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from connectors import __version__
 from connectors.clock import utcnow
 from connectors.config import Settings
 from connectors.files import sha256_file
-from connectors.warehouse.lock import WarehouseLock
+from connectors.warehouse import journal, lock
 from connectors.warehouse.store import Warehouse
 
 SECRET_FLAGS = ("--password", "--pass", "--token", "--secret")
@@ -61,7 +62,6 @@ class RunContext:
     run_id: str = field(default_factory=new_run_id)
     input_files: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    _lock: WarehouseLock | None = None
 
     @property
     def warehouse(self) -> Warehouse:
@@ -95,54 +95,45 @@ class RunContext:
         return sha256_file(seed) if seed.is_file() else None
 
     def start(self) -> None:
-        lock = WarehouseLock(self.settings.warehouse_path)
-        lock.acquire(self.command)
-        self._lock = lock
-        try:
-            now = utcnow()
-            self.warehouse.append(
-                "runs",
-                [
-                    {
-                        "run_id": self.run_id,
-                        "command": self.command,
-                        "arguments": json.dumps(scrub_arguments(self.arguments)),
-                        "user_name": _user(),
-                        "host_name": socket.gethostname(),
-                        "tool_version": __version__,
-                        "config_path": str(self.settings.source) if self.settings.source else None,
-                        "input_files": json.dumps(self.input_files),
-                        "rules_sha256": self.rules_sha256(),
-                        "started_at": now,
-                        "outcome": "running",
-                        "loaded_at": now,
-                    }
-                ],
-            )
-        except BaseException:
-            lock.release()
-            self._lock = None
-            raise
+        lock.configure(command=self.command)  # names us in the lock file while we hold it
+        # What a command killed while the warehouse was busy journaled: written first.
+        journal.replay(self.warehouse)
+        now = utcnow()
+        self.warehouse.append(
+            "runs",
+            [
+                {
+                    "run_id": self.run_id,
+                    "command": self.command,
+                    "arguments": json.dumps(scrub_arguments(self.arguments)),
+                    "user_name": _user(),
+                    "host_name": socket.gethostname(),
+                    "tool_version": __version__,
+                    "config_path": str(self.settings.source) if self.settings.source else None,
+                    "input_files": json.dumps(self.input_files),
+                    "rules_sha256": self.rules_sha256(),
+                    "started_at": now,
+                    "outcome": "running",
+                    "loaded_at": now,
+                }
+            ],
+        )
 
     def finish(self, outcome: str, exit_code: int) -> None:
-        try:
-            with self.warehouse.connect() as con:
-                con.execute(
-                    "update raw.runs set finished_at = ?, outcome = ?, exit_code = ?, summary = ?,"
-                    " rules_sha256 = ? where run_id = ?",
-                    [
-                        utcnow(),
-                        outcome,
-                        exit_code,
-                        json.dumps(self.summary, default=str),
-                        self.rules_sha256(),
-                        self.run_id,
-                    ],
-                )
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+        journal.replay(self.warehouse)  # our own journaled rows, before the run is done
+        with self.warehouse.connect() as con:
+            con.execute(
+                "update raw.runs set finished_at = ?, outcome = ?, exit_code = ?, summary = ?,"
+                " rules_sha256 = ? where run_id = ?",
+                [
+                    utcnow(),
+                    outcome,
+                    exit_code,
+                    json.dumps(self.summary, default=str),
+                    self.rules_sha256(),
+                    self.run_id,
+                ],
+            )
 
 
 def _user() -> str:

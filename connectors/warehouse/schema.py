@@ -209,6 +209,19 @@ RAW_TABLES: dict[str, RawTable] = {
             ("build_id",),
             is_source=False,
         ),
+        RawTable(
+            "journal_entries",
+            "one row per journal entry written to the warehouse (warehouse/journal.py), in the "
+            "same transaction as its rows: a replay skips what is here",
+            (
+                *_RUN,
+                ("entry_id", "varchar not null"),
+                ("journaled_at", "timestamp not null"),
+                ("row_counts", "varchar"),  # JSON: rows by table
+            ),
+            ("entry_id",),
+            is_source=False,
+        ),
     )
 }
 

@@ -1,21 +1,25 @@
 """The DuckDB warehouse: open it briefly, append raw rows, read marts.
 
 The file is created owner-only (0600) and the raw DDL (``schema.py``) is applied on every
-connection. One writer at a time: ``lock.py`` holds an exclusive ``flock`` for a CLI invocation,
-so a second one gets a clear ``WarehouseBusy`` instead of DuckDB's lock error.
+connection. DuckDB lets no other process open a file a writer has open, so every connection is
+one short transaction under the writer lock (``lock.py``): a command waits (bounded) for
+another's transaction instead of failing on DuckDB's lock error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from connectors import console
 from connectors.errors import StepFailed, WarehouseBusy
+from connectors.warehouse.lock import holding, wait_seconds
 from connectors.warehouse.schema import RAW_TABLES, apply_ddl
 
 
@@ -37,29 +41,27 @@ class Warehouse:
             pass
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with the raw DDL applied; DuckDB's lock error becomes ``WarehouseBusy``."""
+    def connect(
+        self, read_only: bool = False, wait: float | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one short transaction, with the raw DDL applied, under the writer
+        lock (``lock.holding``: other processes wait, bounded, and can open the file again
+        as soon as this closes). Never hold one across a wait for PACS or XNAT. ``wait``:
+        seconds to wait for another's transaction (default ``lock.wait_seconds()``)."""
+        with holding(self.path, wait), self._open(read_only, wait) as con:
+            yield con
+
+    @contextlib.contextmanager
+    def _open(self, read_only: bool, wait: float | None) -> Iterator[duckdb.DuckDBPyConnection]:
         if read_only and not self.path.exists():
             self.ensure()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # DuckDB creates the file and its WAL with the process umask: owner-only from the start.
-        old_umask = os.umask(0o077)
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as e:
-            if _is_lock_error(e):
-                raise WarehouseBusy(
-                    f"warehouse busy: {self.path} is open for writing by another process "
-                    "(another pacs2xnat, a dbt build or a SQL client); try again when it ends"
-                ) from None
-            raise
-        finally:
-            os.umask(old_umask)
+        con = _connect_waiting(self.path, read_only, wait_seconds() if wait is None else wait)
         try:
             if not read_only:
                 os.chmod(self.path, 0o600)
-                apply_ddl(con)
+                _apply_ddl_once(con, self.path)
             yield con
         finally:
             con.close()
@@ -151,6 +153,53 @@ class Warehouse:
 
 #: Rows per multi-row INSERT: DuckDB's executemany runs one statement per row, ~10× slower.
 INSERT_CHUNK = 256
+
+
+#: Files (device, inode) this process has applied the raw DDL to: a long command opens the
+#: warehouse once per transaction, and the DDL (a third of an open's cost) need not run each
+#: time.
+_DDL_DONE: set[tuple[int, int]] = set()
+
+
+def _apply_ddl_once(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The raw DDL, unless this process applied it to this file already and its raw tables
+    are all there (a file made anew may reuse a deleted one's inode: the count tells)."""
+    st = os.stat(path)
+    if (st.st_dev, st.st_ino) in _DDL_DONE:
+        row = con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'raw'"
+        ).fetchone()
+        if row is not None and row[0] >= len(RAW_TABLES):
+            return
+    apply_ddl(con)
+    _DDL_DONE.add((st.st_dev, st.st_ino))
+
+
+def _connect_waiting(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, waiting (bounded) while another process that does not take our lock
+    (a SQL client, a dbt outside this project) has the file open; DuckDB's lock error becomes
+    ``WarehouseBusy`` when the wait runs out."""
+    deadline, pause, said = time.monotonic() + wait, 0.05, False
+    while True:
+        # DuckDB creates the file and its WAL with the process umask: owner-only from the start.
+        old_umask = os.umask(0o077)
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if not _is_lock_error(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"warehouse busy: {path} is open in another process that is not pacs2xnat "
+                    f"(a SQL client?) and stayed open for {wait:.0f} s; try again when it closes"
+                ) from None
+            if not said:
+                console.say(f"{path} is open in another process; waiting up to {wait:.0f} s")
+                said = True
+        finally:
+            os.umask(old_umask)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 1.0)
 
 
 def _insert_statements(

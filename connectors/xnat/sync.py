@@ -2,9 +2,10 @@
 ``raw.xnat_sessions``, as one snapshot.
 
 Paged (``limit``/``offset``) so 50,000 sessions never sit in memory at once; the rows are
-appended a batch at a time, and the snapshot becomes the current one only when its
-``raw.xnat_syncs`` row is written after the last batch, so a half sync never looks like a
-snapshot (``int_xnat_sessions__current`` reads complete snapshots only). Scan counts: XNAT has
+appended a batch at a time (one short transaction each: the warehouse is free between them),
+and the snapshot becomes the current one only when its ``raw.xnat_syncs`` row is written after
+the last batch, so a half sync never looks like a snapshot (``int_xnat_sessions__current``
+reads complete snapshots only). Scan counts: XNAT has
 no scan-count column, and one scans listing per session is 50,000 calls, so a session already
 in the previous snapshot with the same ``insert_date`` keeps its count (pacs2xnat never adds
 scans to an archived session), and only new sessions are counted, a few at a time.
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 
 from connectors.clock import utcnow
+from connectors.warehouse.journal import append_or_journal
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
 
@@ -63,36 +65,39 @@ def sync_sessions(
     counted = reused = total = 0
     subjects: set[str] = set()
     pages = client.iter_sessions(**({"page_size": page_size} if page_size else {}))
-    with rc.warehouse.connect() as con, ThreadPoolExecutor(COUNT_WORKERS) as pool:
+    with rc.warehouse.connect(read_only=True) as con:
         previous = _previous_counts(con, project)
+    # Each page of rows is its own short transaction: the warehouse is free between pages.
+    with ThreadPoolExecutor(COUNT_WORKERS) as pool:
         batch: list[dict[str, str]] = []
         for row in pages:
             batch.append(row)
             if len(batch) >= BATCH:
-                c = _write(rc, con, batch, previous, client, pool, sync_id, started)
+                c = _write(rc, batch, previous, client, pool, sync_id, started)
                 counted, reused, total = counted + c, reused + len(batch) - c, total + len(batch)
                 subjects.update(r.get("subject_ID", "") for r in batch)
                 batch = []
         if batch:
-            c = _write(rc, con, batch, previous, client, pool, sync_id, started)
+            c = _write(rc, batch, previous, client, pool, sync_id, started)
             counted, reused, total = counted + c, reused + len(batch) - c, total + len(batch)
             subjects.update(r.get("subject_ID", "") for r in batch)
         now = utcnow()
-        rc.warehouse.append(
-            "xnat_syncs",
-            [
-                {
-                    "run_id": rc.run_id,
-                    "loaded_at": now,
-                    "sync_id": sync_id,
-                    "project": project,
-                    "started_at": started,
-                    "finished_at": now,
-                    "sessions": total,
-                    "subjects": len(subjects),
-                }
-            ],
-            con=con,
+        append_or_journal(
+            rc.warehouse,
+            {
+                "xnat_syncs": [
+                    {
+                        "run_id": rc.run_id,
+                        "loaded_at": now,
+                        "sync_id": sync_id,
+                        "project": project,
+                        "started_at": started,
+                        "finished_at": now,
+                        "sessions": total,
+                        "subjects": len(subjects),
+                    }
+                ]
+            },
         )
     logger.info("sync: %d sessions of %s (%d scan counts read)", total, project, counted)
     return {
@@ -106,7 +111,6 @@ def sync_sessions(
 
 def _write(
     rc: RunContext,
-    con: duckdb.DuckDBPyConnection,
     batch: Sequence[dict[str, str]],
     previous: dict[str, tuple[str, int]],
     client: XnatClient,
@@ -122,30 +126,31 @@ def _write(
     ]
     counts = dict(zip(need, pool.map(client.scan_count, need), strict=True))
     now = utcnow()
-    rc.warehouse.append(
-        "xnat_sessions",
-        [
-            {
-                "run_id": rc.run_id,
-                "loaded_at": now,
-                "sync_id": sync_id,
-                "synced_at": synced_at,
-                "project": client.project,
-                "subject_id": r.get("subject_ID") or None,
-                "subject_label": r.get("subject_label") or None,
-                "session_id": r.get("ID", ""),
-                "session_label": r.get("label") or None,
-                "xsi_type": r.get("xsiType") or None,
-                "modality": r.get("modality") or None,
-                "session_date": r.get("date") or None,
-                "study_instance_uid": r.get("UID") or None,
-                "scan_count": counts.get(
-                    r.get("ID", ""), previous.get(r.get("ID", ""), ("", None))[1]
-                ),
-                "insert_date": r.get("insert_date") or None,
-            }
-            for r in batch
-        ],
-        con=con,
+    append_or_journal(
+        rc.warehouse,
+        {
+            "xnat_sessions": [
+                {
+                    "run_id": rc.run_id,
+                    "loaded_at": now,
+                    "sync_id": sync_id,
+                    "synced_at": synced_at,
+                    "project": client.project,
+                    "subject_id": r.get("subject_ID") or None,
+                    "subject_label": r.get("subject_label") or None,
+                    "session_id": r.get("ID", ""),
+                    "session_label": r.get("label") or None,
+                    "xsi_type": r.get("xsiType") or None,
+                    "modality": r.get("modality") or None,
+                    "session_date": r.get("date") or None,
+                    "study_instance_uid": r.get("UID") or None,
+                    "scan_count": counts.get(
+                        r.get("ID", ""), previous.get(r.get("ID", ""), ("", None))[1]
+                    ),
+                    "insert_date": r.get("insert_date") or None,
+                }
+                for r in batch
+            ]
+        },
     )
     return len(need)

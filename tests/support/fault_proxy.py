@@ -16,6 +16,9 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.delay = 0.0
+        # While set, the PACS's answers wait in the proxy: a PACS slowed to a stop, for as long
+        # as a test needs a load in progress (the loader's timeouts must be longer).
+        self.paused = threading.Event()
         self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
         self.cuts = 0
         self.connections = 0
@@ -52,6 +55,8 @@ class FaultProxy:
                 if not data:
                     break
                 if from_pacs:
+                    while self.paused.is_set() and not self._closed:
+                        time.sleep(0.05)
                     if self.delay:
                         time.sleep(self.delay)
                     sent += len(data)

@@ -1,25 +1,40 @@
-"""It keeps one writer at a time and creates the warehouse owner-only."""
+"""It keeps one writer at a time, for one short transaction, makes the others wait (bounded,
+saying who holds it), and creates the warehouse owner-only."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from connectors.app.cli import app
 from connectors.clock import utcnow
 from connectors.errors import WarehouseBusy
+from connectors.warehouse import lock
 from connectors.warehouse.lock import WarehouseLock
 from connectors.warehouse.schema import RAW_TABLES
 from connectors.warehouse.store import Warehouse
 
 
-def _hold_lock(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
-    lock = WarehouseLock(Path(path))
-    lock.acquire("load")
+@pytest.fixture(autouse=True)
+def _short_wait() -> Iterator[None]:
+    lock.set_wait(0.5)
+    yield
+    lock.set_wait(None)
+
+
+def _hold_lock(path: str, ready, release, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
+    held = WarehouseLock(Path(path))
+    held.acquire("load")
     ready.set()
-    release.wait(30)
-    lock.release()
+    release.wait(seconds)
+    held.release()
 
 
 def test_fresh_warehouse_has_every_raw_table_and_is_owner_only(tmp_path: Path) -> None:
@@ -51,6 +66,86 @@ def test_second_writer_gets_warehouse_busy_naming_the_holder(tmp_path: Path) -> 
         release.set()
         proc.join(30)
     WarehouseLock(db).acquire("query")  # free again once the holder is gone
+
+
+def test_a_taken_warehouse_is_waited_for_and_the_wait_names_the_holder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command finding the warehouse in use waits, saying who holds it and for how long it
+    will wait, and goes on as soon as the holder lets go."""
+    db = tmp_path / "p.duckdb"
+    Warehouse(db).ensure()
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release, 1.0))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        lock.set_wait(30)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, "connectors.warehouse.lock"):
+            Warehouse(db).append("runs", [_run_row("r1")])
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        proc.join(30)
+    assert waited < 30  # it did not wait out its limit: it went on when the holder let go
+    assert re.search(
+        r"warehouse in use by pacs2xnat load \(pid \d+, since .+\); waiting up to 30 s",
+        caplog.text,
+    ), caplog.text
+    with Warehouse(db).connect(read_only=True) as con:
+        assert con.execute("select count(*) from raw.runs").fetchone() == (1,)
+
+
+def test_the_wait_is_bounded_then_warehouse_busy(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(WarehouseBusy, match=r"pacs2xnat load \(pid .* within 0 s"):
+            Warehouse(db).append("runs", [_run_row("r1")])
+    finally:
+        release.set()
+        proc.join(30)
+
+
+def test_the_lock_is_held_only_for_a_transaction(tmp_path: Path) -> None:
+    """Between two transactions of one process another process can take the lock and open
+    the DuckDB file (DuckDB refuses a second process while one has it open)."""
+    db = tmp_path / "p.duckdb"
+    wh = Warehouse(db)
+    wh.append("runs", [_run_row("r1")])
+    other = WarehouseLock(db)
+    assert other.try_acquire("report")
+    other.release()
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_append_run, args=(str(db), "r2"))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    wh.append("runs", [_run_row("r3")])
+    with wh.connect(read_only=True) as con:
+        assert con.execute("select count(*) from raw.runs").fetchone() == (3,)
+
+
+def _append_run(path: str, run_id: str) -> None:
+    Warehouse(Path(path)).append("runs", [_run_row(run_id)])
+
+
+def _run_row(run_id: str) -> dict[str, object]:
+    now = utcnow()
+    return {
+        "run_id": run_id,
+        "command": "test",
+        "arguments": "[]",
+        "started_at": now,
+        "outcome": "running",
+        "loaded_at": now,
+    }
 
 
 def test_duckdb_lock_from_another_process_is_warehouse_busy(tmp_path: Path) -> None:
@@ -97,3 +192,45 @@ def test_append_is_all_or_nothing(tmp_path: Path) -> None:
         wh.append("pacs_queries", [good, bad])
     with wh.connect(read_only=True) as con:
         assert con.execute("select count(*) from raw.pacs_queries").fetchone() == (0,)
+
+
+def _plain_dbt_hold(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
+    """What the dbt-duckdb plugin does in a plain `dbt build` process."""
+    lock.hold_until_exit(Path(path), "dbt build")
+    ready.set()
+    release.wait(30)
+
+
+def test_plain_dbt_build_holds_the_lock_until_it_exits(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_plain_dbt_hold, args=(str(db), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(WarehouseBusy, match=r"warehouse busy: dbt build \(pid \d+"):
+            Warehouse(db).append("runs", [_run_row("r1")])
+    finally:
+        release.set()
+        proc.join(30)
+    Warehouse(db).append("runs", [_run_row("r1")])  # free once dbt has exited
+
+
+def test_a_command_exits_3_naming_the_holder_when_its_wait_runs_out(
+    workspace: Path, cli: CliRunner
+) -> None:
+    db = workspace / "warehouse" / "pacs2xnat.duckdb"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        res = cli.invoke(app, ["--wait", "1", "failures"])
+    finally:
+        release.set()
+        proc.join(30)
+    assert res.exit_code == 3, res.output
+    assert re.search(r"warehouse in use by pacs2xnat load \(pid \d+.*waiting up to 1 s", res.stderr)
+    assert re.search(r"warehouse busy: pacs2xnat load \(pid \d+.*within 1 s", res.stderr)

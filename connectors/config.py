@@ -37,6 +37,13 @@ class PacsConfig:
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
     retries: int = 3
+    # issue 15: off-peak windows (connectors/windows.py), throttles (load/throttle.py)
+    windows: tuple[str, ...] = ()
+    wait_for_window: bool = True  # false (or --no-wait): outside a window, stop instead
+    max_mb_per_second: float = 0.0
+    max_studies_per_hour: int = 0
+    adaptive: bool = True
+    backoff_pause_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("load", "retries"),
     ("load", "backoff_seconds"),
     ("patients", "mrn_width"),
+    ("pacs", "max_mb_per_second"),
+    ("pacs", "max_studies_per_hour"),
+    ("pacs", "backoff_pause_seconds"),
 }
 
 
@@ -238,6 +248,12 @@ def _section(where: str, name: str, cls: type, values: dict[str, Any]) -> Any:
 
 
 def _check_type(where: str, section: str, key: str, typ: Any, value: Any) -> Any:
+    if str(typ) == "tuple[str, ...]":  # a list of strings (e.g. [pacs] windows)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(
+                f"{where}: [{section}] {key} must be a list of strings, got {value!r}"
+            )
+        return tuple(value)
     expected = {"str": str, "int": int, "float": float, "bool": bool}[str(typ)]
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -266,5 +282,9 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
             f"{where}: [{section}] {key} = {value!r} is not a DICOM AE title "
             "(at most 16 characters, no backslash)"
         )
+    if (section, key) == ("pacs", "windows"):
+        from connectors.windows import parse_windows
+
+        parse_windows(value, where)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [xnat] url must start with http:// or https://")

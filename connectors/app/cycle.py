@@ -146,6 +146,11 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
         result["seconds"] = round(time.monotonic() - started, 3)  # benchmarks/cycle reads it
         exit_code = max(exit_code, int(result.pop("exit_code", EXIT_OK)))
         summary["steps"][step.name] = result
+        if result.get("paused_until"):  # outside the PACS windows, --no-wait: rerun continues
+            summary["paused_until"] = result["paused_until"]
+            rc.summary.update(summary)
+            rc.save_summary()
+            break
         summary["steps_done"].append(step.name)
         rc.summary.update(summary)
         rc.save_summary()

@@ -6,6 +6,7 @@ return value (-> 1)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,14 @@ def settings() -> Settings:
     return state.settings
 
 
+def no_wait_override(no_wait: bool) -> None:
+    """``--no-wait`` overrides ``[pacs] wait_for_window`` for this invocation."""
+    if no_wait:
+        s = settings()
+        pacs = dataclasses.replace(s.pacs, wait_for_window=False)
+        state.settings = dataclasses.replace(s, pacs=pacs)
+
+
 @contextlib.contextmanager
 def invocation(command: str) -> Iterator[RunContext]:
     """One recorded run: lock the warehouse, write ``raw.runs``, open the run's log file,
@@ -73,6 +82,8 @@ def invocation(command: str) -> Iterator[RunContext]:
         raise
     finally:
         outcome = {EXIT_OK: "success", EXIT_SOME_FAILED: "partial"}.get(exit_code, "failed")
+        if outcome != "failed" and rc.summary.get("paused_until"):
+            outcome = "paused"  # outside the PACS windows (--no-wait): the next run continues
         with contextlib.suppress(Pacs2XnatError):
             rc.finish(outcome, exit_code)
         if console.json_mode() and exit_code in (EXIT_OK, EXIT_SOME_FAILED):

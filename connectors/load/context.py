@@ -14,6 +14,7 @@ from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.runs import RunContext
+from connectors.windows import WindowGate, Windows
 from connectors.xnat.client import XnatClient
 
 UNAVAILABLE_LIMIT = 3  # studies in a row failed as xnat_unavailable: XNAT is down, stop (exit 3)
@@ -93,6 +94,17 @@ class LoadContext:
     con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
     unavailable_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
+    gate: WindowGate = field(default_factory=lambda: WindowGate(Windows()))  # [pacs] windows
+    not_started: int = 0  # studies left for the next window (--no-wait)
+
+    def admit(self) -> bool:
+        """Before a study's retrieval starts: inside a PACS window (after waiting for one)?
+        False with --no-wait outside one: the study is left for the rerun."""
+        if self.gate.admit():
+            return True
+        with self._lock:
+            self.not_started += 1
+        return False
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now (so a crash loses nothing that happened)."""

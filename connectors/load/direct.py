@@ -40,6 +40,7 @@ class _Retrieved:
     bytes: int = 0
     error: StudyFailed | None = None
     fatal: BaseException | None = None
+    left: bool = False  # not started: outside the PACS windows with --no-wait
 
 
 def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
@@ -60,6 +61,8 @@ def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
                     pool.submit(_produce, ctx, retriever, s, work, ready, stop)
                 for _ in todo:
                     item = ready.get()
+                    if item.left:  # no attempt row: the manifest still holds it
+                        continue
                     if item.fatal is not None:
                         _record_fatal(ctx, item.study, item.started, item.fatal, "retrieve_failed")
                         raise item.fatal
@@ -132,6 +135,9 @@ def _produce(
 ) -> None:
     """Retrieve one study (retrying transient failures); hand it to the uploader."""
     if stop.is_set():
+        return
+    if not ctx.admit():  # outside the PACS windows with --no-wait: leave it for the rerun
+        _put(ready, _Retrieved(study, utcnow(), left=True), stop)
         return
     dest = work / study.study_instance_uid
     attempt = 0

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
     pacs_id = ctx.client.dqr_pacs_id()
     for study in studies:
+        if not ctx.admit():  # outside the PACS windows with --no-wait: the rest waits
+            continue
         there = ctx.check_before_upload(study)  # DQR does not de-duplicate
         if there is not None:
             ctx.record(study, utcnow(), there)

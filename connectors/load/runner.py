@@ -21,6 +21,7 @@ from connectors.load.display import by_reason, print_plan, print_summary, progre
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.runs import RunContext
+from connectors.windows import gate_for
 from connectors.xnat.client import XnatClient
 from connectors.xnat.sync import sync_sessions
 
@@ -75,6 +76,7 @@ def run_load(
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, policy)
+        ctx.gate = gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
         # Opening DuckDB costs ~50 ms of CPU (the raw DDL runs on every connect): once per run,
         # not once per attempt. Each append still commits at once.
         with rc.warehouse.connect() as con, progress(ctx, len(studies)):
@@ -97,7 +99,10 @@ def run_load(
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
+        **ctx.gate.summary(),
     }
+    if ctx.not_started:
+        summary["not_started"] = ctx.not_started
     print_summary(summary, ctx.failures)
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED

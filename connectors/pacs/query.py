@@ -37,6 +37,7 @@ from connectors.pacs.query_record import (
     outcome_rows,
 )
 from connectors.warehouse.builds import Selection, refresh
+from connectors.windows import WindowGate, gate_for
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -165,9 +166,12 @@ def _work(
     tasks: queue.SimpleQueue[PlannedQuery],
     results: queue.SimpleQueue[PatientOutcome | Fatal | None],
     stop: threading.Event,
+    gate: WindowGate,
 ) -> None:
     try:
         while not stop.is_set():
+            if not gate.admit():  # outside the PACS windows, --no-wait: the rest stays due
+                return
             try:
                 task = tasks.get_nowait()
             except queue.Empty:
@@ -189,10 +193,16 @@ def run_query(
     until: dt.date | None = None,
     mrns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
+    """Build and read the plan, ask the PACS, record every patient's outcome; the summary.
+    Only inside the ``[pacs] windows``: it waits for one, or (``--no-wait``) stops and says
+    ``paused_until``; the patients not asked stay due for the rerun."""
     if since and until and since > until:  # bad input: say so before touching PACS or dbt
         raise InputError(f"--since {since} is after --until {until}", column="--since")
     settings = rc.settings
+    gate = gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
+    if not gate.admit():
+        return {"patients_queried": 0, "patients_failed": 0, "studies_found": 0,
+                **gate.summary()}  # fmt: skip
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     build_plan(rc)
@@ -209,7 +219,7 @@ def run_query(
         console.say("Nothing to ask: every active patient is queried up to today.")
         return {**summary, "patients_queried": 0, "patients_failed": 0, "studies_found": 0}
     try:
-        summary.update(ask_patients(rc, tasks))
+        summary.update(ask_patients(rc, tasks, gate))
     except PacsUnreachable:
         rc.summary.update(summary)
         raise
@@ -222,11 +232,14 @@ def run_query(
     return summary
 
 
-def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any]:
+def ask_patients(
+    rc: RunContext, tasks: Sequence[PlannedQuery], gate: WindowGate | None = None
+) -> dict[str, Any]:
     """Ask the PACS for every task on at most ``max_associations`` reused associations and
     record each outcome as it arrives; the counts. ``PacsUnreachable`` if the PACS goes away
     for good (what was committed stays)."""
     settings = rc.settings
+    gate = gate or gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
     n_workers = max(1, min(settings.pacs.max_associations, len(tasks)))
     logger.info(
         "querying %d patients on %s with %d associations",
@@ -242,7 +255,7 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
     threads = [
         threading.Thread(
             target=_work,
-            args=(_Asker(settings), todo, results, stop),
+            args=(_Asker(settings), todo, results, stop, gate),
             daemon=True,
             name=f"cfind-{i}",
         )
@@ -263,6 +276,7 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
         "studies_found": tally.studies,
         "sub_queries": tally.sub_queries,
         "max_associations": n_workers,
+        **gate.summary(),
     }
     if fatal is not None:
         rc.summary.update(counts)

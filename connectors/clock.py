@@ -44,6 +44,10 @@ class Clock:
         """Naive local time (the ``[pacs] windows`` are local)."""
         return dt.datetime.now()
 
+    def monotonic(self) -> float:
+        """Seconds for measuring intervals (rate caps, pauses)."""
+        return time.monotonic()
+
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)

@@ -13,6 +13,7 @@ from typing import Any
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
 from connectors.load.retry_policy import RetryPolicy
+from connectors.pacs.throttle import Throttle
 from connectors.warehouse.runs import RunContext
 from connectors.windows import WindowGate, Windows
 from connectors.xnat.client import XnatClient
@@ -96,6 +97,10 @@ class LoadContext:
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
     gate: WindowGate = field(default_factory=lambda: WindowGate(Windows()))  # [pacs] windows
     not_started: int = 0  # studies left for the next window (--no-wait)
+    throttle: Throttle = field(init=False)  # [pacs] caps and the adaptive back-off
+
+    def __post_init__(self) -> None:
+        self.throttle = Throttle(self.rc.settings.pacs)
 
     def admit(self) -> bool:
         """Before a study's retrieval starts: inside a PACS window (after waiting for one)?

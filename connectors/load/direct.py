@@ -26,6 +26,7 @@ from connectors.clock import utcnow
 from connectors.errors import Pacs2XnatError, StudyFailed, Unavailable
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.pacs.retrieve import Retriever
+from connectors.pacs.throttle import REFUSALS_PER_STUDY, Ticket, is_refusal
 from connectors.xnat.zipstream import ZipProgress, zip_stream
 
 logger = logging.getLogger(__name__)
@@ -140,17 +141,25 @@ def _produce(
         _put(ready, _Retrieved(study, utcnow(), left=True), stop)
         return
     dest = work / study.study_instance_uid
-    attempt = 0
+    attempt = refusals = 0
+    throttle = ctx.throttle
     while True:
         started = utcnow()
+        ticket = None
         try:
-            # the Retriever checks the count against the PACS's (and the manifest's) number
-            got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
+            with throttle.slot() as ticket:  # [pacs] caps and the adaptive back-off
+                # the Retriever checks the count against the PACS's (and the manifest's) number
+                got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
+            throttle.answered(ticket, got.seconds, got.files, got.bytes)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
             _put(ready, _Retrieved(study, started, Path(got.folder), files, got.bytes), stop)
             return
         except StudyFailed as e:
             shutil.rmtree(dest, ignore_errors=True)
+            if _refused(ctx, ticket, e, refusals) and not stop.is_set():
+                refusals += 1  # the throttle took an association away or paused: try again
+                ctx.record(study, started, Outcome.failed(e, files_expected=study.expected), False)
+                continue
             if stop.is_set() or not ctx.retry(e, attempt):
                 _put(ready, _Retrieved(study, started, error=e), stop)
                 return
@@ -159,6 +168,10 @@ def _produce(
             attempt += 1
         except Pacs2XnatError as e:  # PACS unreachable: the whole run stops (exit 3)
             shutil.rmtree(dest, ignore_errors=True)
+            # a PACS that served us and now rejects associations is busy: back off instead
+            if throttle.answered_ok and _refused(ctx, ticket, e, refusals) and not stop.is_set():
+                refusals += 1
+                continue
             _put(ready, _Retrieved(study, started, fatal=e), stop)
             return
         except Exception as e:
@@ -167,6 +180,15 @@ def _produce(
             err = StudyFailed("retrieve_failed", f"{type(e).__name__}: {e}")
             _put(ready, _Retrieved(study, started, error=err), stop)
             return
+
+
+def _refused(ctx: LoadContext, ticket: Ticket | None, e: Exception, refusals: int) -> bool:
+    """A refusal (0xA700, 0xA702, a rejected association) the adaptive throttle handles:
+    it is told, and the study is tried again, up to ``REFUSALS_PER_STUDY`` times."""
+    if not (ctx.throttle.pacs.adaptive and is_refusal(str(e))):
+        return False
+    ctx.throttle.refused(ticket, str(e))
+    return refusals < REFUSALS_PER_STUDY
 
 
 def _consume(ctx: LoadContext, item: _Retrieved) -> None:

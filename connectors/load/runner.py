@@ -100,6 +100,7 @@ def run_load(
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
         **ctx.gate.summary(),
+        **(ctx.throttle.summary() if mode == "direct" else {}),
     }
     if ctx.not_started:
         summary["not_started"] = ctx.not_started

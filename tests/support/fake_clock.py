@@ -23,6 +23,10 @@ class FakeClock(Clock):
             self.t += self.step
             return t
 
+    def monotonic(self) -> float:
+        with self._lock:
+            return (self.t - dt.datetime(2000, 1, 1)).total_seconds()
+
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self.slept += max(seconds, 0.0)

@@ -12,7 +12,6 @@ pynetdicom C-GET with several associations runs one association per worker proce
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -67,6 +66,6 @@ class Retriever:
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        started = time.monotonic()
-        files, size, _ = raise_or_return(self._pool.run(uid, dest, expected))
-        return RetrievedStudy(uid, dest, files, size, expected, time.monotonic() - started)
+        files, size, seconds = raise_or_return(self._pool.run(uid, dest, expected))
+        # the worker's own time: the PACS's answer, not a worker's start-up (the throttle)
+        return RetrievedStudy(uid, dest, files, size, expected, seconds)

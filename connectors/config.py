@@ -81,6 +81,20 @@ class PatientsConfig:
     mrn_width: int = 0
 
 
+@dataclass(frozen=True)
+class NotifyConfig:
+    """issue 15: who is told when a run/load finishes, stops on a fault or pauses
+    (``outputs/notify.py``); SMTP_USER / SMTP_PASS and NOTIFY_WEBHOOK_URL from the environment."""
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    mail_from: str = ""
+    mail_to: tuple[str, ...] = ()
+    webhook_url: str = ""
+    timeout: float = 10.0
+
+
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pacs", "retrieve"): ("c-get", "c-move"),
     ("pacs", "retrieve_backend"): ("pynetdicom", "dcmtk"),
@@ -109,6 +123,7 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("pacs", "max_studies_per_hour"),
     ("pacs", "backoff_pause_seconds"),
 }
+POSITIVE |= {("notify", "smtp_port"), ("notify", "timeout")}
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class Settings:
     cycle: CycleConfig = field(default_factory=CycleConfig)
     load: LoadConfig = field(default_factory=LoadConfig)
     patients: PatientsConfig = field(default_factory=PatientsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -164,6 +180,7 @@ SECTIONS: dict[str, type] = {
     "cycle": CycleConfig,
     "load": LoadConfig,
     "patients": PatientsConfig,
+    "notify": NotifyConfig,
 }
 SECRET_WORDS = ("password", "pass", "secret", "token")
 
@@ -286,5 +303,16 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
         from connectors.windows import parse_windows
 
         parse_windows(value, where)
+    if section == "notify":
+        _check_notify(where, key, value)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [xnat] url must start with http:// or https://")
+
+
+def _check_notify(where: str, key: str, value: Any) -> None:
+    if key == "mail_to" and not all("@" in v for v in value):
+        raise ConfigError(f"{where}: [notify] mail_to: every entry must be an e-mail address")
+    if key == "mail_from" and value and "@" not in value:
+        raise ConfigError(f"{where}: [notify] mail_from = {value!r} is not an e-mail address")
+    if key == "webhook_url" and value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: [notify] webhook_url must start with http:// or https://")

@@ -15,12 +15,13 @@ caller stops starting work, and a rerun continues with what is left (the query p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from connectors import console
@@ -174,6 +175,8 @@ class WindowGate:
                 "" if self.wait else " (--no-wait: stopping here; rerun to continue)",
             )
             _announce(until, self.wait)
+            for listener in list(_listeners):  # the notifications (outputs/notify.py)
+                listener(until, self.wait)
             if self.on_pause is not None:
                 self.on_pause(until)
             if not self.wait:
@@ -194,6 +197,19 @@ class WindowGate:
         if self.paused_until is not None:
             out["paused_until"] = self.paused_until.isoformat(timespec="minutes")
         return out
+
+
+_listeners: list[Callable[[dt.datetime, bool], None]] = []
+
+
+@contextlib.contextmanager
+def listening(fn: Callable[[dt.datetime, bool], None]) -> Iterator[None]:
+    """Call ``fn(until, wait)`` on every pause while the block runs (one command's notifier)."""
+    _listeners.append(fn)
+    try:
+        yield
+    finally:
+        _listeners.remove(fn)
 
 
 def _announce(until: dt.datetime, wait: bool) -> None:

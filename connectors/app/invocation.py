@@ -18,6 +18,7 @@ import typer
 from connectors import console
 from connectors.config import Settings, load_settings
 from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, Pacs2XnatError
+from connectors.outputs.notify import Notifier
 from connectors.warehouse.runs import RunContext
 
 
@@ -67,8 +68,9 @@ def invocation(command: str) -> Iterator[RunContext]:
         console.verbose(),
     )
     exit_code = EXIT_OK
+    notifier = Notifier.for_command(rc.settings, command, rc.run_id)  # [notify]: run, load
     try:
-        with exit_codes():
+        with exit_codes(), notifier.watching():
             yield rc
         exit_code = int(rc.summary.get("exit_code", EXIT_OK))
     except typer.Exit as e:
@@ -86,6 +88,7 @@ def invocation(command: str) -> Iterator[RunContext]:
             outcome = "paused"  # outside the PACS windows (--no-wait): the next run continues
         with contextlib.suppress(Pacs2XnatError):
             rc.finish(outcome, exit_code)
+        notifier.finished(exit_code, rc.summary)  # never raises
         if console.json_mode() and exit_code in (EXIT_OK, EXIT_SOME_FAILED):
             console.out.print_json(json.dumps({"run_id": rc.run_id, **rc.summary}, default=str))
     if exit_code != EXIT_OK:

@@ -44,6 +44,8 @@ class PacsConfig:
     max_studies_per_hour: int = 0
     adaptive: bool = True
     backoff_pause_seconds: float = 60.0
+    protocol: str = "dimse"  # or "dicomweb": QIDO-RS and WADO-RS on dicomweb_url
+    dicomweb_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pacs", "retrieve"): ("c-get", "c-move"),
     ("pacs", "retrieve_backend"): ("pynetdicom", "dcmtk"),
     ("xnat", "mode"): ("direct", "dqr"),
+    ("pacs", "protocol"): ("dimse", "dicomweb"),
 }
 POSITIVE: set[tuple[str, str]] = {
     ("pacs", "port"),
@@ -303,6 +306,9 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
         from connectors.windows import parse_windows
 
         parse_windows(value, where)
+    is_web_url = (section, key) == ("pacs", "dicomweb_url") and value
+    if is_web_url and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: [pacs] dicomweb_url must start with http:// or https://")
     if section == "notify":
         _check_notify(where, key, value)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
+from connectors.pacs.dicomweb import DicomwebClient
 from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
 from connectors.pacs.net import describe, make_ae, open_association
 from connectors.pacs.query_record import (
@@ -120,8 +121,12 @@ class _Asker:
         self.settings = settings
         self.ae = make_ae(settings, QUERY_CONTEXTS)
         self.assoc = assoc
+        # [pacs] protocol = "dicomweb": QIDO-RS on one HTTP session instead of an association
+        self.web = DicomwebClient(settings.pacs) if settings.pacs.protocol == "dicomweb" else None
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.close()
         if self.assoc is not None and self.assoc.is_established:
             self.assoc.release()
         self.assoc = None
@@ -131,16 +136,21 @@ class _Asker:
             self.assoc.abort()
         self.assoc = None
 
+    def _connection(self) -> Association | DicomwebClient:
+        if self.web is not None:
+            return self.web
+        if self.assoc is None or not self.assoc.is_established:
+            self.assoc = open_association(self.settings, self.ae)
+        return self.assoc
+
     def ask(self, task: PlannedQuery) -> PatientOutcome:
         cfg = self.settings.pacs
         started = utcnow()
         attempt = 0
         while True:
             try:
-                if self.assoc is None or not self.assoc.is_established:
-                    self.assoc = open_association(self.settings, self.ae)
                 result = find_patient(
-                    self.assoc, task.mrn, task.window, result_cap=cfg.find_result_cap
+                    self._connection(), task.mrn, task.window, result_cap=cfg.find_result_cap
                 )
                 return PatientOutcome(task, started, utcnow(), result=result)
             except QueryFailed as e:
@@ -204,7 +214,14 @@ def run_query(
         return {"patients_queried": 0, "patients_failed": 0, "studies_found": 0,
                 **gate.summary()}  # fmt: skip
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
-    open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
+    if settings.pacs.protocol == "dicomweb":
+        web = DicomwebClient(settings.pacs)
+        try:
+            web.check()
+        finally:
+            web.close()
+    else:
+        open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     build_plan(rc)
     plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())

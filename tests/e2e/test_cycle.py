@@ -40,8 +40,16 @@ def _runs(workspace: Path) -> list[tuple[str, str, int, dict[str, Any]]]:
 
 
 @pytest.fixture
-def cycle_workspace(workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohort: Cohort) -> Path:
-    _config(workspace, orthanc, standin_xnat)
+def cycle_workspace(
+    request: pytest.FixtureRequest,
+    workspace: Path,
+    orthanc: Any,
+    standin_xnat: Any,
+    pacs_cohort: Cohort,
+) -> Path:
+    protocol = getattr(request, "param", "dimse")  # the whole cycle by DICOMweb too (issue 15)
+    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
+    _config(workspace, orthanc, standin_xnat, **(web if protocol == "dicomweb" else {}))
     master = write_master_list(pacs_cohort, workspace / "master.xlsx")
     res = CliRunner().invoke(app, ["patients", "import", str(master)])
     assert res.exit_code == 0, res.output
@@ -56,6 +64,7 @@ def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
         ).fetchall()
 
 
+@pytest.mark.parametrize("cycle_workspace", ["dimse", "dicomweb"], indirect=True)
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
@@ -131,6 +140,15 @@ def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -
         "XNAT login and project",
     ):
         assert f"pass  {name}:" in res.output, name
+
+
+@pytest.mark.parametrize("cycle_workspace", ["dicomweb"], indirect=True)
+def test_doctor_checks_dicomweb(cycle_workspace: Path) -> None:
+    res = CliRunner().invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert "pass  PACS DICOMweb QIDO-RS:" in res.output
+    assert "pass  PACS DICOMweb WADO-RS:" in res.output
+    assert "C-ECHO" not in res.output
 
 
 def test_doctor_names_what_fails_and_how_to_fix_it(

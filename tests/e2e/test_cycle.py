@@ -3,6 +3,7 @@ stops where asked, stops on a failing step, continues after it, and `doctor` say
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -14,9 +15,11 @@ from typer.testing import CliRunner
 
 from connectors.app.cli import app
 from connectors.app.cycle import AFTER_LOAD, BEFORE_LOAD
+from connectors.clock import use_clock
 from connectors.pacs.query import PLAN_MODELS
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.workbooks import write_master_list
+from tests.support.fake_clock import FakeClock
 from tests.support.pacs_fixtures import write_query_config
 
 
@@ -125,6 +128,27 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     labels = [s.label for s in standin_xnat.store.sessions.values()]
     assert len(labels) == len(set(labels)) == selected[0]
     _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
+
+
+def test_run_outside_the_windows_pauses_and_the_next_run_continues(
+    cycle_workspace: Path, orthanc: Any, standin_xnat: Any
+) -> None:
+    """--no-wait at noon on a Tuesday: the run stops before asking the PACS, recorded
+    'paused' with when it may go on; at 20:00 the next run goes on."""
+    _config(cycle_workspace, orthanc, standin_xnat, windows=["Mon-Fri 19:00-07:00"])
+    cli = CliRunner()
+    with use_clock(FakeClock(dt.datetime(2026, 12, 1, 12, 0))):
+        res = cli.invoke(app, ["--json", "run", "--no-wait"])
+    assert res.exit_code == 0, res.output
+    assert '"paused_until": "2026-12-01T19:00"' in res.output
+    (paused,) = _runs(cycle_workspace)
+    assert (paused[1], paused[3]["steps_done"]) == ("paused", [])
+    with use_clock(FakeClock(dt.datetime(2026, 12, 1, 20, 0))):
+        res = cli.invoke(app, ["run", "--no-wait", "--until", "query"])
+    assert res.exit_code == 0, res.output
+    went_on = _runs(cycle_workspace)[1]
+    assert (went_on[1], went_on[3]["steps_done"]) == ("success", ["query"])
+    assert went_on[3]["steps"]["query"]["patients_queried"] > 0
 
 
 def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -> None:

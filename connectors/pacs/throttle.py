@@ -40,12 +40,15 @@ MIN_SAMPLES = 5  # answers needed before the median means anything
 SAMPLES = 50  # the running window
 RECOVER_AFTER = 5  # normal answers in a row before one more association
 REFUSALS_PER_STUDY = 10  # a study refused more often than this fails as usual
-_REFUSAL = re.compile(r"status 0x(A700|A702)\b|rejected the association|aborted the association")
+_REFUSAL = re.compile(
+    r"status 0x(A700|A702)\b|rejected the association|aborted the association|HTTP (429|503)\b"
+)
 
 
 def is_refusal(message: str) -> bool:
-    """Out of resources (0xA700), unable to perform sub-operations (0xA702), or the PACS
-    rejecting or dropping our association request: the PACS is there but busy."""
+    """Out of resources (0xA700), unable to perform sub-operations (0xA702), the PACS
+    rejecting or dropping our association request, or (DICOMweb) HTTP 429/503: the PACS is
+    there but busy."""
     return _REFUSAL.search(message) is not None
 
 

@@ -35,6 +35,7 @@ def _load(settings: Any) -> dict[str, Any]:
 def test_refusals_are_recognised() -> None:
     assert is_refusal("study 1.2: the PACS answered with status 0xA700; 0 of 3 files received")
     assert is_refusal("PACS X at h:1 rejected the association: check ...")
+    assert is_refusal("study 1.2: WADO-RS answered HTTP 503")
     assert not is_refusal("study 1.2: the PACS answered with status 0xC000; 0 of 3 received")
 
 

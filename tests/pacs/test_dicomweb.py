@@ -135,3 +135,55 @@ def test_config_and_multipart_edges() -> None:
         assert list(_parts(iter(chunks), b"XYZ")) == body
     with pytest.raises(OSError, match="ended before"):
         list(_parts(iter([stream[:-10]]), b"XYZ"))
+
+
+def test_wado_rs_is_byte_preserving_across_transfer_syntaxes(
+    orthanc_factory: Any, pacs_files: list[Path], tmp_path: Path
+) -> None:
+    """One study holding the same image in five transfer syntaxes (pydicom writes explicit,
+    implicit and deflated; Orthanc compresses JPEG-LS lossless and JPEG lossless): every file
+    arrives by WADO-RS exactly as the PACS was given it."""
+    import json
+
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        generate_uid,
+    )
+
+    server = orthanc_factory(None, dicomweb=True)
+    study = generate_uid()
+    src = pydicom.dcmread(next(p for p in pacs_files if "CT" in str(pydicom.dcmread(p).Modality)))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    written: list[Path] = []
+    syntaxes = [src.file_meta.TransferSyntaxUID, ImplicitVRLittleEndian,
+                DeflatedExplicitVRLittleEndian]  # fmt: skip
+    for k, ts in enumerate(syntaxes):
+        ds = src.copy()
+        ds.StudyInstanceUID = study
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ts
+        path = corpus / f"{k}.dcm"
+        pydicom.dcmwrite(path, ds, enforce_file_format=True, implicit_vr=ts.is_implicit_VR)
+        written.append(path)
+    server.upload(written[:1])
+    (first,) = server.rest("GET", "/instances")
+    for ts in (JPEGLSLossless, JPEGLosslessSV1):
+        body = {"Transcode": ts, "Force": True, "Keep": ["StudyInstanceUID", "SeriesInstanceUID"],
+                "Replace": {"SOPInstanceUID": generate_uid()}}  # fmt: skip
+        path = corpus / f"{ts}.dcm"
+        path.write_bytes(server.rest("POST", f"/instances/{first}/modify", json.dumps(body)))
+        written.append(path)
+    server.upload(written[1:])
+    seen = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+            for p in written}  # fmt: skip
+    assert len(seen) == 5
+    with Retriever(_web(server, max_associations=1)) as r:
+        got = r.retrieve(study, tmp_path / "got", len(written))
+    assert got.files == len(written)
+    for path in written:
+        uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert (got.folder / file_name_for(uid)).read_bytes() == path.read_bytes(), path.name

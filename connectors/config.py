@@ -309,6 +309,11 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
     is_web_url = (section, key) == ("pacs", "dicomweb_url") and value
     if is_web_url and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [pacs] dicomweb_url must start with http:// or https://")
+    if is_web_url and "@" in value.split("/")[2]:
+        raise ConfigError(
+            f"{where}: [pacs] dicomweb_url: credentials never go in the URL; set "
+            "DICOMWEB_USER / DICOMWEB_PASS or DICOMWEB_TOKEN in the environment"
+        )
     if section == "notify":
         _check_notify(where, key, value)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):

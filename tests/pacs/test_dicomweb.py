@@ -122,6 +122,8 @@ def test_config_and_multipart_edges() -> None:
         settings_from_dict({"pacs": {"protocol": "http"}})
     with pytest.raises(ConfigError, match=r"\[pacs\] dicomweb_url must start with http"):
         settings_from_dict({"pacs": {"dicomweb_url": "pacs.example.org/dicom-web"}})
+    with pytest.raises(ConfigError, match="credentials never go in the URL"):
+        settings_from_dict({"pacs": {"dicomweb_url": "https://u:secret@pacs.example.org/dw"}})
     with pytest.raises(ConfigError, match="needs dicomweb_url"):
         DicomwebClient(settings_from_dict({"pacs": {"protocol": "dicomweb"}}).pacs)
     body = [b"one\r\n--XY", b"", b"three"]

@@ -95,3 +95,27 @@ def test_a_pacs_that_keeps_up_sees_every_configured_association(
     assert (summary["loaded"], summary["failed"]) == (5, 0)
     assert summary["throttle_changes"] == []
     assert pacs.peak == summary["associations_peak"] == 2
+
+
+def test_the_rate_caps_space_the_retrievals_on_the_clock() -> None:
+    """60 studies an hour: a minute between starts; 1 MB/s: after 10 MB, 10 s before the
+    next. The fake clock's sleep only moves time."""
+    from connectors.config import PacsConfig
+    from connectors.pacs.throttle import Throttle
+
+    clock = FakeClock(dt.datetime(2026, 12, 1, 20, 0))
+    per_hour = Throttle(PacsConfig(max_studies_per_hour=60), clock)
+    for _ in range(3):
+        with per_hour.slot():
+            pass
+    assert clock.slept == pytest.approx(120.0)
+
+    clock = FakeClock(dt.datetime(2026, 12, 1, 20, 0))
+    per_second = Throttle(PacsConfig(max_mb_per_second=1.0), clock)
+    with per_second.slot() as ticket:
+        pass
+    per_second.answered(ticket, 0.5, 10, 10_000_000)
+    with per_second.slot():
+        pass
+    assert clock.slept == pytest.approx(10.0)
+    assert per_second.changes == []  # caps are not back-offs

@@ -37,6 +37,15 @@ class PacsConfig:
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
     retries: int = 3
+    # issue 15: off-peak windows (connectors/windows.py), throttles (load/throttle.py)
+    windows: tuple[str, ...] = ()
+    wait_for_window: bool = True  # false (or --no-wait): outside a window, stop instead
+    max_mb_per_second: float = 0.0
+    max_studies_per_hour: int = 0
+    adaptive: bool = True
+    backoff_pause_seconds: float = 60.0
+    protocol: str = "dimse"  # or "dicomweb": QIDO-RS and WADO-RS on dicomweb_url
+    dicomweb_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,25 @@ class PatientsConfig:
     mrn_width: int = 0
 
 
+@dataclass(frozen=True)
+class NotifyConfig:
+    """issue 15: who is told when a run/load finishes, stops on a fault or pauses
+    (``outputs/notify.py``); SMTP_USER / SMTP_PASS and NOTIFY_WEBHOOK_URL from the environment."""
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    mail_from: str = ""
+    mail_to: tuple[str, ...] = ()
+    webhook_url: str = ""
+    timeout: float = 10.0
+
+
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pacs", "retrieve"): ("c-get", "c-move"),
     ("pacs", "retrieve_backend"): ("pynetdicom", "dcmtk"),
     ("xnat", "mode"): ("direct", "dqr"),
+    ("pacs", "protocol"): ("dimse", "dicomweb"),
 }
 POSITIVE: set[tuple[str, str]] = {
     ("pacs", "port"),
@@ -100,7 +124,11 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("load", "backoff_seconds"),
     ("load", "manifest_refresh_seconds"),
     ("patients", "mrn_width"),
+    ("pacs", "max_mb_per_second"),
+    ("pacs", "max_studies_per_hour"),
+    ("pacs", "backoff_pause_seconds"),
 }
+POSITIVE |= {("notify", "smtp_port"), ("notify", "timeout")}
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,7 @@ class Settings:
     cycle: CycleConfig = field(default_factory=CycleConfig)
     load: LoadConfig = field(default_factory=LoadConfig)
     patients: PatientsConfig = field(default_factory=PatientsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -156,6 +185,7 @@ SECTIONS: dict[str, type] = {
     "cycle": CycleConfig,
     "load": LoadConfig,
     "patients": PatientsConfig,
+    "notify": NotifyConfig,
 }
 SECRET_WORDS = ("password", "pass", "secret", "token")
 
@@ -240,6 +270,12 @@ def _section(where: str, name: str, cls: type, values: dict[str, Any]) -> Any:
 
 
 def _check_type(where: str, section: str, key: str, typ: Any, value: Any) -> Any:
+    if str(typ) == "tuple[str, ...]":  # a list of strings (e.g. [pacs] windows)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(
+                f"{where}: [{section}] {key} must be a list of strings, got {value!r}"
+            )
+        return tuple(value)
     expected = {"str": str, "int": int, "float": float, "bool": bool}[str(typ)]
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -268,5 +304,28 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
             f"{where}: [{section}] {key} = {value!r} is not a DICOM AE title "
             "(at most 16 characters, no backslash)"
         )
+    if (section, key) == ("pacs", "windows"):
+        from connectors.windows import parse_windows
+
+        parse_windows(value, where)
+    is_web_url = (section, key) == ("pacs", "dicomweb_url") and value
+    if is_web_url and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: [pacs] dicomweb_url must start with http:// or https://")
+    if is_web_url and "@" in value.split("/")[2]:
+        raise ConfigError(
+            f"{where}: [pacs] dicomweb_url: credentials never go in the URL; set "
+            "DICOMWEB_USER / DICOMWEB_PASS or DICOMWEB_TOKEN in the environment"
+        )
+    if section == "notify":
+        _check_notify(where, key, value)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [xnat] url must start with http:// or https://")
+
+
+def _check_notify(where: str, key: str, value: Any) -> None:
+    if key == "mail_to" and not all("@" in v for v in value):
+        raise ConfigError(f"{where}: [notify] mail_to: every entry must be an e-mail address")
+    if key == "mail_from" and value and "@" not in value:
+        raise ConfigError(f"{where}: [notify] mail_from = {value!r} is not an e-mail address")
+    if key == "webhook_url" and value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: [notify] webhook_url must start with http:// or https://")

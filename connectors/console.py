@@ -20,6 +20,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 _state = {"quiet": False, "json": False, "verbose": False}
+SECRET_ENV = ("XNAT_PASS", "XNAT_TOKEN", "SMTP_PASS", "DICOMWEB_PASS", "DICOMWEB_TOKEN")
 HANDLER_NAME = "pacs2xnat"  # our log handlers, replaced when logging is set up again
 
 
@@ -53,9 +54,7 @@ class SecretFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets = [
-            v for k in ("XNAT_PASS", "XNAT_TOKEN") if len(v := os.environ.get(k, "")) >= 4
-        ]
+        self.secrets = [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:

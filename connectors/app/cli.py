@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from connectors import console
-from connectors.app.invocation import exit_codes, invocation, settings, state
+from connectors.app.invocation import exit_codes, invocation, no_wait_override, settings, state
 from connectors.errors import EXIT_OK, StepFailed
 from connectors.warehouse.lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, set_wait
 
@@ -82,6 +82,13 @@ def _main(
 
 
 # --------------------------------------------------------------------------- commands
+
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait", help="Outside the [pacs] windows stop (a rerun continues) instead of waiting."
+    ),
+]
 
 
 @app.command()
@@ -169,6 +176,7 @@ def query(
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Override the window end.")
     ] = None,
     mrn: Annotated[list[str] | None, typer.Option(help="Only these patients (repeatable).")] = None,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """C-FIND every due patient's studies on PACS into raw.pacs_studies.
 
@@ -176,6 +184,7 @@ def query(
     """
     from connectors.pacs.query import run_query
 
+    no_wait_override(no_wait)
     with invocation("query") as rc:
         rc.summary.update(
             run_query(
@@ -236,6 +245,7 @@ def load(
         int | None, typer.Option(min=1, help="Load at most N studies (a trial).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be loaded.")] = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Load the manifest's studies into XNAT (idempotent, resumable).
 
@@ -243,6 +253,7 @@ def load(
     """
     from connectors.load.runner import run_load
 
+    no_wait_override(no_wait)
     with invocation("load") as rc:
         rc.summary.update(run_load(rc, mode, limit, dry_run))
 
@@ -311,6 +322,7 @@ def run(
     restart: Annotated[
         bool, typer.Option(help="Start from the query, ignoring an unfinished run.")
     ] = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """The whole cycle: query, build, export, load, sync, build, report.
 
@@ -318,6 +330,7 @@ def run(
     """
     from connectors.app.cycle import run_cycle
 
+    no_wait_override(no_wait)
     with invocation("run") as rc:
         run_cycle(rc, until=until, restart=restart)
 

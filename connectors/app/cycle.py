@@ -87,6 +87,10 @@ def _export(rc: RunContext) -> dict[str, Any]:
 def _load(rc: RunContext) -> dict[str, Any]:
     from connectors.load.runner import run_load
 
+    if rc.summary.get("resumed_paused") and "export" in rc.summary.get("resumed_after", []):
+        # the last run paused in its load (outside the PACS windows, --no-wait): what it loaded
+        # leaves the manifest after a sync and a rebuild, so nothing is retrieved twice
+        return run_load(rc)
     # the cycle built the manifest just before; XNAT is checked before each upload
     return run_load(rc, sync_first=False, build_manifest=False)
 
@@ -110,7 +114,8 @@ STEP_NAMES = tuple(s.name for s in STEPS)
 
 
 def _previous_progress(rc: RunContext) -> list[str]:
-    """Steps finished by the last ``run`` if it did not complete (and none completed since)."""
+    """Steps finished by the last ``run`` if it did not complete (and none completed since);
+    ``rc.summary["resumed_paused"]`` says whether it paused outside the PACS windows."""
     with rc.warehouse.connect(read_only=True) as con:
         row = con.execute(
             "select outcome, summary from raw.runs where command = 'run' and run_id <> ? "
@@ -119,6 +124,7 @@ def _previous_progress(rc: RunContext) -> list[str]:
         ).fetchone()
     if row is None or row[0] in ("success", "partial"):
         return []
+    rc.summary["resumed_paused"] = row[0] == "paused"
     try:
         done = json.loads(row[1] or "{}").get("steps_done", [])
     except ValueError:
@@ -146,12 +152,18 @@ def run_cycle(rc: RunContext, *, until: str | None = None, restart: bool = False
         result["seconds"] = round(time.monotonic() - started, 3)  # benchmarks/cycle reads it
         exit_code = max(exit_code, int(result.pop("exit_code", EXIT_OK)))
         summary["steps"][step.name] = result
+        if result.get("paused_until"):  # outside the PACS windows, --no-wait: rerun continues
+            summary["paused_until"] = result["paused_until"]
+            rc.summary.update(summary)
+            rc.save_summary()
+            break
         summary["steps_done"].append(step.name)
         rc.summary.update(summary)
         rc.save_summary()
         if step.name == until:
             break
-    summary["selection"] = _selection_counts(rc)
+    if not summary.get("paused_until"):  # paused before the build: no selection to count
+        summary["selection"] = _selection_counts(rc)
     summary["exit_code"] = EXIT_SOME_FAILED if exit_code == EXIT_SOME_FAILED else exit_code
     _print_table(summary)
     return summary

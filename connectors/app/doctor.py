@@ -6,8 +6,10 @@ them (0 all pass; 2 config or warehouse; 3 PACS or XNAT unreachable).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from connectors import console
 from connectors.config import Settings
@@ -39,7 +41,6 @@ def _run(name: str, fix: str, fn: Callable[[], str], code: int) -> Check:
 
 def run_checks(settings: Settings) -> list[Check]:
     p, x = settings.pacs, settings.xnat
-    where = f"{p.called_aet}@{p.host}:{p.port}"
     return [
         Check(
             "config",
@@ -58,6 +59,20 @@ def run_checks(settings: Settings) -> list[Check]:
             lambda: _dbt_parse(settings),
             EXIT_BAD_INPUT,
         ),
+        *(_dicomweb_checks(settings) if p.protocol == "dicomweb" else _dimse_checks(settings)),
+        _run(
+            "XNAT login and project",
+            f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}",
+            lambda: _xnat(settings),
+            EXIT_UNREACHABLE,
+        ),
+    ]
+
+
+def _dimse_checks(settings: Settings) -> list[Check]:
+    p = settings.pacs
+    where = f"{p.called_aet}@{p.host}:{p.port}"
+    return [
         _run(
             "PACS C-ECHO",
             f"check [pacs] host/port/called_aet, and that {where} knows "
@@ -74,13 +89,57 @@ def run_checks(settings: Settings) -> list[Check]:
         _run(
             "PACS retrieve", _retrieve_fix(settings), lambda: _retrieve(settings), EXIT_UNREACHABLE
         ),
+    ]
+
+
+def _dicomweb_checks(settings: Settings) -> list[Check]:
+    """``[pacs] protocol = "dicomweb"``: QIDO-RS and WADO-RS instead of C-ECHO/C-FIND/C-GET."""
+    url = settings.pacs.dicomweb_url
+    return [
         _run(
-            "XNAT login and project",
-            f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}",
-            lambda: _xnat(settings),
+            "PACS DICOMweb QIDO-RS",
+            f"check [pacs] dicomweb_url ({url or 'empty'}) and DICOMWEB_USER / DICOMWEB_PASS "
+            "or DICOMWEB_TOKEN",
+            lambda: _qido(settings),
+            EXIT_UNREACHABLE,
+        ),
+        _run(
+            "PACS DICOMweb WADO-RS",
+            "ask the PACS admin to allow WADO-RS study retrieval (multipart, transfer-syntax=*)",
+            lambda: _wado(settings),
             EXIT_UNREACHABLE,
         ),
     ]
+
+
+def _qido(settings: Settings) -> str:
+    from connectors.pacs.dicomweb import DicomwebClient
+    from connectors.pacs.find import Window, find_studies
+
+    client = DicomwebClient(settings.pacs)
+    try:
+        client.check()
+        rows = find_studies(client, PROBE_PATIENT_ID, Window(None, None))
+    finally:
+        client.close()
+    return f"{client.describe()}: QIDO-RS study query accepted ({len(rows)} for a probe)"
+
+
+def _wado(settings: Settings) -> str:
+    from connectors.pacs.dicomweb import DicomwebClient
+    from connectors.pacs.storage import StudySink
+
+    client = DicomwebClient(settings.pacs)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                client.retrieve(PROBE_STUDY_UID, StudySink(PROBE_STUDY_UID, Path(tmp)))
+            except Pacs2XnatError as e:
+                if getattr(e, "reason_category", "") != "not_found_on_pacs":
+                    raise
+    finally:
+        client.close()
+    return "WADO-RS answers a study retrieval (probe study: not found, as expected)"
 
 
 def _warehouse(settings: Settings) -> str:

@@ -6,6 +6,7 @@ return value (-> 1)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import typer
 from connectors import console
 from connectors.config import Settings, load_settings
 from connectors.errors import EXIT_OK, EXIT_SOME_FAILED, Pacs2XnatError
+from connectors.outputs.notify import Notifier
 from connectors.warehouse.runs import RunContext
 
 
@@ -46,6 +48,14 @@ def settings() -> Settings:
     return state.settings
 
 
+def no_wait_override(no_wait: bool) -> None:
+    """``--no-wait`` overrides ``[pacs] wait_for_window`` for this invocation."""
+    if no_wait:
+        s = settings()
+        pacs = dataclasses.replace(s.pacs, wait_for_window=False)
+        state.settings = dataclasses.replace(s, pacs=pacs)
+
+
 @contextlib.contextmanager
 def invocation(command: str) -> Iterator[RunContext]:
     """One recorded run: lock the warehouse, write ``raw.runs``, open the run's log file,
@@ -58,8 +68,9 @@ def invocation(command: str) -> Iterator[RunContext]:
         console.verbose(),
     )
     exit_code = EXIT_OK
+    notifier = Notifier.for_command(rc.settings, command, rc.run_id)  # [notify]: run, load
     try:
-        with exit_codes():
+        with exit_codes(), notifier.watching():
             yield rc
         exit_code = int(rc.summary.get("exit_code", EXIT_OK))
     except typer.Exit as e:
@@ -73,8 +84,11 @@ def invocation(command: str) -> Iterator[RunContext]:
         raise
     finally:
         outcome = {EXIT_OK: "success", EXIT_SOME_FAILED: "partial"}.get(exit_code, "failed")
+        if outcome != "failed" and rc.summary.get("paused_until"):
+            outcome = "paused"  # outside the PACS windows (--no-wait): the next run continues
         with contextlib.suppress(Pacs2XnatError):
             rc.finish(outcome, exit_code)
+        notifier.finished(exit_code, rc.summary)  # never raises
         if console.json_mode() and exit_code in (EXIT_OK, EXIT_SOME_FAILED):
             console.out.print_json(json.dumps({"run_id": rc.run_id, **rc.summary}, default=str))
     if exit_code != EXIT_OK:

@@ -15,7 +15,9 @@ from connectors.errors import StudyFailed, XnatUnreachable
 from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.journal import append_or_journal
+from connectors.pacs.throttle import Throttle
 from connectors.warehouse.runs import RunContext
+from connectors.windows import WindowGate, Windows
 from connectors.xnat.client import XnatClient
 
 UNAVAILABLE_LIMIT = 3  # studies in a row failed as xnat_unavailable: XNAT is down, stop (exit 3)
@@ -100,6 +102,21 @@ class LoadContext:
         """Whether to start ``study``: it is still in the manifest (read again now and then;
         ``manifest_watch.py``). A study in hand is never asked again."""
         return self.manifest is None or self.manifest.wanted(study.study_instance_uid)
+    gate: WindowGate = field(default_factory=lambda: WindowGate(Windows()))  # [pacs] windows
+    not_started: int = 0  # studies left for the next window (--no-wait)
+    throttle: Throttle = field(init=False)  # [pacs] caps and the adaptive back-off
+
+    def __post_init__(self) -> None:
+        self.throttle = Throttle(self.rc.settings.pacs)
+
+    def admit(self) -> bool:
+        """Before a study's retrieval starts: inside a PACS window (after waiting for one)?
+        False with --no-wait outside one: the study is left for the rerun."""
+        if self.gate.admit():
+            return True
+        with self._lock:
+            self.not_started += 1
+        return False
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now, in its own short transaction (so a crash loses

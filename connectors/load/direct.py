@@ -26,6 +26,7 @@ from connectors.clock import utcnow
 from connectors.errors import Pacs2XnatError, StudyFailed, Unavailable
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.pacs.retrieve import Retriever
+from connectors.pacs.throttle import REFUSALS_PER_STUDY, Ticket, is_refusal
 from connectors.xnat.zipstream import ZipProgress, zip_stream
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Retrieved:
     error: StudyFailed | None = None
     fatal: BaseException | None = None
     skipped: bool = False  # left the manifest before it was started
+    left: bool = False  # not started: outside the PACS windows with --no-wait
 
 
 def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
@@ -61,6 +63,8 @@ def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
                     pool.submit(_produce, ctx, retriever, s, work, ready, stop)
                 for _ in todo:
                     item = ready.get()
+                    if item.left:  # no attempt row: the manifest still holds it
+                        continue
                     if item.fatal is not None:
                         _record_fatal(ctx, item.study, item.started, item.fatal, "retrieve_failed")
                         raise item.fatal
@@ -137,19 +141,29 @@ def _produce(
         return
     if not ctx.still_wanted(study):
         _put(ready, _Retrieved(study, utcnow(), skipped=True), stop)
+    if not ctx.admit():  # outside the PACS windows with --no-wait: leave it for the rerun
+        _put(ready, _Retrieved(study, utcnow(), left=True), stop)
         return
     dest = work / study.study_instance_uid
-    attempt = 0
+    attempt = refusals = 0
+    throttle = ctx.throttle
     while True:
         started = utcnow()
+        ticket = None
         try:
-            # the Retriever checks the count against the PACS's (and the manifest's) number
-            got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
+            with throttle.slot() as ticket:  # [pacs] caps and the adaptive back-off
+                # the Retriever checks the count against the PACS's (and the manifest's) number
+                got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
+            throttle.answered(ticket, got.seconds, got.files, got.bytes)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
             _put(ready, _Retrieved(study, started, Path(got.folder), files, got.bytes), stop)
             return
         except StudyFailed as e:
             shutil.rmtree(dest, ignore_errors=True)
+            if _refused(ctx, ticket, e, refusals) and not stop.is_set():
+                refusals += 1  # the throttle took an association away or paused: try again
+                ctx.record(study, started, Outcome.failed(e, files_expected=study.expected), False)
+                continue
             if stop.is_set() or not ctx.retry(e, attempt):
                 _put(ready, _Retrieved(study, started, error=e), stop)
                 return
@@ -158,6 +172,10 @@ def _produce(
             attempt += 1
         except Pacs2XnatError as e:  # PACS unreachable: the whole run stops (exit 3)
             shutil.rmtree(dest, ignore_errors=True)
+            # a PACS that served us and now rejects associations is busy: back off instead
+            if throttle.answered_ok and _refused(ctx, ticket, e, refusals) and not stop.is_set():
+                refusals += 1
+                continue
             _put(ready, _Retrieved(study, started, fatal=e), stop)
             return
         except Exception as e:
@@ -166,6 +184,15 @@ def _produce(
             err = StudyFailed("retrieve_failed", f"{type(e).__name__}: {e}")
             _put(ready, _Retrieved(study, started, error=err), stop)
             return
+
+
+def _refused(ctx: LoadContext, ticket: Ticket | None, e: Exception, refusals: int) -> bool:
+    """A refusal (0xA700, 0xA702, a rejected association) the adaptive throttle handles:
+    it is told, and the study is tried again, up to ``REFUSALS_PER_STUDY`` times."""
+    if not (ctx.throttle.pacs.adaptive and is_refusal(str(e))):
+        return False
+    ctx.throttle.refused(ticket, str(e))
+    return refusals < REFUSALS_PER_STUDY
 
 
 def _consume(ctx: LoadContext, item: _Retrieved) -> None:

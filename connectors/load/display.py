@@ -42,7 +42,11 @@ def progress(ctx: LoadContext, total: int) -> Iterator[None]:
                 mbs = ctx.bytes_loaded / max(time.monotonic() - started, 1e-6) / 1e6
                 bar.update(task, advance=1, rate=f"{mbs:.1f} MB/s")
 
+        def paused(until: Any) -> None:
+            bar.update(task, rate=f"paused until {until:%a %d %b %H:%M}")
+
         ctx.on_done = done
+        ctx.gate.on_pause = paused
         yield
 
 
@@ -81,6 +85,8 @@ def print_summary(summary: dict[str, Any], failures: list[tuple[Study, Outcome]]
         table.add_row(key, str(summary[key]))
     table.add_row("MB loaded", f"{summary['bytes'] / 1e6:.1f}")
     table.add_row("MB/s", f"{summary['mb_per_s']:.1f}")
+    if summary.get("paused_until"):
+        table.add_row(f"paused until {summary['paused_until']}", str(summary.get("not_started", 0)))
     console.show(table)
     if failures:
         ft = Table(title="failed studies (see pacs2xnat failures)")

@@ -24,6 +24,8 @@ def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
     for study in studies:
         if not ctx.still_wanted(study):  # left the manifest since the run began
             continue
+        if not ctx.admit():  # outside the PACS windows with --no-wait: the rest waits
+            continue
         there = ctx.check_before_upload(study)  # DQR does not de-duplicate
         if there is not None:
             ctx.record(study, utcnow(), there)

@@ -23,6 +23,7 @@ from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.builds import Selection, refresh
 from connectors.warehouse.lock import one_loader
 from connectors.warehouse.runs import RunContext
+from connectors.windows import gate_for
 from connectors.xnat.client import XnatClient
 from connectors.xnat.sync import sync_sessions
 
@@ -84,6 +85,7 @@ def run_load(
             {str(r["study_instance_uid"]) for r in rows},
             settings.load.manifest_refresh_seconds,
         )
+        ctx.gate = gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
         # Each attempt row is its own short transaction (``LoadContext.record``): between them
         # the warehouse is free for the admin's commands and plain `dbt build`.
         with progress(ctx, len(studies)):
@@ -106,7 +108,11 @@ def run_load(
         "bytes": ctx.bytes_loaded,
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
+        **ctx.gate.summary(),
+        **(ctx.throttle.summary() if mode == "direct" else {}),
     }
+    if ctx.not_started:
+        summary["not_started"] = ctx.not_started
     print_summary(summary, ctx.failures)
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from connectors.errors import PacsUnreachable, QueryFailed
+from connectors.pacs.dicomweb import DicomwebClient
 from connectors.pacs.net import (
     NODELAY_HANDLERS,
     describe,
@@ -242,7 +243,7 @@ def _tm(seconds: int) -> str:
 
 
 def find_patient(
-    assoc: Association, mrn: str, window: Window, *, result_cap: int = 0
+    assoc: Association | DicomwebClient, mrn: str, window: Window, *, result_cap: int = 0
 ) -> FindResult:
     """Every study of one patient in ``window``, splitting capped answers until all fit."""
     if not mrn or any(c in mrn for c in WILDCARDS):
@@ -255,7 +256,11 @@ def find_patient(
     while todo:
         lo, hi, times = todo.pop()
         study_time = f"{_tm(times[0])}-{_tm(times[1])}" if times else ""
-        answers, final = _send_find(assoc, study_query(mrn, Window(lo, hi), study_time))
+        if isinstance(assoc, DicomwebClient):  # QIDO-RS: the same splitting of capped answers
+            found, final = assoc.find(mrn, Window(lo, hi).dicom(), study_time)
+            answers = [answer_row(ds) for ds in found]
+        else:
+            answers, final = _send_find(assoc, study_query(mrn, Window(lo, hi), study_time))
         sub_queries += 1
         capped = final == CANCEL or (result_cap > 0 and len(answers) >= result_cap)
         if capped:
@@ -278,7 +283,7 @@ def find_patient(
 
 
 def find_studies(
-    assoc: Association, mrn: str, window: Window, *, result_cap: int = 0
+    assoc: Association | DicomwebClient, mrn: str, window: Window, *, result_cap: int = 0
 ) -> list[dict[str, str | None]]:
     """``find_patient(...).studies``: one patient's studies as ``raw.pacs_studies`` rows."""
     return find_patient(assoc, mrn, window, result_cap=result_cap).studies

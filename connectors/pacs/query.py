@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
+from connectors.pacs.dicomweb import DicomwebClient
 from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
 from connectors.pacs.net import describe, make_ae, open_association
 from connectors.pacs.query_record import (
@@ -37,6 +38,7 @@ from connectors.pacs.query_record import (
     outcome_rows,
 )
 from connectors.warehouse.builds import Selection, refresh
+from connectors.windows import WindowGate, gate_for
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -119,8 +121,12 @@ class _Asker:
         self.settings = settings
         self.ae = make_ae(settings, QUERY_CONTEXTS)
         self.assoc = assoc
+        # [pacs] protocol = "dicomweb": QIDO-RS on one HTTP session instead of an association
+        self.web = DicomwebClient(settings.pacs) if settings.pacs.protocol == "dicomweb" else None
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.close()
         if self.assoc is not None and self.assoc.is_established:
             self.assoc.release()
         self.assoc = None
@@ -130,16 +136,21 @@ class _Asker:
             self.assoc.abort()
         self.assoc = None
 
+    def _connection(self) -> Association | DicomwebClient:
+        if self.web is not None:
+            return self.web
+        if self.assoc is None or not self.assoc.is_established:
+            self.assoc = open_association(self.settings, self.ae)
+        return self.assoc
+
     def ask(self, task: PlannedQuery) -> PatientOutcome:
         cfg = self.settings.pacs
         started = utcnow()
         attempt = 0
         while True:
             try:
-                if self.assoc is None or not self.assoc.is_established:
-                    self.assoc = open_association(self.settings, self.ae)
                 result = find_patient(
-                    self.assoc, task.mrn, task.window, result_cap=cfg.find_result_cap
+                    self._connection(), task.mrn, task.window, result_cap=cfg.find_result_cap
                 )
                 return PatientOutcome(task, started, utcnow(), result=result)
             except QueryFailed as e:
@@ -165,9 +176,12 @@ def _work(
     tasks: queue.SimpleQueue[PlannedQuery],
     results: queue.SimpleQueue[PatientOutcome | Fatal | None],
     stop: threading.Event,
+    gate: WindowGate,
 ) -> None:
     try:
         while not stop.is_set():
+            if not gate.admit():  # outside the PACS windows, --no-wait: the rest stays due
+                return
             try:
                 task = tasks.get_nowait()
             except queue.Empty:
@@ -189,12 +203,25 @@ def run_query(
     until: dt.date | None = None,
     mrns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Build and read the plan, ask the PACS, record every patient's outcome; the summary."""
+    """Build and read the plan, ask the PACS, record every patient's outcome; the summary.
+    Only inside the ``[pacs] windows``: it waits for one, or (``--no-wait``) stops and says
+    ``paused_until``; the patients not asked stay due for the rerun."""
     if since and until and since > until:  # bad input: say so before touching PACS or dbt
         raise InputError(f"--since {since} is after --until {until}", column="--since")
     settings = rc.settings
+    gate = gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
+    if not gate.admit():
+        return {"patients_queried": 0, "patients_failed": 0, "studies_found": 0,
+                **gate.summary()}  # fmt: skip
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
-    open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
+    if settings.pacs.protocol == "dicomweb":
+        web = DicomwebClient(settings.pacs)
+        try:
+            web.check()
+        finally:
+            web.close()
+    else:
+        open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     started = time.monotonic()
     build_plan(rc)
     plan_seconds = round(time.monotonic() - started, 3)  # dbt's share (benchmarks/cycle)
@@ -212,7 +239,7 @@ def run_query(
         console.say("Nothing to ask: every active patient is queried up to today.")
         return {**summary, "patients_queried": 0, "patients_failed": 0, "studies_found": 0}
     try:
-        summary.update(ask_patients(rc, tasks))
+        summary.update(ask_patients(rc, tasks, gate))
     except PacsUnreachable:
         rc.summary.update(summary)
         raise
@@ -225,11 +252,14 @@ def run_query(
     return summary
 
 
-def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any]:
+def ask_patients(
+    rc: RunContext, tasks: Sequence[PlannedQuery], gate: WindowGate | None = None
+) -> dict[str, Any]:
     """Ask the PACS for every task on at most ``max_associations`` reused associations and
     record each outcome as it arrives; the counts. ``PacsUnreachable`` if the PACS goes away
     for good (what was committed stays)."""
     settings = rc.settings
+    gate = gate or gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
     n_workers = max(1, min(settings.pacs.max_associations, len(tasks)))
     logger.info(
         "querying %d patients on %s with %d associations",
@@ -245,7 +275,7 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
     threads = [
         threading.Thread(
             target=_work,
-            args=(_Asker(settings), todo, results, stop),
+            args=(_Asker(settings), todo, results, stop, gate),
             daemon=True,
             name=f"cfind-{i}",
         )
@@ -266,6 +296,7 @@ def ask_patients(rc: RunContext, tasks: Sequence[PlannedQuery]) -> dict[str, Any
         "studies_found": tally.studies,
         "sub_queries": tally.sub_queries,
         "max_associations": n_workers,
+        **gate.summary(),
     }
     if fatal is not None:
         rc.summary.update(counts)

@@ -2,8 +2,8 @@
 benchmarks and the demo.
 
 Each instance gets its own JSON config, storage and index under ``workdir``, free loopback
-ports for DICOM and HTTP, no plugins, and ``TCP_NODELAY=1`` in its environment (Debian's
-DCMTK, which Orthanc's DICOM server uses, leaves Nagle on otherwise; pass ``tcp_nodelay=False``
+ports for DICOM and HTTP, no plugins (``dicomweb=True``: Debian's DICOMweb plugin at
+``dicomweb_url``), and ``TCP_NODELAY=1`` in its environment (Debian's DCMTK, which Orthanc's DICOM server uses, leaves Nagle on otherwise; pass ``tcp_nodelay=False``
 to measure that default). Seed it with ``upload(paths)`` (REST ``POST /instances``); add
 modalities at runtime with ``add_modality`` (REST ``PUT /modalities/<name>``).
 
@@ -31,6 +31,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 HOST = "127.0.0.1"
 
 
@@ -75,6 +76,7 @@ class Orthanc:
         config: Mapping[str, Any] | None = None,
         binary: str | None = None,
         start_timeout: float = 30.0,
+        dicomweb: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.aet = aet
@@ -86,6 +88,7 @@ class Orthanc:
         self.extra_config = dict(config or {})
         self.binary = binary or orthanc_binary()
         self.start_timeout = start_timeout
+        self.dicomweb = dicomweb
         self.dicom_port = 0
         self.http_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -101,6 +104,11 @@ class Orthanc:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (``dicomweb=True``)."""
+        return f"{self.url}/dicom-web"
 
     @property
     def log_path(self) -> Path:
@@ -146,6 +154,9 @@ class Orthanc:
             "HttpThreadsCount": 8,
             "ConcurrentJobs": 2,
         }
+        if self.dicomweb:  # Debian's orthanc-dicomweb: QIDO-RS/WADO-RS under /dicom-web/
+            cfg["Plugins"] = [DICOMWEB_PLUGIN]
+            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
         cfg.update(self.extra_config)
         return cfg
 
@@ -187,7 +198,11 @@ class Orthanc:
             if self._proc is None or self._proc.poll() is not None:
                 return False
             try:
-                self.rest("GET", "/system")
+                try:
+                    self.rest("GET", "/system")
+                except OrthancError as e:  # AuthenticationEnabled: it answers, but not us
+                    if "HTTP 401" not in str(e):
+                        raise
                 with socket.create_connection((self.host, self.dicom_port), timeout=1):
                     return True
             except (OSError, OrthancError, http.client.HTTPException):

@@ -3,6 +3,7 @@ stops where asked, stops on a failing step, continues after it, and `doctor` say
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -14,9 +15,11 @@ from typer.testing import CliRunner
 
 from connectors.app.cli import app
 from connectors.app.cycle import AFTER_LOAD, BEFORE_LOAD
+from connectors.clock import use_clock
 from connectors.pacs.query import PLAN_MODELS
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.workbooks import write_master_list
+from tests.support.fake_clock import FakeClock
 from tests.support.pacs_fixtures import write_query_config
 
 pytestmark = pytest.mark.slow  # end to end: tests/project/test_markers.py
@@ -42,8 +45,16 @@ def _runs(workspace: Path) -> list[tuple[str, str, int, dict[str, Any]]]:
 
 
 @pytest.fixture
-def cycle_workspace(workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohort: Cohort) -> Path:
-    _config(workspace, orthanc, standin_xnat)
+def cycle_workspace(
+    request: pytest.FixtureRequest,
+    workspace: Path,
+    orthanc: Any,
+    standin_xnat: Any,
+    pacs_cohort: Cohort,
+) -> Path:
+    protocol = getattr(request, "param", "dimse")  # the whole cycle by DICOMweb too (issue 15)
+    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
+    _config(workspace, orthanc, standin_xnat, **(web if protocol == "dicomweb" else {}))
     master = write_master_list(pacs_cohort, workspace / "master.xlsx")
     res = CliRunner().invoke(app, ["patients", "import", str(master)])
     assert res.exit_code == 0, res.output
@@ -58,6 +69,7 @@ def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
         ).fetchall()
 
 
+@pytest.mark.parametrize("cycle_workspace", ["dimse", "dicomweb"], indirect=True)
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
@@ -120,6 +132,27 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
 
 
+def test_run_outside_the_windows_pauses_and_the_next_run_continues(
+    cycle_workspace: Path, orthanc: Any, standin_xnat: Any
+) -> None:
+    """--no-wait at noon on a Tuesday: the run stops before asking the PACS, recorded
+    'paused' with when it may go on; at 20:00 the next run goes on."""
+    _config(cycle_workspace, orthanc, standin_xnat, windows=["Mon-Fri 19:00-07:00"])
+    cli = CliRunner()
+    with use_clock(FakeClock(dt.datetime(2026, 12, 1, 12, 0))):
+        res = cli.invoke(app, ["--json", "run", "--no-wait"])
+    assert res.exit_code == 0, res.output
+    assert '"paused_until": "2026-12-01T19:00"' in res.output
+    (paused,) = _runs(cycle_workspace)
+    assert (paused[1], paused[3]["steps_done"]) == ("paused", [])
+    with use_clock(FakeClock(dt.datetime(2026, 12, 1, 20, 0))):
+        res = cli.invoke(app, ["run", "--no-wait", "--until", "query"])
+    assert res.exit_code == 0, res.output
+    went_on = _runs(cycle_workspace)[1]
+    assert (went_on[1], went_on[3]["steps_done"]) == ("success", ["query"])
+    assert went_on[3]["steps"]["query"]["patients_queried"] > 0
+
+
 def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -> None:
     res = CliRunner().invoke(app, ["doctor"])
     assert res.exit_code == 0, res.output
@@ -133,6 +166,15 @@ def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -
         "XNAT login and project",
     ):
         assert f"pass  {name}:" in res.output, name
+
+
+@pytest.mark.parametrize("cycle_workspace", ["dicomweb"], indirect=True)
+def test_doctor_checks_dicomweb(cycle_workspace: Path) -> None:
+    res = CliRunner().invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert "pass  PACS DICOMweb QIDO-RS:" in res.output
+    assert "pass  PACS DICOMweb WADO-RS:" in res.output
+    assert "C-ECHO" not in res.output
 
 
 def test_doctor_names_what_fails_and_how_to_fix_it(

@@ -12,7 +12,7 @@ from connectors import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "connectors"
 #: Shared by every package: they import nothing of ours but each other.
-CORE = {"connectors", "errors", "config", "clock", "console", "files", "seams"}
+CORE = {"connectors", "errors", "config", "clock", "console", "files", "seams", "windows"}
 #: package -> the packages it may import (besides itself and the core).
 ALLOWED: dict[str, set[str]] = {
     "seams": set(),

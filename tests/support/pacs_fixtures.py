@@ -77,7 +77,7 @@ def pacs_dicom_folder(pacs_files: list[Path]) -> Path:
 def orthanc(pacs_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A real Orthanc holding the session cohort (TCP_NODELAY=1, any called AE accepted)."""
     require_binary(ORTHANC_BINARY, "orthanc")
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"), dicomweb=True)  # DICOMweb too
     server.start()
     try:
         server.upload(pacs_files)

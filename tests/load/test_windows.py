@@ -1,0 +1,159 @@
+"""``[pacs] windows``: parsed and validated, and a query and a load that meet a window's end
+(the clock is a fake one: no test sleeps). The load runs against real Orthanc and the
+stand-in XNAT."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.clock import use_clock
+from connectors.config import settings_from_dict
+from connectors.errors import ConfigError
+from connectors.load.runner import run_load
+from connectors.pacs.query import run_query
+from connectors.testbed.cohort import Cohort
+from connectors.testbed.orthanc import free_port
+from connectors.warehouse.runs import RunContext
+from connectors.windows import parse_windows
+from tests.support.fake_clock import FakeClock
+from tests.support.load_helpers import attempts, load_settings_for, pick_studies, write_manifest
+from tests.support.xnat_fixtures import StandinHandle
+
+OFF_PEAK = ("Mon-Fri 19:00-07:00", "Sat-Sun 00:00-24:00")
+MONDAY = dt.date(2026, 11, 30)
+MINUTE = dt.timedelta(minutes=1)
+
+
+def at(day: int, hhmm: str) -> dt.datetime:
+    h, m = (int(x) for x in hhmm.split(":"))
+    return dt.datetime.combine(MONDAY + dt.timedelta(days=day), dt.time(h, m))
+
+
+def test_off_peak_windows_open_at_night_and_all_weekend() -> None:
+    w = parse_windows(OFF_PEAK)
+    opens = [w.open_at(at(0, t)) for t in ("06:59", "07:00", "18:59", "19:00")]
+    assert opens == [True, False, False, True]
+    assert w.open_at(at(5, "12:00"))
+    assert w.open_at(at(6, "23:59"))
+    assert w.next_open(at(0, "07:00")) == at(0, "19:00")
+    assert w.next_open(at(0, "19:30")) == at(0, "19:30")  # open now
+    # Friday night runs into the weekend and the weekend into Monday morning: one window
+    assert w.closes_at(at(4, "20:00")) == at(7, "07:00")
+    assert parse_windows(["Fri-Mon 10:00-12:00"]).next_open(at(1, "13:00")) == at(4, "10:00")
+    assert parse_windows([]).open_at(at(0, "12:00"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("Mon-Fri 7pm-7am", "not 'DAYS HH:MM-HH:MM'"),
+        ("Mon-Fry 19:00-07:00", "'mon-fry' is not a day"),
+        ("Mon 19:00-25:00", "times run from 00:00 to 24:00"),
+        ("Mon 10:00-10:00", "the window is empty"),
+    ],
+)
+def test_a_bad_window_is_a_config_error_naming_the_key(entry: str, why: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        settings_from_dict({"pacs": {"windows": [entry]}}, source=Path("/etc/p.toml"))
+    assert str(e.value).startswith(f"/etc/p.toml: [pacs] windows entry {entry!r}: {why}")
+    with pytest.raises(ConfigError, match=r"\[pacs\] windows must be a list of strings"):
+        settings_from_dict({"pacs": {"windows": "Mon-Fri 19:00-07:00"}})
+
+
+def test_query_outside_a_window_with_no_wait_never_touches_the_pacs(tmp_path: Path) -> None:
+    """Nothing listens on the PACS port: asking it would be exit 3. Outside the window with
+    --no-wait the query stops first, saying until when."""
+    base = settings_from_dict(
+        {
+            "pacs": {"port": free_port(), "windows": list(OFF_PEAK), "wait_for_window": False},
+            "warehouse": {"path": str(tmp_path / "wh.duckdb")},
+        }
+    )
+    rc = RunContext(settings=base, command="query", arguments=[])
+    with use_clock(FakeClock(at(0, "12:00"))):
+        rc.start()
+        try:
+            summary = run_query(rc)
+        finally:
+            rc.finish("paused", 0)
+    assert summary["paused_until"] == at(0, "19:00").isoformat(timespec="minutes")
+    assert summary["patients_queried"] == 0
+
+
+def _rc(settings: Any) -> RunContext:
+    return RunContext(settings=settings, command="load", arguments=[])
+
+
+def _imports(standin: StandinHandle) -> int:
+    return sum(1 for r in standin.server.app.request_log if r[1] == "/data/services/import")
+
+
+@pytest.mark.orthanc
+def test_a_load_across_a_window_end_pauses_and_resumes_loading_each_study_once(
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The clock passes 07:00 Monday after two studies: the loader waits until 19:00 (the
+    fake clock's sleep), then loads the other two; each study once, the pause logged and in
+    the summary (what --json prints)."""
+    studies = pick_studies(pacs_cohort, 4)
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    write_manifest(settings, pacs_cohort, studies)
+    clock = FakeClock(at(0, "06:58"), step=MINUTE)
+    with use_clock(clock), caplog.at_level(logging.WARNING, logger="connectors.windows"):
+        summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (summary["loaded"], summary["failed"]) == (4, 0)
+    assert summary["pauses"] == [{"at": "2026-11-30T07:00", "until": "2026-11-30T19:00"}]
+    assert "paused_until" not in summary
+    assert clock.slept >= 11 * 3600
+    recorded = attempts(settings)
+    assert sorted(a["study_instance_uid"] for a in recorded) == sorted(
+        s.study_instance_uid for s in studies
+    )
+    assert _imports(standin_xnat) == 4
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("paused until 2026-11-30 19:00" in m for m in messages)
+    assert any("resuming" in m for m in messages)
+
+
+@pytest.mark.orthanc
+def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    studies = pick_studies(pacs_cohort, 3, offset=4)
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = dataclasses.replace(
+        settings, pacs=dataclasses.replace(settings.pacs, wait_for_window=False)
+    )
+    write_manifest(settings, pacs_cohort, studies)
+    before = _imports(standin_xnat)
+    with use_clock(FakeClock(at(0, "06:59"), step=MINUTE)):
+        first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (first["loaded"], first["not_started"]) == (1, 2)
+    assert first["paused_until"] == "2026-11-30T19:00"
+    assert len(attempts(settings)) == 1  # the studies not started have no attempt row
+    # the rerun's sync and build leave the loaded study out of the manifest
+    loaded = {a["study_instance_uid"] for a in attempts(settings)}
+    write_manifest(
+        settings, pacs_cohort, [s for s in studies if s.study_instance_uid not in loaded]
+    )
+    with use_clock(FakeClock(at(0, "19:05"), step=MINUTE)):
+        second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (second["loaded"], second["failed"], second.get("pauses")) == (2, 0, [])
+    assert _imports(standin_xnat) - before == 3  # each study retrieved and sent once
+    assert sorted(a["study_instance_uid"] for a in attempts(settings)) == sorted(
+        s.study_instance_uid for s in studies
+    )

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from connectors import console
+from connectors.app.cli_admin import patients_app, rules_app
 from connectors.app.invocation import exit_codes, invocation, no_wait_override, settings, state
 from connectors.errors import EXIT_OK, StepFailed
 from connectors.warehouse.lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, set_wait
@@ -26,10 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback must never print a password
     add_completion=False,
-)
-patients_app = typer.Typer(help="The master patient list.", no_args_is_help=True)
-rules_app = typer.Typer(
-    help="The include/exclude rules on study descriptions.", no_args_is_help=True
 )
 demo_app = typer.Typer(
     help="The whole cycle on a synthetic cohort, a demo PACS and a stand-in XNAT.\n\n"
@@ -120,51 +117,6 @@ def doctor() -> None:
     code = print_checks(run_checks(settings()))
     if code:
         raise typer.Exit(code)
-
-
-@patients_app.command("import")
-def patients_import(
-    file: Annotated[Path, typer.Argument(help="Master patient list (.xlsx or .csv).")],
-) -> None:
-    """Import the master patient list into raw.master_patients (repairing Excel damage).
-
-    Example: pacs2xnat patients import master_list.xlsx
-    """
-    from connectors.admin.master_list import import_master_list
-
-    with invocation("patients import") as rc:
-        rc.summary.update(import_master_list(rc, file))
-
-
-@rules_app.command("import")
-def rules_import(
-    file: Annotated[Path, typer.Argument(help="Workbook with sheets INCLUDE and EXCLUDE.")],
-    decided_by: Annotated[
-        str | None, typer.Option(help="Who decided (default: your user name).")
-    ] = None,
-) -> None:
-    """Merge the INCLUDE/EXCLUDE workbook into seeds/study_description_rules.csv.
-
-    Example: pacs2xnat rules import study_descriptions.xlsx
-    """
-    from connectors.admin.rules import import_rules_workbook
-
-    with invocation("rules import") as rc:
-        rc.summary.update(import_rules_workbook(rc, file, decided_by=decided_by))
-
-
-@rules_app.command("export")
-def rules_export(
-    file: Annotated[Path, typer.Argument(help="Workbook to write (sheets INCLUDE and EXCLUDE).")],
-) -> None:
-    """Write the rules seed as the INCLUDE/EXCLUDE workbook the team keeps.
-
-    Example: pacs2xnat rules export study_descriptions.xlsx
-    """
-    from connectors.admin.rules import export_rules_workbook
-
-    with invocation("rules export") as rc:
-        rc.summary.update(export_rules_workbook(rc, file))
 
 
 @app.command()

@@ -14,8 +14,8 @@ from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
 from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
-from connectors.warehouse.journal import append_or_journal
 from connectors.pacs.throttle import Throttle
+from connectors.warehouse.journal import append_or_journal
 from connectors.warehouse.runs import RunContext
 from connectors.windows import WindowGate, Windows
 from connectors.xnat.client import XnatClient
@@ -102,6 +102,7 @@ class LoadContext:
         """Whether to start ``study``: it is still in the manifest (read again now and then;
         ``manifest_watch.py``). A study in hand is never asked again."""
         return self.manifest is None or self.manifest.wanted(study.study_instance_uid)
+
     gate: WindowGate = field(default_factory=lambda: WindowGate(Windows()))  # [pacs] windows
     not_started: int = 0  # studies left for the next window (--no-wait)
     throttle: Throttle = field(init=False)  # [pacs] caps and the adaptive back-off

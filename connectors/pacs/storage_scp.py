@@ -87,7 +87,7 @@ class MoveReceiver:
         got = encoded_instance(event)
         if got is None:
             return STATUS_CANNOT_UNDERSTAND
-        sop_uid, data = got
+        sop_uid, data, syntax = got
         study = study_uid_of(data)
         if study is None:
             return STATUS_CANNOT_UNDERSTAND
@@ -96,4 +96,4 @@ class MoveReceiver:
         if sink is None:
             logger.warning("refused an instance of a study we are not retrieving")
             return STATUS_UNEXPECTED_STUDY
-        return sink.write(sop_uid, data)
+        return sink.write(sop_uid, data, syntax)

@@ -33,14 +33,17 @@ from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve.dcmtk import DcmtkBackend
-from connectors.pacs.retrieve.dimse import SubOperations, consume, find_study, identifier
-from connectors.pacs.retrieve.pace import fast_reactor
-from connectors.pacs.storage import (
-    StudySink,
-    abstract_syntax,
-    encoded_instance,
-    get_storage_contexts,
+from connectors.pacs.retrieve.dimse import (
+    SubOperations,
+    consume,
+    find_study,
+    identifier,
+    merge,
+    series_identifier,
 )
+from connectors.pacs.retrieve.holdings import ContextGroup, StudyHoldings, learn, plan
+from connectors.pacs.retrieve.pace import fast_reactor
+from connectors.pacs.storage import StudySink, encoded_instance
 from connectors.pacs.storage_scp import MoveReceiver
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,11 @@ class RetrievedStudy:
     bytes: int
     expected: int | None
     seconds: float
+    #: instances received in the transfer syntax the PACS said it stores / in another one
+    #: (None: the PACS did not say what it stores), and of those converted, to a lossy one
+    as_stored: int | None = None
+    converted: int | None = None
+    lossy_converted: int | None = None
 
 
 class AssociationRetriever:
@@ -73,12 +81,14 @@ class AssociationRetriever:
                 "knows it (the PACS sends the study to that AE, at our receive_port)"
             )
         self._slots = threading.BoundedSemaphore(settings.pacs.max_associations)
-        self._idle: list[Association] = []
+        self._idle: list[tuple[ContextGroup | None, Association]] = []
         self._lock = threading.Lock()
         self._sinks: dict[int, StudySink] = {}  # C-GET: id(association) -> its current study
         self._receiver: MoveReceiver | None = None
         self._closed = False
         self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
+        self._groups: dict[int, ContextGroup | None] = {}  # id(association) -> its contexts
+        self._max_idle = max(2, settings.pacs.max_associations)
 
     # -- context manager -------------------------------------------------------------------
 
@@ -101,7 +111,7 @@ class AssociationRetriever:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for assoc in idle:
+        for _group, assoc in idle:
             _release(assoc)
         if self._receiver is not None:
             self._receiver.stop()
@@ -128,17 +138,18 @@ class AssociationRetriever:
         logger.info(
             "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
         )
-        return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
+        return RetrievedStudy(
+            uid, dest, sink.files, sink.bytes, expected, seconds, *sink.conversions()
+        )
 
     def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
-        assoc = self._checkout()
+        if self.method == "c-get":
+            return self._c_get_study(sink, expected)
+        assoc = self._checkout(None)
         ok = False
         try:
             with fast_reactor(assoc):
-                if self.method == "c-get":
-                    outcome = self._c_get(assoc, sink)
-                else:
-                    outcome = self._c_move(assoc, sink)
+                outcome = self._c_move(assoc, sink)
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
                 self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
@@ -162,28 +173,42 @@ class AssociationRetriever:
 
     # -- associations ----------------------------------------------------------------------
 
-    def _checkout(self) -> Association:
+    def _checkout(self, group: ContextGroup | None, *, any_group: bool = False) -> Association:
+        """An idle association with ``group``'s storage contexts (any, with ``any_group``)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("AssociationRetriever used after close()")
-            while self._idle:
-                assoc = self._idle.pop()
-                if assoc.is_established:
-                    return assoc
-        return self._open()
+            for i in range(len(self._idle) - 1, -1, -1):
+                g, assoc = self._idle[i]
+                if any_group or g == group:
+                    del self._idle[i]
+                    if assoc.is_established:
+                        self._groups[id(assoc)] = g
+                        return assoc
+        assoc = self._open(group=group)
+        self._groups[id(assoc)] = group
+        return assoc
 
     def _checkin(self, assoc: Association, *, healthy: bool) -> None:
         self._sinks.pop(id(assoc), None)
+        group = self._groups.pop(id(assoc), None)
         if healthy and assoc.is_established:
             with self._lock:
                 if not self._closed:
-                    self._idle.append(assoc)
-                    return
-            _release(assoc)
+                    self._idle.append((group, assoc))
+                    surplus = self._idle[: max(0, len(self._idle) - self._max_idle)]
+                    del self._idle[: len(surplus)]
+                    assoc = None  # type: ignore[assignment]
+                else:
+                    surplus = []
+            for _g, old in surplus:
+                _release(old)
+            if assoc is not None:
+                _release(assoc)
         else:
             _abort(assoc)
 
-    def _open(self, *, find_only: bool = False) -> Association:
+    def _open(self, *, find_only: bool = False, group: ContextGroup | None = None) -> Association:
         ae = make_ae(self.settings)
         ae.maximum_pdu_size = 0  # no limit: the PACS sends its largest PDUs
         handlers: list[Any] = []
@@ -192,9 +217,11 @@ class AssociationRetriever:
             pass
         elif self.method == "c-get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-            for cx in get_storage_contexts():
-                ae.add_requested_context(abstract_syntax(cx), cx.transfer_syntax)
-                ext_neg.append(build_role(abstract_syntax(cx), scp_role=True))
+            group = group or plan(StudyHoldings())[0]
+            for cx in group.presentation_contexts():
+                ae.add_requested_context(str(cx.abstract_syntax), cx.transfer_syntax)
+            for sop in group.sop_classes:  # SCP/SCU role selection: once per SOP class
+                ext_neg.append(build_role(sop, scp_role=True))
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -211,10 +238,40 @@ class AssociationRetriever:
             return 0xC210
         return sink.write(*got)
 
-    def _c_get(self, assoc: Association, sink: StudySink) -> SubOperations:
+    def _c_get_study(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
+        """Learn what the study holds, then C-GET it on associations whose storage contexts let
+        the PACS send each instance as stored (``holdings.py``), series by series if split."""
+        assoc = self._checkout(None, any_group=True)
+        ok = False
+        outcomes: list[SubOperations] = []
+        try:
+            held = learn(assoc, sink.study_instance_uid)
+            sink.stored = held.instance_syntax
+            groups = plan(held)
+            logger.debug("study %s: %s (%s), %d association(s)", sink.study_instance_uid,
+                         held.sop_classes, held.source, len(groups))  # fmt: skip
+            for group in groups:
+                if self._groups.get(id(assoc)) != group:
+                    self._checkin(assoc, healthy=True)
+                    assoc = self._checkout(group)
+                uid = sink.study_instance_uid
+                ids = [series_identifier(uid, s) for s in group.series or ()] or [identifier(uid)]
+                with fast_reactor(assoc):
+                    for ident in ids:
+                        outcomes.append(self._c_get(assoc, sink, ident))
+                        if not assoc.is_established or outcomes[-1].final_status is None:
+                            return merge(outcomes), False
+            outcome = merge(outcomes)
+            ok = assoc.is_established and outcome.final_status is not None
+            if sink.files == 0 and ok and not sink.disk_full:
+                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+        finally:
+            self._checkin(assoc, healthy=ok)
+        return outcome, ok
+
+    def _c_get(self, assoc: Association, sink: StudySink, ident: Any) -> SubOperations:
         self._sinks[id(assoc)] = sink
-        responses = assoc.send_c_get(identifier(sink.study_instance_uid), _GET_MODEL)
-        return consume(responses)
+        return consume(assoc.send_c_get(ident, _GET_MODEL))
 
     # -- C-MOVE ----------------------------------------------------------------------------
 

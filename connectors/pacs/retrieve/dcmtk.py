@@ -8,7 +8,11 @@ arrives). Files land in a hidden staging folder inside ``dest`` and are renamed 
 ``<SOPInstanceUID>.dcm``, so both back ends leave the same folder behind.
 
 C-MOVE runs ``movescu +P receive_port``: it listens on our port for the PACS's sub-operations,
-so only one C-MOVE runs at a time with this back end. With ``+B`` dcmtk 3.6.7's movescu ignores
+so only one C-MOVE runs at a time with this back end; ``+xa`` accepts every transfer syntax
+the PACS proposes, so instances arrive as stored. Debian's getscu 3.6.7 cannot do the same for
+C-GET: it proposes one preferred transfer syntax per SOP class (no ``+xa``, no configuration
+file), so a PACS must transcode what it stores otherwise (or refuse it): with the dcmtk back
+end, prefer C-MOVE for compressed studies. With ``+B`` dcmtk 3.6.7's movescu ignores
 ``-od`` and writes to its working directory, so both tools run inside the staging folder.
 """
 
@@ -85,7 +89,8 @@ class DcmtkBackend:
             f"StudyInstanceUID={sink.study_instance_uid}",
         ]
         if self.method == "c-move":
-            args += ["-aem", p.move_destination, "+P", str(p.receive_port)]
+            # +xa: accept every transfer syntax the PACS proposes, so it sends what it stores
+            args += ["-aem", p.move_destination, "+P", str(p.receive_port), "+xa"]
         args += [p.host, str(p.port)]
         env = dict(os.environ, TCP_NODELAY="1")
         lock = self._move_lock if self.method == "c-move" else contextlib.nullcontext()

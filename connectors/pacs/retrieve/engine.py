@@ -88,7 +88,7 @@ class AssociationRetriever:
         self._closed = False
         self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
         self._groups: dict[int, ContextGroup | None] = {}  # id(association) -> its contexts
-        self._max_idle = max(2, settings.pacs.max_associations)
+        self._max_idle = settings.pacs.max_associations
 
     # -- context manager -------------------------------------------------------------------
 
@@ -173,14 +173,24 @@ class AssociationRetriever:
 
     # -- associations ----------------------------------------------------------------------
 
-    def _checkout(self, group: ContextGroup | None, *, any_group: bool = False) -> Association:
-        """An idle association with ``group``'s storage contexts (any, with ``any_group``)."""
+    def _checkout_idle(self) -> Association | None:
+        """Any idle association (to ask what a study holds on it), or None."""
+        with self._lock:
+            while self._idle:
+                g, assoc = self._idle.pop()
+                if assoc.is_established:
+                    self._groups[id(assoc)] = g
+                    return assoc
+        return None
+
+    def _checkout(self, group: ContextGroup | None) -> Association:
+        """An idle association with ``group``'s storage contexts, else a new one."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("AssociationRetriever used after close()")
             for i in range(len(self._idle) - 1, -1, -1):
                 g, assoc = self._idle[i]
-                if any_group or g == group:
+                if g == group:
                     del self._idle[i]
                     if assoc.is_established:
                         self._groups[id(assoc)] = g
@@ -241,13 +251,23 @@ class AssociationRetriever:
     def _c_get_study(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
         """Learn what the study holds, then C-GET it on associations whose storage contexts let
         the PACS send each instance as stored (``holdings.py``), series by series if split."""
-        assoc = self._checkout(None, any_group=True)
+        assoc = self._checkout_idle()
+        if assoc is None:  # none open yet: ask on a Find-only association, then open the right one
+            asker = self._open(find_only=True)
+            try:
+                held = learn(asker, sink.study_instance_uid)
+            finally:
+                _release(asker)
+            groups = plan(held)
+            assoc = self._checkout(groups[0])
+        else:
+            held = learn(assoc, sink.study_instance_uid)
+            groups = plan(held)
+        sink.stored = held.instance_syntax
         ok = False
         outcomes: list[SubOperations] = []
+        outcome = SubOperations()
         try:
-            held = learn(assoc, sink.study_instance_uid)
-            sink.stored = held.instance_syntax
-            groups = plan(held)
             logger.debug("study %s: %s (%s), %d association(s)", sink.study_instance_uid,
                          held.sop_classes, held.source, len(groups))  # fmt: skip
             for group in groups:

@@ -128,9 +128,11 @@ class DcmtkBackend:
                 uid = _sop_instance_uid(f)
                 target = sink.folder / file_name_for(uid)
                 size = f.stat().st_size
+                syntax = _syntax(f)
                 os.replace(f, target)
                 sink.files += 1
                 sink.bytes += size
+                sink.received[uid] = syntax
             staging.rmdir()
         except OSError as e:
             if e.errno in DISK_FULL_ERRNOS:
@@ -152,6 +154,15 @@ def _sop_instance_uid(path: Path) -> str:
     except Exception as e:  # an unreadable header: keep dcmtk's name (hashed by file_name_for)
         logger.debug("no File Meta in %s: %s", path.name, e)
         return path.name
+
+
+def _syntax(path: Path) -> str:
+    """The transfer syntax a received file was written in (+B: the one it arrived in)."""
+    try:
+        return str(read_file_meta_info(path).get("TransferSyntaxUID", "")).strip()
+    except Exception as e:  # an unreadable header: unknown
+        logger.debug("no File Meta in %s: %s", path.name, e)
+        return ""
 
 
 def _secs(x: float) -> str:

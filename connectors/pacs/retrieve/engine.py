@@ -338,7 +338,12 @@ class AssociationRetriever:
     ) -> None:
         uid = sink.study_instance_uid
         counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
-        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
+        conversions = sink.conversions()
+        kw: dict[str, Any] = {
+            "files_expected": expected,
+            "files_received": sink.files,
+            "conversions": conversions,
+        }
         if sink.disk_full:
             raise StudyFailed(
                 "disk_full",
@@ -364,6 +369,14 @@ class AssociationRetriever:
             raise StudyFailed(
                 "retrieve_failed",
                 f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
+                **kw,
+            )
+        if conversions[2]:  # never lossy on the way: the PACS holds better than it sent
+            raise StudyFailed(
+                "lossy_conversion",
+                f"study {uid}: {conversions[2]} of {sink.files} instances arrived converted to a "
+                "lossy transfer syntax though the PACS stores them lossless (it offered no "
+                "other); nothing was loaded",
                 **kw,
             )
         missing = outcome.failed + outcome.warning

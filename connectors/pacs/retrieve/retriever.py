@@ -68,5 +68,6 @@ class Retriever:
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
-        files, size, _ = raise_or_return(self._pool.run(uid, dest, expected))
-        return RetrievedStudy(uid, dest, files, size, expected, time.monotonic() - started)
+        files, size, _, conversions = raise_or_return(self._pool.run(uid, dest, expected))
+        seconds = time.monotonic() - started
+        return RetrievedStudy(uid, dest, files, size, expected, seconds, *conversions)

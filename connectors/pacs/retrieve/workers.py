@@ -137,15 +137,17 @@ def _stop(proc: BaseProcess, conn: Connection, graceful: bool = True) -> None:
     conn.close()
 
 
-def raise_or_return(answer: Answer) -> tuple[int, int, float]:
-    """Turn a worker's answer back into (files, bytes, seconds) or the exception it raised."""
+def raise_or_return(answer: Answer) -> tuple[int, int, float, tuple[Any, ...]]:
+    """Turn a worker's answer back into (files, bytes, seconds, conversions) or the exception
+    it raised."""
     kind = answer[0]
     if kind == "ok":
-        return answer[1], answer[2], answer[3]
+        return answer[1], answer[2], answer[3], answer[4]
     if kind == "unreachable":
         raise PacsUnreachable(answer[1])
-    _, category, message, expected, received = answer
-    raise StudyFailed(category, message, files_expected=expected, files_received=received)
+    _, category, message, expected, received, *rest = answer
+    raise StudyFailed(category, message, files_expected=expected, files_received=received,
+                      conversions=rest[0] if rest else (None, None, None))  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -178,10 +180,11 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
             uid, dest, expected = job
             try:
                 got = r.retrieve(uid, Path(dest), expected)
-                answer: Answer = ("ok", got.files, got.bytes, got.seconds)
+                answer: Answer = ("ok", got.files, got.bytes, got.seconds,
+                                  (got.as_stored, got.converted, got.lossy_converted))  # fmt: skip
             except StudyFailed as e:
                 answer = ("failed", e.reason_category, str(e),
-                          e.files_expected, e.files_received)  # fmt: skip
+                          e.files_expected, e.files_received, e.conversions)  # fmt: skip
             except PacsUnreachable as e:
                 answer = ("unreachable", str(e))
             except Exception as e:  # anything else fails this study, never the worker

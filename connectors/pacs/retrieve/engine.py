@@ -30,25 +30,23 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from connectors.config import Settings
-from connectors.errors import ConfigError, StudyFailed
+from connectors.errors import ConfigError
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve.dcmtk import DcmtkBackend
 from connectors.pacs.retrieve.dimse import (
     SubOperations,
     consume,
-    find_study,
     identifier,
     merge,
     series_identifier,
 )
 from connectors.pacs.retrieve.holdings import ContextGroup, StudyHoldings, learn, plan
+from connectors.pacs.retrieve.judge import judge, raise_nothing_found
 from connectors.pacs.retrieve.pace import fast_reactor
 from connectors.pacs.storage import StudySink, encoded_instance
 from connectors.pacs.storage_scp import MoveReceiver
 
 logger = logging.getLogger(__name__)
-
-WARNING_SUBOPS = 0xB000
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class AssociationRetriever:
             else:
                 outcome, ok = self._run_pynetdicom(sink, expected)
         seconds = time.monotonic() - started
-        self._judge(sink, outcome, expected, lost=not ok)
+        judge(self.settings, sink, outcome, expected, lost=not ok)
         logger.info(
             "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
         )
@@ -152,7 +150,7 @@ class AssociationRetriever:
                 outcome = self._c_move(assoc, sink)
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
-                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
         finally:
             self._checkin(assoc, healthy=ok)
         return outcome, ok
@@ -166,7 +164,7 @@ class AssociationRetriever:
         if sink.files == 0 and ok and not sink.disk_full:
             assoc = self._open(find_only=True)
             try:
-                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
             finally:
                 _release(assoc)
         return outcome, ok
@@ -284,7 +282,7 @@ class AssociationRetriever:
             outcome = merge(outcomes)
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
-                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
         finally:
             self._checkin(assoc, healthy=ok)
         return outcome, ok
@@ -305,98 +303,9 @@ class AssociationRetriever:
             )
             return consume(responses)
 
-    # -- judging ---------------------------------------------------------------------------
-
-    def _raise_nothing_found(self, assoc: Association, uid: str, expected: int | None) -> None:
-        """Nothing came: ask the PACS whether the study exists (C-FIND) to name the failure."""
-        if expected == 0:
-            raise StudyFailed("no_images_on_pacs", f"study {uid}: the PACS holds no images")
-        found = find_study(assoc, uid)
-        if found is None:
-            raise StudyFailed(
-                "not_found_on_pacs",
-                f"study {uid} is not on the PACS",
-                files_expected=expected,
-                files_received=0,
-            )
-        n = found.get("NumberOfStudyRelatedInstances")
-        if n in (None, "", 0, "0"):
-            raise StudyFailed(
-                "no_images_on_pacs",
-                f"study {uid}: the PACS lists it with no images",
-                files_expected=expected,
-                files_received=0,
-            )
-
-    def _judge(
-        self,
-        sink: StudySink,
-        outcome: SubOperations,
-        expected: int | None,
-        *,
-        lost: bool,
-    ) -> None:
-        uid = sink.study_instance_uid
-        counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
-        conversions = sink.conversions()
-        kw: dict[str, Any] = {
-            "files_expected": expected,
-            "files_received": sink.files,
-            "conversions": conversions,
-        }
-        if sink.disk_full:
-            raise StudyFailed(
-                "disk_full",
-                f"study {uid}: disk full in {sink.folder} ({sink.last_error}); {counts}",
-                **kw,
-            )
-        if lost:
-            silent = time.monotonic() - sink.last_activity  # pynetdicom aborts on DIMSE timeout
-            timed_out = silent >= 0.9 * self.settings.pacs.dimse_timeout
-            raise StudyFailed(
-                "timeout" if timed_out else "retrieve_failed",
-                f"study {uid}: the association was lost during the transfer; {counts}",
-                **kw,
-            )
-        status = outcome.final_status
-        if status not in (0x0000, WARNING_SUBOPS):
-            hint = ""
-            if self.method == "c-move" and sink.files == 0:  # Orthanc: 0xC000, others: 0xA801
-                hint = (
-                    f" (does it know our move_destination {self.settings.pacs.move_destination!r}"
-                    f" at port {self.settings.pacs.receive_port}?)"
-                )
-            raise StudyFailed(
-                "retrieve_failed",
-                f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
-                **kw,
-            )
-        if conversions[2]:  # never lossy on the way: the PACS holds better than it sent
-            raise StudyFailed(
-                "lossy_conversion",
-                f"study {uid}: {conversions[2]} of {sink.files} instances arrived converted to a "
-                "lossy transfer syntax though the PACS stores them lossless (it offered no "
-                "other); nothing was loaded",
-                **kw,
-            )
-        missing = outcome.failed + outcome.warning
-        short_of_expected = expected is not None and sink.files < expected
-        short_of_pacs = outcome.total is not None and sink.files < outcome.total
-        if missing or short_of_expected or short_of_pacs or sink.errors:
-            detail = f"{outcome.failed} sub-operations failed" if outcome.failed else ""
-            raise StudyFailed(
-                "retrieve_incomplete",
-                f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
-                **kw,
-            )
-
 
 _GET_MODEL = StudyRootQueryRetrieveInformationModelGet
 _MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
-
-
-def _n(x: int | None) -> str:
-    return "?" if x is None else str(x)
 
 
 def _release(assoc: Association) -> None:

@@ -45,6 +45,8 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid, uid_to_service_class
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,16 @@ def get_storage_contexts() -> list[PresentationContext]:
         c.transfer_syntax = list(TRANSFER_SYNTAXES)
         out.append(c)
     return out
+
+
+def register_storage_class(uid: str) -> bool:
+    """Let pynetdicom take C-STOREs of a storage SOP class it does not list (a private or new
+    one the PACS holds); True when it was unknown. Without this pynetdicom aborts the
+    association when such an instance arrives."""
+    if issubclass(uid_to_service_class(uid), StorageServiceClass):
+        return False
+    register_uid(uid, "P2XStorage_" + uid.replace(".", "_"), StorageServiceClass)
+    return True
 
 
 def abstract_syntax(cx: PresentationContext) -> str:

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
-from pynetdicom import evt
+from pynetdicom import build_context, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from connectors.config import Settings
@@ -26,6 +26,7 @@ from connectors.pacs.storage import (
     StudySink,
     abstract_syntax,
     encoded_instance,
+    register_storage_class,
     scp_storage_contexts,
     study_uid_of,
 )
@@ -42,6 +43,7 @@ class MoveReceiver:
         self._sinks: dict[str, StudySink] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
+        self._syntaxes: list[str] = []
 
     def start(self) -> None:
         ae = make_ae(self.settings)
@@ -50,6 +52,7 @@ class MoveReceiver:
         ae.require_called_aet = False
         for cx in scp_storage_contexts():
             ae.add_supported_context(abstract_syntax(cx), cx.transfer_syntax)
+            self._syntaxes = list(cx.transfer_syntax)
         port = self.settings.pacs.receive_port
         try:
             self._server = ae.start_server(
@@ -62,6 +65,19 @@ class MoveReceiver:
                 f"[pacs] receive_port {port}: cannot listen there for C-MOVE ({e.strerror})"
             ) from None
         logger.debug("storage SCP listening on port %d", port)
+
+    def accept_classes(self, sop_classes: set[str]) -> None:
+        """Accept these SOP classes too (every transfer syntax): a study may hold a storage
+        class pynetdicom does not list; the PACS proposes it, we take it as is. The server
+        copies its contexts into each new association, so this applies to the next one."""
+        if self._server is None:
+            return
+        with self._lock:
+            known = {str(cx.abstract_syntax) for cx in self._server.contexts}
+            for sop in sorted(sop_classes - known):
+                logger.info("accepting SOP class %s, outside pynetdicom's list", sop)
+                register_storage_class(sop)
+                self._server.contexts.append(build_context(sop, self._syntaxes))
 
     def stop(self) -> None:
         if self._server is not None:

@@ -43,7 +43,7 @@ from connectors.pacs.retrieve.dimse import (
 from connectors.pacs.retrieve.holdings import ContextGroup, StudyHoldings, learn, plan
 from connectors.pacs.retrieve.judge import judge, raise_nothing_found
 from connectors.pacs.retrieve.pace import fast_reactor
-from connectors.pacs.storage import StudySink, encoded_instance
+from connectors.pacs.storage import StudySink, encoded_instance, register_storage_class
 from connectors.pacs.storage_scp import MoveReceiver
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,21 @@ class AssociationRetriever:
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        return open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
+        assoc = open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
+        model = _GET_MODEL if self.method == "c-get" else _MOVE_MODEL
+        if not find_only and not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+            _release(assoc)
+            raise ConfigError(
+                f"[pacs] retrieve = {self.method!r}: the PACS accepted the association but not "
+                f"the Study Root {self.method.upper()} model"
+                + (
+                    ": it does not offer C-GET to us; set [pacs] retrieve = 'c-move' with a "
+                    "move_destination (our AE title as the PACS knows it)"
+                    if self.method == "c-get"
+                    else ""
+                )
+            )
+        return assoc
 
     # -- C-GET -----------------------------------------------------------------------------
 
@@ -261,6 +275,8 @@ class AssociationRetriever:
         else:
             held = learn(assoc, sink.study_instance_uid)
             groups = plan(held)
+        for sop in held.sop_classes:  # a class pynetdicom does not list: take it as is
+            register_storage_class(sop)
         sink.stored = held.instance_syntax
         ok = False
         outcomes: list[SubOperations] = []
@@ -295,6 +311,10 @@ class AssociationRetriever:
 
     def _c_move(self, assoc: Association, sink: StudySink) -> SubOperations:
         assert self._receiver is not None, "use AssociationRetriever as a context manager"
+        held = learn(assoc, sink.study_instance_uid)  # its SOP classes, for our storage SCP
+        sink.stored = held.instance_syntax
+        if held.source in ("study", "series", "image"):
+            self._receiver.accept_classes(held.sop_classes)
         with self._receiver.expecting(sink):
             responses = assoc.send_c_move(
                 identifier(sink.study_instance_uid),

@@ -63,9 +63,16 @@ def judge(
     if lost:
         silent = time.monotonic() - sink.last_activity  # pynetdicom aborts on DIMSE timeout
         timed_out = silent >= 0.9 * settings.pacs.dimse_timeout
+        hint = ""
+        if settings.pacs.retrieve == "c-get" and sink.files == 0 and outcome.total is None:
+            hint = (
+                " (the PACS closed it on our C-GET before sending anything: if it does not "
+                "offer C-GET to us, as Orthanc logs 'Rejected Get request', set [pacs] "
+                "retrieve = 'c-move' with a move_destination it knows)"
+            )
         raise StudyFailed(
             "timeout" if timed_out else "retrieve_failed",
-            f"study {uid}: the association was lost during the transfer; {counts}",
+            f"study {uid}: the association was lost during the transfer{hint}; {counts}",
             **kw,
         )
     status = outcome.final_status

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import Settings
-from connectors.errors import PacsUnreachable, StudyFailed
+from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
 from connectors.pacs.retrieve.engine import AssociationRetriever
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
             except StudyFailed as e:
                 answer = ("failed", e.reason_category, str(e),
                           e.files_expected, e.files_received, e.conversions)  # fmt: skip
-            except PacsUnreachable as e:
+            except (PacsUnreachable, ConfigError) as e:  # the whole run stops either way
                 answer = ("unreachable", str(e))
             except Exception as e:  # anything else fails this study, never the worker
                 answer = ("failed", "retrieve_failed", f"study {uid}: {type(e).__name__}: {e}",

@@ -23,6 +23,7 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
@@ -183,6 +184,24 @@ class StudySink:
             self.last_activity = time.monotonic()
             self.received[sop_instance_uid] = syntax
         return STATUS_SUCCESS
+
+    def rescan(self) -> None:
+        """Count the folder as it is now: with several receiving processes
+        (``storage_scp.py``), others may have written instances of this study into it."""
+        files = size = 0
+        for f in self.folder.iterdir():
+            if f.suffix != ".dcm" or not f.is_file():
+                continue
+            files += 1
+            size += f.stat().st_size
+            uid = f.stem
+            if uid not in self.received:
+                with contextlib.suppress(Exception):  # unreadable: its syntax stays unknown
+                    meta = read_file_meta_info(f)
+                    uid = str(meta.get("MediaStorageSOPInstanceUID", uid))
+                    self.received[uid] = str(meta.get("TransferSyntaxUID", ""))
+        with self._lock:
+            self.files, self.bytes = files, size
 
     def conversions(self) -> tuple[int | None, int | None, int | None]:
         """(as stored, converted, converted from lossless to lossy) among the instances

@@ -4,14 +4,26 @@ The PACS opens its own association to ``receive_port`` for every C-MOVE and send
 instances there. Each one is routed to the folder of the study being retrieved by its Study
 Instance UID (read from the encoded dataset without decoding the pixel data), since several
 studies may be moving at once.
+
+With ``registry`` (a folder), several worker processes each run one on the same port
+(``SO_REUSEPORT``: the kernel spreads the PACS's associations among them), so the receiving is
+not bound to one GIL. An association may then land in another worker than the one that asked
+for the study: each study being moved has a symlink ``registry/<Study UID>`` to its folder, and
+a receiver writes an instance of a study it is not moving itself into that folder. The asking
+worker counts its folder once the C-MOVE has ended (``StudySink.rescan``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
+import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from pynetdicom import build_context, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -32,14 +44,31 @@ from connectors.pacs.storage import (
 )
 
 logger = logging.getLogger(__name__)
+_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+class ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with ``SO_REUSEPORT``: one listener per worker process."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket (made by ``AE.make_server``, so not in the AE's
+        own list of servers, which pynetdicom's ``shutdown`` removes it from)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 class MoveReceiver:
     """A storage SCP on ``[pacs] receive_port`` that writes each study to its own folder."""
 
-    def __init__(self, settings: Settings, host: str = "") -> None:
+    def __init__(self, settings: Settings, host: str = "", registry: Path | None = None) -> None:
         self.settings = settings
         self.host = host
+        self.registry = registry
         self._sinks: dict[str, StudySink] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
@@ -54,12 +83,18 @@ class MoveReceiver:
             ae.add_supported_context(abstract_syntax(cx), cx.transfer_syntax)
             self._syntaxes = list(cx.transfer_syntax)
         port = self.settings.pacs.receive_port
+        handlers = [*ACCEPTOR_HANDLERS, (evt.EVT_C_STORE, self._on)]
         try:
-            self._server = ae.start_server(
-                (self.host, port),
-                block=False,
-                evt_handlers=[*ACCEPTOR_HANDLERS, (evt.EVT_C_STORE, self._on)],
-            )
+            if self.registry is None:
+                address = (self.host, port)
+                self._server = ae.start_server(address, block=False, evt_handlers=handlers)
+            else:
+                self.registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+                server = ae.make_server(
+                    (self.host, port), evt_handlers=handlers, server_class=ReusePortServer
+                )
+                threading.Thread(target=server.serve_forever, daemon=True, name="move-scp").start()
+                self._server = server  # type: ignore[assignment]
         except OSError as e:
             raise ConfigError(
                 f"[pacs] receive_port {port}: cannot listen there for C-MOVE ({e.strerror})"
@@ -82,6 +117,7 @@ class MoveReceiver:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
             self._server = None
 
     @contextlib.contextmanager
@@ -92,9 +128,17 @@ class MoveReceiver:
             if uid in self._sinks:
                 raise RuntimeError(f"study {uid} is already being retrieved")
             self._sinks[uid] = sink
+        link = None if self.registry is None else self.registry / uid
+        if link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(sink.folder.resolve())
         try:
             yield
         finally:
+            if link is not None:
+                with contextlib.suppress(OSError):
+                    link.unlink()
             with self._lock:
                 self._sinks.pop(uid, None)
 
@@ -109,6 +153,10 @@ class MoveReceiver:
             return STATUS_CANNOT_UNDERSTAND
         with self._lock:
             sink = self._sinks.get(study)
+        if sink is None and self.registry is not None and _UID.match(study):
+            with contextlib.suppress(OSError):  # another worker's study: into its folder
+                sink = StudySink(study, Path(os.readlink(self.registry / study)))
+                logger.debug("an instance for another worker's study, written to its folder")
         if sink is None:
             logger.warning("refused an instance of a study we are not retrieving")
             return STATUS_UNEXPECTED_STUDY

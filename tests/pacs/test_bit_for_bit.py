@@ -7,6 +7,7 @@ same transfer syntax, same pixel data bytes; none missing, none extra.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +54,23 @@ def differences(folder: Path, held: list[CorpusInstance]) -> list[str]:
 GETSCU = pytest.mark.xfail(strict=True, reason="dcmtk 3.6.7 getscu: one syntax per SOP class")
 DCMQRSCP = pytest.mark.xfail(strict=True, reason="dcmtk 3.6.7 dcmqrscp cannot send as stored")
 CASES = [
-    pytest.param("corpus_orthanc", "c-get", "pynetdicom"),
-    pytest.param("corpus_orthanc", "c-move", "pynetdicom"),
-    pytest.param("corpus_orthanc", "c-move", "dcmtk"),
-    pytest.param("corpus_orthanc", "c-get", "dcmtk", marks=GETSCU),
-    pytest.param("corpus_dcmqrscp", "c-get", "pynetdicom", marks=DCMQRSCP),
-    pytest.param("corpus_dcmqrscp", "c-move", "pynetdicom", marks=DCMQRSCP),
+    pytest.param("corpus_orthanc", "c-get", "pynetdicom", 1),
+    pytest.param("corpus_orthanc", "c-move", "pynetdicom", 1),
+    pytest.param("corpus_orthanc", "c-move", "pynetdicom", 2, id="c-move-2-workers"),
+    pytest.param("corpus_orthanc", "c-move", "dcmtk", 1),
+    pytest.param("corpus_orthanc", "c-get", "dcmtk", 1, marks=GETSCU),
+    pytest.param("corpus_dcmqrscp", "c-get", "pynetdicom", 1, marks=DCMQRSCP),
+    pytest.param("corpus_dcmqrscp", "c-move", "pynetdicom", 1, marks=DCMQRSCP),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("pacs", "method", "backend"), CASES)
+@pytest.mark.parametrize(("pacs", "method", "backend", "associations"), CASES)
 def test_every_instance_arrives_as_the_pacs_holds_it(
     pacs: str,
     method: str,
     backend: str,
+    associations: int,
     corpus: list[CorpusInstance],
     corpus_move_port: int,
     request: pytest.FixtureRequest,
@@ -80,12 +83,16 @@ def test_every_instance_arrives_as_the_pacs_holds_it(
         retrieve_backend=backend,
         move_destination=CORPUS_MOVE_AET,
         receive_port=corpus_move_port,
-        max_associations=1,
+        max_associations=associations,
     )
     problems: dict[str, list[str]] = {}
-    with Retriever(settings) as r:
-        for n, (uid, held) in enumerate(by_study(corpus).items()):
-            got = r.retrieve(uid, tmp_path / str(n), expected=len(held))
+    with Retriever(settings) as r, ThreadPoolExecutor(associations) as pool:
+        jobs = {
+            pool.submit(r.retrieve, uid, tmp_path / str(n), len(held)): held
+            for n, (uid, held) in enumerate(by_study(corpus).items())
+        }
+        for job, held in jobs.items():
+            got = job.result()
             assert got.files == len(held)
             diff = differences(got.folder, held)
             if diff:

@@ -66,18 +66,23 @@ class RetrievedStudy:
     lossy_converted: int | None = None
 
 
+def check_move_destination(settings: Settings) -> None:
+    if settings.pacs.retrieve == "c-move" and not settings.pacs.move_destination:
+        raise ConfigError(
+            "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
+            "knows it (the PACS sends the study to that AE, at our receive_port)"
+        )
+
+
 class AssociationRetriever:
     """C-GET or C-MOVE of whole studies in this process, on at most ``max_associations``
     reused associations (threads). ``Retriever`` puts one of these in each worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: Path | None = None) -> None:
         self.settings = settings
+        self._registry = registry  # C-MOVE receivers in several processes (storage_scp.py)
         self.method = settings.pacs.retrieve
-        if self.method == "c-move" and not settings.pacs.move_destination:
-            raise ConfigError(
-                "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
-                "knows it (the PACS sends the study to that AE, at our receive_port)"
-            )
+        check_move_destination(settings)
         self._slots = threading.BoundedSemaphore(settings.pacs.max_associations)
         self._idle: list[tuple[ContextGroup | None, Association]] = []
         self._lock = threading.Lock()
@@ -92,7 +97,7 @@ class AssociationRetriever:
 
     def __enter__(self) -> AssociationRetriever:
         if self.method == "c-move" and self._dcmtk is None:
-            self._receiver = MoveReceiver(self.settings)
+            self._receiver = MoveReceiver(self.settings, registry=self._registry)
             self._receiver.start()
         return self
 
@@ -148,6 +153,8 @@ class AssociationRetriever:
         try:
             with fast_reactor(assoc):
                 outcome = self._c_move(assoc, sink)
+            if self._registry is not None:  # other workers may have received some of it
+                sink.rescan()
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
                 raise_nothing_found(assoc, sink.study_instance_uid, expected)

@@ -5,19 +5,26 @@
     with Retriever(settings) as r:                       # reuses associations
         got = r.retrieve(study_uid, dest, expected=n)    # thread-safe, <= max_associations at once
 
-pynetdicom C-GET with several associations runs one association per worker process
-(``workers.py``: they would share one GIL in threads); everything else runs in this process
-(``engine.py``). Both leave the same folder and raise the same errors.
+pynetdicom C-GET or C-MOVE with several associations runs one association per worker process
+(``workers.py``: they would share one GIL in threads; for C-MOVE each worker also runs a storage
+SCP on the same port, ``storage_scp.py``); the dcmtk back end and one association run in this
+process (``engine.py``). Both leave the same folder and raise the same errors.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 from connectors.config import Settings
-from connectors.pacs.retrieve.engine import AssociationRetriever, RetrievedStudy
+from connectors.pacs.retrieve.engine import (
+    AssociationRetriever,
+    RetrievedStudy,
+    check_move_destination,
+)
 from connectors.pacs.retrieve.workers import WorkerPool, raise_or_return
 
 
@@ -27,17 +34,20 @@ class Retriever:
     def __init__(self, settings: Settings) -> None:
         pacs = settings.pacs
         self.settings = settings
-        self._in_processes = (
-            pacs.retrieve_backend == "pynetdicom"
-            and pacs.retrieve == "c-get"
-            and pacs.max_associations > 1
-        )
+        check_move_destination(settings)
+        self._in_processes = pacs.retrieve_backend == "pynetdicom" and pacs.max_associations > 1
+        self._registry: Path | None = None
         self._pool: WorkerPool | None = None
         self._local = None if self._in_processes else AssociationRetriever(settings)
 
     def __enter__(self) -> Retriever:
         if self._in_processes:
-            self._pool = WorkerPool(self.settings, self.settings.pacs.max_associations)
+            if self.settings.pacs.retrieve == "c-move":  # one receiver per worker, same port
+                self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._registry = Path(tempfile.mkdtemp(".moving", dir=self.settings.work_dir))
+            self._pool = WorkerPool(
+                self.settings, self.settings.pacs.max_associations, self._registry
+            )
         elif self._local is not None:
             self._local.__enter__()
         return self
@@ -54,6 +64,9 @@ class Retriever:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._registry is not None:
+            shutil.rmtree(self._registry, ignore_errors=True)
+            self._registry = None
         if self._local is not None:
             self._local.close()
 

@@ -106,11 +106,15 @@ class StudyFailed(Pacs2XnatError):
         *,
         files_expected: int | None = None,
         files_received: int | None = None,
+        conversions: tuple[int | None, int | None, int | None] = (None, None, None),
     ) -> None:
         super().__init__(message)
         self.reason_category = reason_category
         self.files_expected = files_expected
         self.files_received = files_received
+        #: instances received as stored / converted / converted lossless -> lossy (None: the
+        #: PACS did not say what it stores)
+        self.conversions = conversions
 
 
 class QueryFailed(Pacs2XnatError):

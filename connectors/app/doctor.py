@@ -89,6 +89,13 @@ def _dimse_checks(settings: Settings) -> list[Check]:
         _run(
             "PACS retrieve", _retrieve_fix(settings), lambda: _retrieve(settings), EXIT_UNREACHABLE
         ),
+        _run(
+            "PACS offers",
+            "ask the PACS admin to allow C-GET for our AE title, or set [pacs] retrieve = "
+            "'c-move' with a move_destination the PACS knows",
+            lambda: _offers(settings),
+            EXIT_UNREACHABLE,
+        ),
     ]
 
 
@@ -222,6 +229,19 @@ def _retrieve(settings: Settings) -> str:
     if final is None:
         raise Pacs2XnatError("no answer to a probe C-MOVE")
     return f"C-MOVE to {p.move_destination!r} accepted (probe status 0x{final:04X})"
+
+
+def _offers(settings: Settings) -> str:
+    """C-GET offered or not, C-MOVE destination known or not, the syntaxes accepted for a
+    probe (``pacs/offers.py``); fails only when the configured method is refused."""
+    from connectors.pacs.offers import probe_offers
+
+    offers = probe_offers(settings)
+    if settings.pacs.retrieve == "c-get" and not offers.c_get.startswith("offered"):
+        raise Pacs2XnatError(offers.summary())
+    if settings.pacs.retrieve == "c-move" and "unknown" in offers.c_move:
+        raise Pacs2XnatError(offers.summary())
+    return offers.summary()
 
 
 def _xnat(settings: Settings) -> str:

@@ -67,9 +67,18 @@ class Outcome:
     files_archived: int | None = None
     bytes_transferred: int | None = None
     xnat_session_id: str | None = None
+    #: instances received as the PACS stores them / converted / converted lossless -> lossy
+    #: (None: the PACS did not say what it stores)
+    instances_as_stored: int | None = None
+    instances_converted: int | None = None
+    instances_lossy_converted: int | None = None
 
     @classmethod
     def failed(cls, e: StudyFailed, **counts: Any) -> Outcome:
+        stored, converted, lossy = e.conversions
+        counts.setdefault("instances_as_stored", stored)
+        counts.setdefault("instances_converted", converted)
+        counts.setdefault("instances_lossy_converted", lossy)
         return cls(
             "failed",
             e.reason_category,
@@ -144,6 +153,9 @@ class LoadContext:
             "files_archived": out.files_archived,
             "bytes_transferred": out.bytes_transferred,
             "xnat_session_id": out.xnat_session_id,
+            "instances_as_stored": out.instances_as_stored,
+            "instances_converted": out.instances_converted,
+            "instances_lossy_converted": out.instances_lossy_converted,
         }
         with self._lock:  # into the warehouse, or its journal while another holds it
             append_or_journal(self.rc.warehouse, {"ingest_attempts": [row]})

@@ -39,6 +39,7 @@ class _Retrieved:
     folder: Path | None = None
     files: list[Path] | None = None
     bytes: int = 0
+    conversions: tuple[int | None, int | None, int | None] = (None, None, None)
     error: StudyFailed | None = None
     fatal: BaseException | None = None
     skipped: bool = False  # left the manifest before it was started
@@ -156,7 +157,9 @@ def _produce(
                 got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
             throttle.answered(ticket, got.seconds, got.files, got.bytes)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
-            _put(ready, _Retrieved(study, started, Path(got.folder), files, got.bytes), stop)
+            conversions = (got.as_stored, got.converted, got.lossy_converted)
+            item = _Retrieved(study, started, Path(got.folder), files, got.bytes, conversions)
+            _put(ready, item, stop)
             return
         except StudyFailed as e:
             shutil.rmtree(dest, ignore_errors=True)
@@ -212,12 +215,21 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
             try:
                 out = _upload_and_verify(ctx, study, item.files, first=attempt == 0)
                 out.bytes_transferred = item.bytes
+                stored, converted, lossy = item.conversions
+                out.instances_as_stored, out.instances_converted = stored, converted
+                out.instances_lossy_converted = lossy
                 ctx.record(study, started, out)
                 return
             except StudyFailed as e:
                 final = not ctx.retry(e, attempt)
+                stored, converted, lossy = item.conversions
                 out = Outcome.failed(
-                    e, files_expected=study.expected, files_received=len(item.files)
+                    e,
+                    files_expected=study.expected,
+                    files_received=len(item.files),
+                    instances_as_stored=stored,
+                    instances_converted=converted,
+                    instances_lossy_converted=lossy,
                 )
                 ctx.record(study, started, out, final)
                 if final:

@@ -23,6 +23,7 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
@@ -38,8 +39,15 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AllStoragePresentationContexts, StoragePresentationContexts, evt
+from pynetdicom import (
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    StoragePresentationContexts,
+    evt,
+)
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid, uid_to_service_class
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +95,31 @@ def get_storage_contexts() -> list[PresentationContext]:
     return out
 
 
+def register_storage_class(uid: str) -> bool:
+    """Let pynetdicom take C-STOREs of a storage SOP class it does not list (a private or new
+    one the PACS holds); True when it was unknown. Without this pynetdicom aborts the
+    association when such an instance arrives."""
+    if issubclass(uid_to_service_class(uid), StorageServiceClass):
+        return False
+    register_uid(uid, "P2XStorage_" + uid.replace(".", "_"), StorageServiceClass)
+    return True
+
+
 def abstract_syntax(cx: PresentationContext) -> str:
     """A context's SOP Class UID (always set on the contexts built here)."""
     return str(cx.abstract_syntax)
 
 
 def scp_storage_contexts() -> list[PresentationContext]:
-    """Every storage SOP class pynetdicom knows, for our C-MOVE storage SCP (no 128 limit)."""
+    """Every storage SOP class pynetdicom knows in every transfer syntax it knows, for our
+    C-MOVE storage SCP (no 128 limit): the PACS proposes what it stores, we accept it as is."""
+    everything: list[str] = list(TRANSFER_SYNTAXES)
+    everything += [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in everything]
     out = []
     for cx in AllStoragePresentationContexts:
         c = PresentationContext()
         c.abstract_syntax = cx.abstract_syntax
-        c.transfer_syntax = list(TRANSFER_SYNTAXES)
+        c.transfer_syntax = list(everything)
         out.append(c)
     return out
 
@@ -126,9 +147,13 @@ class StudySink:
     errors: int = 0
     last_error: str = ""
     last_activity: float = field(default_factory=time.monotonic)  # the last instance written
+    #: SOP Instance UID -> the transfer syntax it arrived in (the accepted context's)
+    received: dict[str, str] = field(default_factory=dict)
+    #: SOP Instance UID -> the transfer syntax the PACS said it stores (empty: it did not say)
+    stored: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def write(self, sop_instance_uid: str, data: builtins.bytes) -> int:
+    def write(self, sop_instance_uid: str, data: builtins.bytes, syntax: str = "") -> int:
         """Write one encoded instance; returns the DICOM status for the C-STORE response."""
         name = file_name_for(sop_instance_uid)
         final = self.folder / name
@@ -157,14 +182,48 @@ class StudySink:
             self.files += 1
             self.bytes += len(data)
             self.last_activity = time.monotonic()
+            self.received[sop_instance_uid] = syntax
         return STATUS_SUCCESS
 
+    def rescan(self) -> None:
+        """Count the folder as it is now: with several receiving processes
+        (``storage_scp.py``), others may have written instances of this study into it."""
+        files = size = 0
+        for f in self.folder.iterdir():
+            if f.suffix != ".dcm" or not f.is_file():
+                continue
+            files += 1
+            size += f.stat().st_size
+            uid = f.stem
+            if uid not in self.received:
+                with contextlib.suppress(Exception):  # unreadable: its syntax stays unknown
+                    meta = read_file_meta_info(f)
+                    uid = str(meta.get("MediaStorageSOPInstanceUID", uid))
+                    self.received[uid] = str(meta.get("TransferSyntaxUID", ""))
+        with self._lock:
+            self.files, self.bytes = files, size
 
-def encoded_instance(event: evt.Event) -> tuple[str, bytes] | None:
-    """The SOP Instance UID and the encoded dataset with File Meta, or None if unreadable."""
+    def conversions(self) -> tuple[int | None, int | None, int | None]:
+        """(as stored, converted, converted from lossless to lossy) among the instances
+        received whose stored transfer syntax the PACS told; all None when it told none."""
+        known = [(ts, self.stored[uid]) for uid, ts in self.received.items() if uid in self.stored]
+        if not known:
+            return None, None, None
+        same = sum(1 for got, held in known if got == held)
+        lossy = sum(1 for got, held in known if got != held and got in LOSSY and held not in LOSSY)
+        return same, len(known) - same, lossy
+
+
+LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000})
+
+
+def encoded_instance(event: evt.Event) -> tuple[str, bytes, str] | None:
+    """The SOP Instance UID, the encoded dataset with File Meta and the transfer syntax it came
+    in, or None if unreadable."""
     try:
         uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
-        return uid, event.encoded_dataset(include_meta=True)
+        syntax = str(getattr(event.context, "transfer_syntax", "") or "")
+        return uid, event.encoded_dataset(include_meta=True), syntax
     except Exception as e:  # the handler never raises: any failure is a DICOM status
         logger.warning("C-STORE request not understood: %s", e)
         return None

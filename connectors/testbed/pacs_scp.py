@@ -8,7 +8,8 @@ on every socket. Knobs for the real world: ``latency`` (seconds before each C-FI
 ``result_cap`` with ``cap_status`` (``"cancel"``: end with 0xFE00 after exactly the cap, as
 Orthanc does; ``"success"``: end with Success, as many hospital PACS do), ``find_status`` (answer
 every C-FIND with this failure status), ``abort_after`` (abort a C-GET/C-MOVE after k instances),
-``abort_finds`` (abort the association on the first k C-FIND requests).
+``abort_finds`` (abort the association on the first k C-FIND requests), ``reported_syntax``
+(answer image-level C-FIND with the stored transfer syntax: ``pacs_matching.py``).
 Every request is recorded in ``requests`` (service, calling AE title, identifier as a dict) so
 tests can assert on what the PACS *received*.
 
@@ -18,7 +19,6 @@ tests can assert on what the PACS *received*.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 import time
@@ -44,6 +44,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from connectors.pacs.net import NODELAY_HANDLERS
 from connectors.testbed.orthanc import free_port
+from connectors.testbed.pacs_matching import image_answers, match_value
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ STUDY_KEYS = (
     "StudyID",
     "ReferringPhysicianName",
 )
-RANGE_VRS = {"DA", "TM", "DT"}
 CANCEL = 0xFE00
 SUCCESS = 0x0000
 
@@ -72,6 +72,7 @@ class Instance:
     sop_class_uid: str
     sop_instance_uid: str
     series_instance_uid: str
+    transfer_syntax_uid: str = ""
 
 
 @dataclass
@@ -96,27 +97,6 @@ class StudyRecord:
         return self.attrs.get(keyword, "")
 
 
-def _match_value(query: str, value: str, vr: str) -> bool:
-    """DICOM PS3.4 C.2.2.2 matching of one non-empty query value against a stored value."""
-    if vr in RANGE_VRS and "-" in query:
-        lo, _, hi = query.partition("-")
-        v = value.strip()
-        if not v:
-            return False
-        if vr == "TM":
-            v, lo, hi = v.replace(":", ""), lo.replace(":", ""), hi.replace(":", "")
-        return (not lo or v >= lo.strip()) and (not hi or v[: len(hi.strip())] <= hi.strip())
-    if vr == "UI":
-        return value in query.split("\\")
-    if "*" in query or "?" in query:
-        return fnmatch.fnmatchcase(
-            value.upper() if vr == "PN" else value, query.upper() if vr == "PN" else query
-        )
-    if vr == "PN":
-        return value.upper().rstrip("^") == query.upper().rstrip("^")
-    return value.strip() == query.strip()
-
-
 class DemoPacs:
     """An in-process Query/Retrieve SCP on a free loopback port (a context manager)."""
 
@@ -136,6 +116,7 @@ class DemoPacs:
         abort_after: int | None = None,
         abort_finds: int = 0,
         tcp_nodelay: bool = True,
+        reported_syntax: Mapping[str, str] | None = None,
     ) -> None:
         self.aet = aet
         self.host = host
@@ -149,6 +130,7 @@ class DemoPacs:
         self.abort_after = abort_after
         self.abort_finds = abort_finds
         self.tcp_nodelay = tcp_nodelay
+        self.reported_syntax = None if reported_syntax is None else dict(reported_syntax)
         self.studies: dict[str, StudyRecord] = {}
         self._by_patient: dict[str, list[StudyRecord]] = {}
         self.requests: list[dict[str, Any]] = []
@@ -185,6 +167,7 @@ class DemoPacs:
                         str(ds.SOPClassUID),
                         str(ds.SOPInstanceUID),
                         str(ds.SeriesInstanceUID),
+                        str(ds.file_meta.get("TransferSyntaxUID", "")),
                     )
                 )
                 if ds.get("Modality"):
@@ -234,7 +217,7 @@ class DemoPacs:
                 elif kw in {"SeriesInstanceUID", "SOPInstanceUID"}:
                     ok = True  # narrowed per instance by the retrieve handlers
                 else:
-                    ok = _match_value(text, rec.value(kw), vr)
+                    ok = match_value(text, rec.value(kw), vr)
                 if not ok:
                     break
             if ok:
@@ -275,7 +258,12 @@ class DemoPacs:
         if self.find_status is not None:
             yield self.find_status, None
             return
-        if str(query.get("QueryRetrieveLevel", "")).upper() != "STUDY":
+        level = str(query.get("QueryRetrieveLevel", "")).upper()
+        if level == "IMAGE" and self.reported_syntax is not None:  # see pacs_matching.py
+            study = str(query.get("StudyInstanceUID", ""))
+            yield from image_answers(self._instances(query), study, self.reported_syntax)
+            return
+        if level != "STUDY":
             yield 0xC000, None  # this demo PACS answers study-level queries only
             return
         found = self.matches(query)

@@ -187,6 +187,11 @@ RAW_TABLES: dict[str, RawTable] = {
                 ("files_archived", "integer"),
                 ("bytes_transferred", "bigint"),
                 ("xnat_session_id", "varchar"),
+                # of files_received: as the PACS stores them / converted on the way / of those,
+                # lossless to lossy; null when the PACS did not say what it stores
+                ("instances_as_stored", "integer"),
+                ("instances_converted", "integer"),
+                ("instances_lossy_converted", "integer"),
             ),
             ("attempt_id",),
         ),

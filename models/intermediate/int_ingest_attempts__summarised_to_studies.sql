@@ -50,7 +50,10 @@ latest as (
         outcome as latest_outcome,
         reason_category as latest_reason_category,
         message as latest_message,
-        finished_at as latest_finished_at
+        finished_at as latest_finished_at,
+        instances_as_stored as latest_instances_as_stored,
+        instances_converted as latest_instances_converted,
+        instances_lossy_converted as latest_instances_lossy_converted
     from ranked
     where recency = 1
 
@@ -75,6 +78,9 @@ summarised as (
         latest.latest_reason_category,
         latest.latest_message,
         latest.latest_finished_at,
+        latest.latest_instances_as_stored,
+        latest.latest_instances_converted,
+        latest.latest_instances_lossy_converted,
         latest.latest_outcome = 'failed' as is_latest_failed
     from latest
     inner join per_study

@@ -55,7 +55,10 @@ attempt_failures as (
         attempted.failed_attempts,
         attempted.latest_reason_category as reason_category,
         attempted.latest_message as last_message,
-        attempted.last_attempted_at
+        attempted.last_attempted_at,
+        attempted.latest_instances_as_stored as instances_as_stored,
+        attempted.latest_instances_converted as instances_converted,
+        attempted.latest_instances_lossy_converted as instances_lossy_converted
     from attempted
     where attempted.is_latest_failed
 
@@ -87,7 +90,10 @@ held_back as (
                 then 'held back: ' || selection.link_status
             else 'held back: ' || selection.set_aside_reason
         end as last_message,
-        cast(null as timestamp) as last_attempted_at
+        cast(null as timestamp) as last_attempted_at,
+        cast(null as integer) as instances_as_stored,
+        cast(null as integer) as instances_converted,
+        cast(null as integer) as instances_lossy_converted
     from selection
     where
         selection.selection_status in ('unlinked', 'set_aside')
@@ -149,7 +155,10 @@ classified as (
             not_in_xnat.last_attempted_at is null
             or resolutions.resolved_on >= cast(not_in_xnat.last_attempted_at as date)
         ) as is_retry_pending,
-        not_in_xnat.stage
+        not_in_xnat.stage,
+        not_in_xnat.instances_as_stored,
+        not_in_xnat.instances_converted,
+        not_in_xnat.instances_lossy_converted
     from not_in_xnat
     left join reasons
         on not_in_xnat.reason_category = reasons.reason_category
@@ -184,7 +193,10 @@ decided as (
             and (is_transient or coalesce(is_retry_pending, false)),
             false
         ) as is_retryable,
-        stage
+        stage,
+        instances_as_stored,
+        instances_converted,
+        instances_lossy_converted
     from classified
 
 )

@@ -163,6 +163,7 @@ def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -
         "PACS C-ECHO",
         "PACS C-FIND",
         "PACS retrieve",
+        "PACS offers",
         "XNAT login and project",
     ):
         assert f"pass  {name}:" in res.output, name

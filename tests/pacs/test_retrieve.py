@@ -371,6 +371,9 @@ def test_retrieved_study_is_the_documented_record(tmp_path: Path) -> None:
         "bytes": 30,
         "expected": 3,
         "seconds": 0.5,
+        "as_stored": None,
+        "converted": None,
+        "lossy_converted": None,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         rs.files = 4  # type: ignore[misc]

@@ -1,6 +1,8 @@
 """Retrieval of whole studies: ``Retriever`` (``retriever.py``) over C-GET or C-MOVE, with the
 pynetdicom engine (``engine.py``), worker processes (``workers.py``), the DIMSE plumbing
-(``dimse.py``), the reactor pace (``pace.py``) and the dcmtk back end (``dcmtk.py``)."""
+(``dimse.py``), the reactor pace (``pace.py``), the dcmtk back end (``dcmtk.py``), what a study
+holds and the presentation contexts that bring it as stored (``holdings.py``) and the verdict on
+what arrived (``judge.py``)."""
 
 from connectors.pacs.retrieve.engine import RetrievedStudy
 from connectors.pacs.retrieve.retriever import Retriever

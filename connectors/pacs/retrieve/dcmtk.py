@@ -8,7 +8,11 @@ arrives). Files land in a hidden staging folder inside ``dest`` and are renamed 
 ``<SOPInstanceUID>.dcm``, so both back ends leave the same folder behind.
 
 C-MOVE runs ``movescu +P receive_port``: it listens on our port for the PACS's sub-operations,
-so only one C-MOVE runs at a time with this back end. With ``+B`` dcmtk 3.6.7's movescu ignores
+so only one C-MOVE runs at a time with this back end; ``+xa`` accepts every transfer syntax
+the PACS proposes, so instances arrive as stored. Debian's getscu 3.6.7 cannot do the same for
+C-GET: it proposes one preferred transfer syntax per SOP class (no ``+xa``, no configuration
+file), so a PACS must transcode what it stores otherwise (or refuse it): with the dcmtk back
+end, prefer C-MOVE for compressed studies. With ``+B`` dcmtk 3.6.7's movescu ignores
 ``-od`` and writes to its working directory, so both tools run inside the staging folder.
 """
 
@@ -85,7 +89,8 @@ class DcmtkBackend:
             f"StudyInstanceUID={sink.study_instance_uid}",
         ]
         if self.method == "c-move":
-            args += ["-aem", p.move_destination, "+P", str(p.receive_port)]
+            # +xa: accept every transfer syntax the PACS proposes, so it sends what it stores
+            args += ["-aem", p.move_destination, "+P", str(p.receive_port), "+xa"]
         args += [p.host, str(p.port)]
         env = dict(os.environ, TCP_NODELAY="1")
         lock = self._move_lock if self.method == "c-move" else contextlib.nullcontext()
@@ -123,9 +128,11 @@ class DcmtkBackend:
                 uid = _sop_instance_uid(f)
                 target = sink.folder / file_name_for(uid)
                 size = f.stat().st_size
+                syntax = _syntax(f)
                 os.replace(f, target)
                 sink.files += 1
                 sink.bytes += size
+                sink.received[uid] = syntax
             staging.rmdir()
         except OSError as e:
             if e.errno in DISK_FULL_ERRNOS:
@@ -147,6 +154,15 @@ def _sop_instance_uid(path: Path) -> str:
     except Exception as e:  # an unreadable header: keep dcmtk's name (hashed by file_name_for)
         logger.debug("no File Meta in %s: %s", path.name, e)
         return path.name
+
+
+def _syntax(path: Path) -> str:
+    """The transfer syntax a received file was written in (+B: the one it arrived in)."""
+    try:
+        return str(read_file_meta_info(path).get("TransferSyntaxUID", "")).strip()
+    except Exception as e:  # an unreadable header: unknown
+        logger.debug("no File Meta in %s: %s", path.name, e)
+        return ""
 
 
 def _secs(x: float) -> str:

@@ -36,6 +36,33 @@ def identifier(uid: str) -> Dataset:
     return ds
 
 
+def series_identifier(uid: str, series_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = uid
+    ds.SeriesInstanceUID = series_uid
+    return ds
+
+
+def merge(parts: list[SubOperations]) -> SubOperations:
+    """Several C-GETs of one study (split across associations) as one: counts added, the
+    first status that is not Success wins (None if any association died)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = SubOperations(final_status=0x0000)
+    for p in parts:
+        if p.final_status is None:
+            out.final_status = None
+        elif out.final_status == 0x0000 and p.final_status != 0x0000:
+            out.final_status = p.final_status
+        out.completed += p.completed
+        out.failed += p.failed
+        out.warning += p.warning
+        if p.total is not None:
+            out.total = (out.total or 0) + p.total
+    return out
+
+
 def consume(responses: Any) -> SubOperations:
     """Read a C-GET/C-MOVE response stream once; an empty status means the association died."""
     out = SubOperations()

@@ -30,22 +30,23 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from connectors.config import Settings
-from connectors.errors import ConfigError, StudyFailed
+from connectors.errors import ConfigError
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve.dcmtk import DcmtkBackend
-from connectors.pacs.retrieve.dimse import SubOperations, consume, find_study, identifier
-from connectors.pacs.retrieve.pace import fast_reactor
-from connectors.pacs.storage import (
-    StudySink,
-    abstract_syntax,
-    encoded_instance,
-    get_storage_contexts,
+from connectors.pacs.retrieve.dimse import (
+    SubOperations,
+    consume,
+    identifier,
+    merge,
+    series_identifier,
 )
+from connectors.pacs.retrieve.holdings import ContextGroup, StudyHoldings, learn, plan
+from connectors.pacs.retrieve.judge import judge, raise_nothing_found
+from connectors.pacs.retrieve.pace import fast_reactor
+from connectors.pacs.storage import StudySink, encoded_instance, register_storage_class
 from connectors.pacs.storage_scp import MoveReceiver
 
 logger = logging.getLogger(__name__)
-
-WARNING_SUBOPS = 0xB000
 
 
 @dataclass(frozen=True)
@@ -58,33 +59,45 @@ class RetrievedStudy:
     bytes: int
     expected: int | None
     seconds: float
+    #: instances received in the transfer syntax the PACS said it stores / in another one
+    #: (None: the PACS did not say what it stores), and of those converted, to a lossy one
+    as_stored: int | None = None
+    converted: int | None = None
+    lossy_converted: int | None = None
+
+
+def check_move_destination(settings: Settings) -> None:
+    if settings.pacs.retrieve == "c-move" and not settings.pacs.move_destination:
+        raise ConfigError(
+            "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
+            "knows it (the PACS sends the study to that AE, at our receive_port)"
+        )
 
 
 class AssociationRetriever:
     """C-GET or C-MOVE of whole studies in this process, on at most ``max_associations``
     reused associations (threads). ``Retriever`` puts one of these in each worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: Path | None = None) -> None:
         self.settings = settings
+        self._registry = registry  # C-MOVE receivers in several processes (storage_scp.py)
         self.method = settings.pacs.retrieve
-        if self.method == "c-move" and not settings.pacs.move_destination:
-            raise ConfigError(
-                "[pacs] retrieve = 'c-move' needs move_destination: our AE title as the PACS "
-                "knows it (the PACS sends the study to that AE, at our receive_port)"
-            )
+        check_move_destination(settings)
         self._slots = threading.BoundedSemaphore(settings.pacs.max_associations)
-        self._idle: list[Association] = []
+        self._idle: list[tuple[ContextGroup | None, Association]] = []
         self._lock = threading.Lock()
         self._sinks: dict[int, StudySink] = {}  # C-GET: id(association) -> its current study
         self._receiver: MoveReceiver | None = None
         self._closed = False
         self._dcmtk = DcmtkBackend(settings) if settings.pacs.retrieve_backend == "dcmtk" else None
+        self._groups: dict[int, ContextGroup | None] = {}  # id(association) -> its contexts
+        self._max_idle = settings.pacs.max_associations
 
     # -- context manager -------------------------------------------------------------------
 
     def __enter__(self) -> AssociationRetriever:
         if self.method == "c-move" and self._dcmtk is None:
-            self._receiver = MoveReceiver(self.settings)
+            self._receiver = MoveReceiver(self.settings, registry=self._registry)
             self._receiver.start()
         return self
 
@@ -101,7 +114,7 @@ class AssociationRetriever:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for assoc in idle:
+        for _group, assoc in idle:
             _release(assoc)
         if self._receiver is not None:
             self._receiver.stop()
@@ -124,24 +137,27 @@ class AssociationRetriever:
             else:
                 outcome, ok = self._run_pynetdicom(sink, expected)
         seconds = time.monotonic() - started
-        self._judge(sink, outcome, expected, lost=not ok)
+        judge(self.settings, sink, outcome, expected, lost=not ok)
         logger.info(
             "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
         )
-        return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
+        return RetrievedStudy(
+            uid, dest, sink.files, sink.bytes, expected, seconds, *sink.conversions()
+        )
 
     def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
-        assoc = self._checkout()
+        if self.method == "c-get":
+            return self._c_get_study(sink, expected)
+        assoc = self._checkout(None)
         ok = False
         try:
             with fast_reactor(assoc):
-                if self.method == "c-get":
-                    outcome = self._c_get(assoc, sink)
-                else:
-                    outcome = self._c_move(assoc, sink)
+                outcome = self._c_move(assoc, sink)
+            if self._registry is not None:  # other workers may have received some of it
+                sink.rescan()
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
-                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
         finally:
             self._checkin(assoc, healthy=ok)
         return outcome, ok
@@ -155,35 +171,59 @@ class AssociationRetriever:
         if sink.files == 0 and ok and not sink.disk_full:
             assoc = self._open(find_only=True)
             try:
-                self._raise_nothing_found(assoc, sink.study_instance_uid, expected)
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
             finally:
                 _release(assoc)
         return outcome, ok
 
     # -- associations ----------------------------------------------------------------------
 
-    def _checkout(self) -> Association:
+    def _checkout_idle(self) -> Association | None:
+        """Any idle association (to ask what a study holds on it), or None."""
+        with self._lock:
+            while self._idle:
+                g, assoc = self._idle.pop()
+                if assoc.is_established:
+                    self._groups[id(assoc)] = g
+                    return assoc
+        return None
+
+    def _checkout(self, group: ContextGroup | None) -> Association:
+        """An idle association with ``group``'s storage contexts, else a new one."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("AssociationRetriever used after close()")
-            while self._idle:
-                assoc = self._idle.pop()
-                if assoc.is_established:
-                    return assoc
-        return self._open()
+            for i in range(len(self._idle) - 1, -1, -1):
+                g, assoc = self._idle[i]
+                if g == group:
+                    del self._idle[i]
+                    if assoc.is_established:
+                        self._groups[id(assoc)] = g
+                        return assoc
+        assoc = self._open(group=group)
+        self._groups[id(assoc)] = group
+        return assoc
 
     def _checkin(self, assoc: Association, *, healthy: bool) -> None:
         self._sinks.pop(id(assoc), None)
+        group = self._groups.pop(id(assoc), None)
         if healthy and assoc.is_established:
             with self._lock:
                 if not self._closed:
-                    self._idle.append(assoc)
-                    return
-            _release(assoc)
+                    self._idle.append((group, assoc))
+                    surplus = self._idle[: max(0, len(self._idle) - self._max_idle)]
+                    del self._idle[: len(surplus)]
+                    assoc = None  # type: ignore[assignment]
+                else:
+                    surplus = []
+            for _g, old in surplus:
+                _release(old)
+            if assoc is not None:
+                _release(assoc)
         else:
             _abort(assoc)
 
-    def _open(self, *, find_only: bool = False) -> Association:
+    def _open(self, *, find_only: bool = False, group: ContextGroup | None = None) -> Association:
         ae = make_ae(self.settings)
         ae.maximum_pdu_size = 0  # no limit: the PACS sends its largest PDUs
         handlers: list[Any] = []
@@ -192,14 +232,30 @@ class AssociationRetriever:
             pass
         elif self.method == "c-get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-            for cx in get_storage_contexts():
-                ae.add_requested_context(abstract_syntax(cx), cx.transfer_syntax)
-                ext_neg.append(build_role(abstract_syntax(cx), scp_role=True))
+            group = group or plan(StudyHoldings())[0]
+            for cx in group.presentation_contexts():
+                ae.add_requested_context(str(cx.abstract_syntax), cx.transfer_syntax)
+            for sop in group.sop_classes:  # SCP/SCU role selection: once per SOP class
+                ext_neg.append(build_role(sop, scp_role=True))
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        return open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
+        assoc = open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
+        model = _GET_MODEL if self.method == "c-get" else _MOVE_MODEL
+        if not find_only and not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+            _release(assoc)
+            raise ConfigError(
+                f"[pacs] retrieve = {self.method!r}: the PACS accepted the association but not "
+                f"the Study Root {self.method.upper()} model"
+                + (
+                    ": it does not offer C-GET to us; set [pacs] retrieve = 'c-move' with a "
+                    "move_destination (our AE title as the PACS knows it)"
+                    if self.method == "c-get"
+                    else ""
+                )
+            )
+        return assoc
 
     # -- C-GET -----------------------------------------------------------------------------
 
@@ -211,15 +267,61 @@ class AssociationRetriever:
             return 0xC210
         return sink.write(*got)
 
-    def _c_get(self, assoc: Association, sink: StudySink) -> SubOperations:
+    def _c_get_study(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
+        """Learn what the study holds, then C-GET it on associations whose storage contexts let
+        the PACS send each instance as stored (``holdings.py``), series by series if split."""
+        assoc = self._checkout_idle()
+        if assoc is None:  # none open yet: ask on a Find-only association, then open the right one
+            asker = self._open(find_only=True)
+            try:
+                held = learn(asker, sink.study_instance_uid)
+            finally:
+                _release(asker)
+            groups = plan(held)
+            assoc = self._checkout(groups[0])
+        else:
+            held = learn(assoc, sink.study_instance_uid)
+            groups = plan(held)
+        for sop in held.sop_classes:  # a class pynetdicom does not list: take it as is
+            register_storage_class(sop)
+        sink.stored = held.instance_syntax
+        ok = False
+        outcomes: list[SubOperations] = []
+        outcome = SubOperations()
+        try:
+            logger.debug("study %s: %s (%s), %d association(s)", sink.study_instance_uid,
+                         held.sop_classes, held.source, len(groups))  # fmt: skip
+            for group in groups:
+                if self._groups.get(id(assoc)) != group:
+                    self._checkin(assoc, healthy=True)
+                    assoc = self._checkout(group)
+                uid = sink.study_instance_uid
+                ids = [series_identifier(uid, s) for s in group.series or ()] or [identifier(uid)]
+                with fast_reactor(assoc):
+                    for ident in ids:
+                        outcomes.append(self._c_get(assoc, sink, ident))
+                        if not assoc.is_established or outcomes[-1].final_status is None:
+                            return merge(outcomes), False
+            outcome = merge(outcomes)
+            ok = assoc.is_established and outcome.final_status is not None
+            if sink.files == 0 and ok and not sink.disk_full:
+                raise_nothing_found(assoc, sink.study_instance_uid, expected)
+        finally:
+            self._checkin(assoc, healthy=ok)
+        return outcome, ok
+
+    def _c_get(self, assoc: Association, sink: StudySink, ident: Any) -> SubOperations:
         self._sinks[id(assoc)] = sink
-        responses = assoc.send_c_get(identifier(sink.study_instance_uid), _GET_MODEL)
-        return consume(responses)
+        return consume(assoc.send_c_get(ident, _GET_MODEL))
 
     # -- C-MOVE ----------------------------------------------------------------------------
 
     def _c_move(self, assoc: Association, sink: StudySink) -> SubOperations:
         assert self._receiver is not None, "use AssociationRetriever as a context manager"
+        held = learn(assoc, sink.study_instance_uid)  # its SOP classes, for our storage SCP
+        sink.stored = held.instance_syntax
+        if held.source in ("study", "series", "image"):
+            self._receiver.accept_classes(held.sop_classes)
         with self._receiver.expecting(sink):
             responses = assoc.send_c_move(
                 identifier(sink.study_instance_uid),
@@ -228,85 +330,9 @@ class AssociationRetriever:
             )
             return consume(responses)
 
-    # -- judging ---------------------------------------------------------------------------
-
-    def _raise_nothing_found(self, assoc: Association, uid: str, expected: int | None) -> None:
-        """Nothing came: ask the PACS whether the study exists (C-FIND) to name the failure."""
-        if expected == 0:
-            raise StudyFailed("no_images_on_pacs", f"study {uid}: the PACS holds no images")
-        found = find_study(assoc, uid)
-        if found is None:
-            raise StudyFailed(
-                "not_found_on_pacs",
-                f"study {uid} is not on the PACS",
-                files_expected=expected,
-                files_received=0,
-            )
-        n = found.get("NumberOfStudyRelatedInstances")
-        if n in (None, "", 0, "0"):
-            raise StudyFailed(
-                "no_images_on_pacs",
-                f"study {uid}: the PACS lists it with no images",
-                files_expected=expected,
-                files_received=0,
-            )
-
-    def _judge(
-        self,
-        sink: StudySink,
-        outcome: SubOperations,
-        expected: int | None,
-        *,
-        lost: bool,
-    ) -> None:
-        uid = sink.study_instance_uid
-        counts = f"{sink.files} of {_n(expected or outcome.total)} files received"
-        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
-        if sink.disk_full:
-            raise StudyFailed(
-                "disk_full",
-                f"study {uid}: disk full in {sink.folder} ({sink.last_error}); {counts}",
-                **kw,
-            )
-        if lost:
-            silent = time.monotonic() - sink.last_activity  # pynetdicom aborts on DIMSE timeout
-            timed_out = silent >= 0.9 * self.settings.pacs.dimse_timeout
-            raise StudyFailed(
-                "timeout" if timed_out else "retrieve_failed",
-                f"study {uid}: the association was lost during the transfer; {counts}",
-                **kw,
-            )
-        status = outcome.final_status
-        if status not in (0x0000, WARNING_SUBOPS):
-            hint = ""
-            if self.method == "c-move" and sink.files == 0:  # Orthanc: 0xC000, others: 0xA801
-                hint = (
-                    f" (does it know our move_destination {self.settings.pacs.move_destination!r}"
-                    f" at port {self.settings.pacs.receive_port}?)"
-                )
-            raise StudyFailed(
-                "retrieve_failed",
-                f"study {uid}: the PACS answered with status 0x{status or 0:04X}{hint}; {counts}",
-                **kw,
-            )
-        missing = outcome.failed + outcome.warning
-        short_of_expected = expected is not None and sink.files < expected
-        short_of_pacs = outcome.total is not None and sink.files < outcome.total
-        if missing or short_of_expected or short_of_pacs or sink.errors:
-            detail = f"{outcome.failed} sub-operations failed" if outcome.failed else ""
-            raise StudyFailed(
-                "retrieve_incomplete",
-                f"study {uid}: {counts}" + (f" ({detail})" if detail else ""),
-                **kw,
-            )
-
 
 _GET_MODEL = StudyRootQueryRetrieveInformationModelGet
 _MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
-
-
-def _n(x: int | None) -> str:
-    return "?" if x is None else str(x)
 
 
 def _release(assoc: Association) -> None:

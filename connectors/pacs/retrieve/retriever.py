@@ -6,18 +6,25 @@
     with Retriever(settings) as r:                       # reuses associations
         got = r.retrieve(study_uid, dest, expected=n)    # thread-safe, <= max_associations at once
 
-pynetdicom C-GET with several associations runs one association per worker process
-(``workers.py``: they would share one GIL in threads); everything else runs in this process
-(``engine.py``). Both leave the same folder and raise the same errors.
+pynetdicom C-GET or C-MOVE with several associations runs one association per worker process
+(``workers.py``: they would share one GIL in threads; for C-MOVE each worker also runs a storage
+SCP on the same port, ``storage_scp.py``); the dcmtk back end and one association run in this
+process (``engine.py``). Both leave the same folder and raise the same errors.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from connectors.config import Settings
-from connectors.pacs.retrieve.engine import AssociationRetriever, RetrievedStudy
+from connectors.pacs.retrieve.engine import (
+    AssociationRetriever,
+    RetrievedStudy,
+    check_move_destination,
+)
 from connectors.pacs.retrieve.wado import WadoRetriever
 from connectors.pacs.retrieve.workers import WorkerPool, raise_or_return
 
@@ -29,19 +36,27 @@ class Retriever:
         pacs = settings.pacs
         self.settings = settings
         self._wado = WadoRetriever(settings) if pacs.protocol == "dicomweb" else None
+        if self._wado is None:
+            check_move_destination(settings)
+        # C-GET and C-MOVE alike in worker processes (pynetdicom is CPU-bound)
         self._in_processes = (
             self._wado is None
             and pacs.retrieve_backend == "pynetdicom"
-            and pacs.retrieve == "c-get"
             and pacs.max_associations > 1
         )
+        self._registry: Path | None = None
         self._pool: WorkerPool | None = None
         dimse_here = not (self._in_processes or self._wado)
         self._local = AssociationRetriever(settings) if dimse_here else None
 
     def __enter__(self) -> Retriever:
         if self._in_processes:
-            self._pool = WorkerPool(self.settings, self.settings.pacs.max_associations)
+            if self.settings.pacs.retrieve == "c-move":  # one receiver per worker, same port
+                self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._registry = Path(tempfile.mkdtemp(".moving", dir=self.settings.work_dir))
+            self._pool = WorkerPool(
+                self.settings, self.settings.pacs.max_associations, self._registry
+            )
         elif self._local is not None:
             self._local.__enter__()
         return self
@@ -60,6 +75,9 @@ class Retriever:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._registry is not None:
+            shutil.rmtree(self._registry, ignore_errors=True)
+            self._registry = None
         if self._local is not None:
             self._local.close()
 
@@ -75,6 +93,6 @@ class Retriever:
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        files, size, seconds = raise_or_return(self._pool.run(uid, dest, expected))
+        files, size, seconds, conversions = raise_or_return(self._pool.run(uid, dest, expected))
         # the worker's own time: the PACS's answer, not a worker's start-up (the throttle)
-        return RetrievedStudy(uid, dest, files, size, expected, seconds)
+        return RetrievedStudy(uid, dest, files, size, expected, seconds, *conversions)

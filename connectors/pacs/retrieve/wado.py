@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from connectors.config import Settings
 from connectors.errors import StudyFailed
@@ -60,7 +61,7 @@ class WadoRetriever:
             self._client().retrieve(uid, sink)
         seconds = time.monotonic() - started
         counts = f"{sink.files} of {'?' if expected is None else expected} files received"
-        kw = {"files_expected": expected, "files_received": sink.files}
+        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
         if sink.disk_full:
             raise StudyFailed("disk_full", f"study {uid}: disk full in {dest}; {counts}", **kw)
         if sink.files == 0:

@@ -1,9 +1,11 @@
-"""C-GET in worker processes: one association per process, so the associations don't share a GIL.
+"""C-GET and C-MOVE in worker processes: one association per process, so they share no GIL.
 
 Measured in benchmarks/load: two pynetdicom associations in threads of one process get ~1.5x
 one association (each association runs two Python threads that take turns on the GIL); in two
 processes they get ~3x, near dcmtk's getscu. ``Retriever`` uses this pool for pynetdicom C-GET
-when ``max_associations`` > 1. (C-MOVE stays in threads: its storage SCP owns one port.)
+and C-MOVE when ``max_associations`` > 1; for C-MOVE each worker also runs a storage SCP on the
+same ``receive_port`` (``SO_REUSEPORT``), the studies routed through ``registry``
+(``storage_scp.py``).
 
 Each worker is a spawned process holding a one-association ``Retriever``; a job is
 ``(study uid, dest, expected)`` and the answer a plain tuple, rebuilt into ``RetrievedStudy``
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import Settings
-from connectors.errors import PacsUnreachable, StudyFailed
+from connectors.errors import ConfigError, PacsUnreachable, StudyFailed
 from connectors.pacs.retrieve.engine import AssociationRetriever
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ Answer = tuple[Any, ...]
 class WorkerPool:
     """``size`` spawned processes, each with its own association; thread-safe ``run``."""
 
-    def __init__(self, settings: Settings, size: int) -> None:
+    def __init__(self, settings: Settings, size: int, registry: Path | None = None) -> None:
+        self._registry = registry
         self._settings = dataclasses.replace(
             settings, pacs=dataclasses.replace(settings.pacs, max_associations=1)
         )
@@ -50,7 +53,10 @@ class WorkerPool:
     def _spawn(self) -> tuple[BaseProcess, Connection]:
         parent, child = _CTX.Pipe()
         proc = _CTX.Process(
-            target=_worker_main, args=(child, self._settings), daemon=True, name="retrieve"
+            target=_worker_main,
+            args=(child, self._settings, self._registry),
+            daemon=True,
+            name="retrieve",
         )
         proc.start()
         child.close()
@@ -137,15 +143,17 @@ def _stop(proc: BaseProcess, conn: Connection, graceful: bool = True) -> None:
     conn.close()
 
 
-def raise_or_return(answer: Answer) -> tuple[int, int, float]:
-    """Turn a worker's answer back into (files, bytes, seconds) or the exception it raised."""
+def raise_or_return(answer: Answer) -> tuple[int, int, float, tuple[Any, ...]]:
+    """Turn a worker's answer back into (files, bytes, seconds, conversions) or the exception
+    it raised."""
     kind = answer[0]
     if kind == "ok":
-        return answer[1], answer[2], answer[3]
+        return answer[1], answer[2], answer[3], answer[4]
     if kind == "unreachable":
         raise PacsUnreachable(answer[1])
-    _, category, message, expected, received = answer
-    raise StudyFailed(category, message, files_expected=expected, files_received=received)
+    _, category, message, expected, received, *rest = answer
+    raise StudyFailed(category, message, files_expected=expected, files_received=received,
+                      conversions=rest[0] if rest else (None, None, None))  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -163,11 +171,11 @@ def _die_with_parent() -> None:
             os._exit(0)
 
 
-def _worker_main(conn: Connection, settings: Settings) -> None:
+def _worker_main(conn: Connection, settings: Settings, registry: Path | None = None) -> None:
     """A worker's loop: one in-process Retriever (one association), one job at a time."""
     _die_with_parent()
 
-    with AssociationRetriever(settings) as r:
+    with AssociationRetriever(settings, registry) as r:
         while True:
             try:
                 job = conn.recv()
@@ -178,11 +186,12 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
             uid, dest, expected = job
             try:
                 got = r.retrieve(uid, Path(dest), expected)
-                answer: Answer = ("ok", got.files, got.bytes, got.seconds)
+                answer: Answer = ("ok", got.files, got.bytes, got.seconds,
+                                  (got.as_stored, got.converted, got.lossy_converted))  # fmt: skip
             except StudyFailed as e:
                 answer = ("failed", e.reason_category, str(e),
-                          e.files_expected, e.files_received)  # fmt: skip
-            except PacsUnreachable as e:
+                          e.files_expected, e.files_received, e.conversions)  # fmt: skip
+            except (PacsUnreachable, ConfigError) as e:  # the whole run stops either way
                 answer = ("unreachable", str(e))
             except Exception as e:  # anything else fails this study, never the worker
                 answer = ("failed", "retrieve_failed", f"study {uid}: {type(e).__name__}: {e}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zipfile
 
 from connectors.testbed.xnat_standin.importer import (
     ImportRejected,
@@ -75,6 +76,12 @@ class _Archive:
                 )
             except ImportRejected as e:
                 return error(e.status, str(e))
+            if self.store.uploads is not None:
+                spool.seek(0)
+                with zipfile.ZipFile(spool) as zf:
+                    got = [zf.read(i) for i in zf.infolist() if not i.is_dir()]
+                with self.store.lock:
+                    self.store.uploads.extend(got)
         if not built:
             return error(400, "The upload held no DICOM files")
         timestamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S%f")[:-3]

@@ -142,6 +142,9 @@ class Store:
         self.dqr: dict[int, DqrRequest] = {}
         self._next = {"S": 0, "E": 0, "R": 0}
         self.sessions_by_key: dict[tuple[str, str], str] = {}  # (project, label) -> ID
+        #: set to a list to keep every DICOM file the import service received, byte for byte
+        #: (tests that check what reached XNAT as the PACS holds it)
+        self.uploads: list[bytes] | None = None
 
     def new_id(self, kind: str) -> str:
         self._next[kind] += 1

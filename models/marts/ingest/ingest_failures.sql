@@ -33,7 +33,10 @@ register as (
         resolved_by,
         is_open,
         is_retryable,
-        stage
+        stage,
+        instances_as_stored,
+        instances_converted,
+        instances_lossy_converted
     from failures
 
 )

@@ -31,6 +31,9 @@ renamed as (
         files_received,
         files_archived,
         bytes_transferred,
+        instances_as_stored,
+        instances_converted,
+        instances_lossy_converted,
 
         -- booleans
         outcome in ('loaded', 'already_present') as is_in_xnat,

@@ -72,7 +72,10 @@ def classify(status: int, body: str) -> str:
     low = body.lower()
     if status == 423:  # "Duplicate archive attempt": another request is archiving it now
         return "xnat_busy"
-    if status == 409 or (status == 400 and "failed to archive" in low):
+    # DICOM-zip wraps every archive failure as a 400 whose wording varies by version
+    # ("unable to archive for the Prearchive session", "Failed to archive ...")
+    wrapped = "failed to archive" in low or "unable to archive" in low
+    if status == 409 or (status == 400 and wrapped):
         return "xnat_conflict"
     if status == 429 or status >= 500:
         return "xnat_unavailable"
@@ -251,10 +254,12 @@ class XnatClient(DqrCalls):
         return None
 
     def count_files(self, session_id: str) -> int:
-        """Files XNAT holds for the session, over all its scans (one files listing)."""
+        """DICOM files XNAT holds for the session, over all its scans (one files listing of
+        the scans' ``DICOM`` resource: a scan also holds SNAPSHOTS and whatever a pipeline
+        adds, which were never sent and are no measure of a complete upload)."""
         resp = self._request(
             "GET",
-            f"/data/experiments/{session_id}/scans/ALL/files",
+            f"/data/experiments/{session_id}/scans/ALL/resources/DICOM/files",
             what="count archived files",
             per_study=True,
             params={"format": "json"},
@@ -311,6 +316,12 @@ class XnatClient(DqrCalls):
             per_study=True,
             params={"removeFiles": "true"},
         )
+
+    def prearchive_rows(self, study_uid: str) -> list[dict[str, str]]:
+        """The project's prearchive rows of this study (``tag`` is the Study Instance UID)."""
+        data = self._get_json(f"/data/prearchive/projects/{self.project}", "list prearchive")
+        rows = data.get("ResultSet", {}).get("Result", [])
+        return [dict(r) for r in rows if r.get("tag") == study_uid]
 
     def remove_prearchive(self, study_uid: str) -> int:
         """Delete the project's prearchive entries of this study (a failed import's leftovers)."""

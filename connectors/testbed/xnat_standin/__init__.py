@@ -53,8 +53,14 @@ class StandinXnat:
         pacs: list[dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        archive_seconds_per_file: float | None = None,
     ) -> None:
-        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs)
+        timing = (
+            {}
+            if archive_seconds_per_file is None
+            else {"archive_seconds_per_file": archive_seconds_per_file}
+        )
+        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs, **timing)
         self.host = host
         self._port = port
         self._server: _Server | None = None

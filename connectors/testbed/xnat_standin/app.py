@@ -50,6 +50,7 @@ class XnatApp:
         users: dict[str, str],
         projects: Iterable[str] = ("HNC",),
         pacs: list[dict[str, Any]] | None = None,
+        archive_seconds_per_file: float = archive.REAL_SECONDS_PER_FILE / 50,
     ) -> None:
         self.users = dict(users)
         self.store = Store()
@@ -79,7 +80,7 @@ class XnatApp:
         r.add("GET", "/data/search/elements/{xsi}", lambda q: result_set([]))
         r.add("GET", "/data/services/tokens/issue", self.token)
         listing.register(r, self.store)
-        archive.register(r, self.store, self.faults)
+        self.archive = archive.register(r, self.store, self.faults, archive_seconds_per_file)
         self.dqr.register(r)
 
     # ------------------------------------------------------------------ WSGI entry point

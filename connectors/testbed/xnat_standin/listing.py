@@ -43,6 +43,7 @@ def register(r: Router, store: Store) -> None:
         r.add("GET", base + "/scans", h.scans)
         r.add("GET", base + "/scans/{scan}/resources", h.resources)
         r.add("GET", base + "/scans/{scan}/files", h.files)
+        r.add("GET", base + "/scans/{scan}/resources/{res}/files", h.files)
 
 
 def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Answer:
@@ -269,38 +270,54 @@ class _Handlers:
             s, scans = self._scans_of(req)
             if s is None:
                 return error(404, "Unable to find the specified experiment.")
-            rows = [
-                {
-                    "xnat_abstractresource_id": str(i + 1),
-                    "label": "DICOM",
-                    "element_name": "xnat:resourceCatalog",
-                    "category": "scans",
-                    "cat_id": x.id,
-                    "format": "DICOM",
-                    "content": "RAW",
-                    "file_count": str(len(x.files)),
-                    "file_size": str(sum(x.files.values())),
-                }
-                for i, x in enumerate(scans)
-            ]
+            rows: list[dict[str, str]] = []
+            for x in scans:
+                for label, fmt, content, files in _resources_of(x):
+                    rows.append(
+                        {
+                            "xnat_abstractresource_id": str(len(rows) + 1),
+                            "label": label,
+                            "element_name": "xnat:resourceCatalog",
+                            "category": "scans",
+                            "cat_id": x.id,
+                            "format": fmt,
+                            "content": content,
+                            "file_count": str(len(files)),
+                            "file_size": str(sum(files.values())),
+                        }
+                    )
         return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"])
 
     def files(self, req: Request) -> Answer:
+        """A scan's (or ``ALL`` scans') files, of every resource or of ``resources/{res}``
+        only (xnat-web FileList restlet: ``/scans/{ids}/resources/{label}/files``)."""
+        wanted = req.args.get("res")
         with self.store.lock:
             s, scans = self._scans_of(req)
             if s is None:
                 return error(404, "Unable to find the specified experiment.")
             rows = [
                 {
-                    "Name": f"{uid}.dcm",
+                    "Name": name,
                     "Size": str(size),
-                    "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/DICOM/files/{uid}.dcm",
-                    "collection": "DICOM",
+                    "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/{label}/files/{name}",
+                    "collection": label,
                     "cat_ID": x.id,
-                    "file_format": "DICOM",
-                    "file_content": "RAW",
+                    "file_format": fmt,
+                    "file_content": content,
                 }
                 for x in scans
-                for uid, size in x.files.items()
+                for label, fmt, content, files in _resources_of(x)
+                if wanted in (None, label)
+                for name, size in files.items()
             ]
         return _select(req, rows, ["Name", "Size", "collection", "cat_ID"])
+
+
+def _resources_of(x: Scan) -> list[tuple[str, str, str, dict[str, int]]]:
+    """(label, format, content, files) of a scan's resources: DICOM, and SNAPSHOTS once made."""
+    out = [("DICOM", "DICOM", "RAW", {f"{uid}.dcm": size for uid, size in x.files.items()})]
+    if x.snapshots:
+        snaps = {f"{x.id}_snapshot_{i}.gif": 2048 for i in range(x.snapshots)}
+        out.append(("SNAPSHOTS", "GIF", "SNAPSHOTS", snaps))
+    return out

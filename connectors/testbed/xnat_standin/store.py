@@ -42,6 +42,12 @@ class Scan:
     modality: str
     series_description: str = ""
     files: dict[str, int] = field(default_factory=dict)  # SOP Instance UID -> bytes
+    # Files of the scan's SNAPSHOTS resource (a thumbnail and a full-size GIF). XNAT makes
+    # them with its snapshot generation; whether that runs at archive time or on first view
+    # differs between versions and sites (the sources leave it open): the stand-in takes the
+    # harsher reading, present right after archiving, so that "all files of the session" is
+    # never the number of DICOM files sent.
+    snapshots: int = 0
 
     @property
     def xsi_type(self) -> str:
@@ -76,6 +82,14 @@ class Session:
 
     def file_count(self) -> int:
         return sum(len(s.files) for s in self.scans.values())
+
+
+# Prearchive row states (xnat-web PrearcUtils.PrearcStatus). A new upload of the same
+# (project, Study UID, name) reopens a row that is RECEIVING or "interruptable" (READY, ERROR,
+# CONFLICT: set back to RECEIVING), marks a BUILDING one RECEIVING_INTERRUPT, and gets a new row
+# beside one that is ARCHIVING/MOVING/DELETING (xnat-web PrearcDatabase.eitherGetOrCreateSession,
+# its predicate()).
+REOPENED = ("RECEIVING", "RECEIVING_INTERRUPT", "READY", "ERROR", "CONFLICT")
 
 
 @dataclass
@@ -142,6 +156,35 @@ class Store:
         self.dqr: dict[int, DqrRequest] = {}
         self._next = {"S": 0, "E": 0, "R": 0}
         self.sessions_by_key: dict[tuple[str, str], str] = {}  # (project, label) -> ID
+        # (project, label) of sessions being archived now: a second archive of one gets 423
+        # "Duplicate archive attempt" (xnat-web PrearcSessionArchiver.call, its lock())
+        self.archiving: set[tuple[str, str]] = set()
+
+    def receive(
+        self, project: str, timestamp: str, built: Session, subject: str
+    ) -> PrearchiveEntry:
+        """The prearchive row an upload's files go into: an open row of the same (project,
+        Study UID, name) takes them (RECEIVING again), else a new RECEIVING row (xnat-web
+        PrearcDatabase.eitherGetOrCreateSession; GradualDicomImporter creates rows RECEIVING)."""
+        for e in self.prearchive:
+            if (e.project, e.uid, e.name) == (project, built.uid, built.label):
+                if e.status == "BUILDING":
+                    e.status = "RECEIVING_INTERRUPT"
+                elif e.status in REOPENED:
+                    e.status = "RECEIVING"
+                else:
+                    continue
+                for uid, scan in built.scans.items():
+                    target = e.session.scans.setdefault(uid, scan)
+                    if target is not scan:
+                        target.files.update(scan.files)
+                e.uploaded = now_text()
+                return e
+        entry = PrearchiveEntry(
+            project, timestamp, built.label, subject, built.uid, "RECEIVING", built
+        )
+        self.prearchive.append(entry)
+        return entry
 
     def new_id(self, kind: str) -> str:
         self._next[kind] += 1
@@ -202,7 +245,10 @@ class Store:
                 target = existing.scans.setdefault(uid, scan)
                 if target is not scan:
                     target.files.update(scan.files)
+                target.snapshots = 2
             return existing
+        for scan in built.scans.values():
+            scan.snapshots = 2
         built.id = self.new_id("E")
         built.subject_id = subj.id
         self.sessions[built.id] = built

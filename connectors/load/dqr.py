@@ -59,7 +59,7 @@ def _one(ctx: LoadContext, pacs_id: int, study: Study) -> Outcome:
         status = client.dqr_status(request_id)
         if status == "FAILED":
             raise StudyFailed("retrieve_failed", f"DQR request {request_id} FAILED")
-        row = client.find_session(study.session_label)
+        row = ctx.find_study_session(study)
         files = client.count_files(row["ID"]) if row else 0
         if row is not None and row.get("UID") not in ("", None, study.study_instance_uid):
             raise StudyFailed("xnat_conflict", f"session {study.session_label} holds another study")

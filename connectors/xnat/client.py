@@ -61,6 +61,17 @@ def credentials(url: str) -> Credentials:
     )
 
 
+# What XNAT turns into "_" in a session or subject label when it archives (xnat-web
+# BaseXnatImagesessiondata.cleanValue, applied by PrearcSessionArchiver.fixSessionLabel and
+# fixSubject): the label we send is not always the label XNAT keeps.
+XNAT_CLEANED = frozenset(" `~@#$%^&*()+=[]{}|\\/?:;\"',.<>")
+
+
+def xnat_label(label: str) -> str:
+    """The label XNAT will archive for ``label``."""
+    return "".join("_" if c in XNAT_CLEANED else c for c in label)
+
+
 def _short(text: str, limit: int = 200) -> str:
     plain = re.sub(r"<[^>]+>", " ", text or "")
     return " ".join(plain.split())[:limit]
@@ -252,6 +263,32 @@ class XnatClient(DqrCalls):
             if row.get("label") == label:
                 return dict(row)
         return None
+
+    def find_session_by_uid(self, study_uid: str) -> dict[str, str] | None:
+        """The project's image session of this Study Instance UID, or None. The filter is a
+        column filter of the listing; the rows are checked here too, so a server that ignores
+        it costs time, never a wrong answer."""
+        data = self._get_json(
+            f"/data/projects/{self.project}/experiments",
+            "find session by Study UID",
+            {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "UID": study_uid},
+        )
+        for row in data.get("ResultSet", {}).get("Result", []):
+            if row.get("UID") == study_uid:
+                return dict(row)
+        return None
+
+    def find_study(self, study_uid: str, label: str) -> dict[str, str] | None:
+        """The session of a study: by Study UID first (XNAT keeps it whatever it does to
+        labels), then by the label XNAT would have archived (``xnat_label``), then as sent."""
+        row = self.find_session_by_uid(study_uid)
+        if row is not None:
+            return row
+        cleaned = xnat_label(label)
+        row = self.find_session(cleaned)
+        if row is None and cleaned != label:
+            row = self.find_session(label)
+        return row
 
     def count_files(self, session_id: str) -> int:
         """DICOM files XNAT holds for the session, over all its scans (one files listing of

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from connectors.load.runner import run_load
+from connectors.testbed.cohort import Cohort
+from connectors.warehouse.runs import RunContext
+from connectors.warehouse.store import Warehouse
 from tests.support.fault_helpers import (
     Template,
     assert_nothing_lost,
@@ -20,7 +23,12 @@ from tests.support.fault_helpers import (
     sessions_by_uid,
     workspace_from,
 )
-from tests.support.load_helpers import expected_files
+from tests.support.load_helpers import (
+    expected_files,
+    load_settings_for,
+    pick_studies,
+    write_manifest,
+)
 from tests.support.xnat_fixtures import StandinHandle
 
 pytestmark = pytest.mark.orthanc
@@ -110,3 +118,30 @@ def test_fewer_files_archived_is_recorded_with_both_counts_and_nothing_deleted(
     assert all(a["xnat_session_id"] for a in rows)
     assert not _deletes(standin_xnat)
     assert sum(sessions_by_uid(standin_xnat).values()) == 3
+
+
+def test_labels_xnat_cleans_load_once_and_a_rerun_finds_them(
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It loads studies whose session and subject labels hold characters XNAT replaces at
+    archive time, verifies the sessions under XNAT's labels (found by Study UID), and a
+    rerun finds them already present instead of sending them again."""
+    studies = pick_studies(pacs_cohort, 2, offset=20)
+    settings = load_settings_for(tmp_path, orthanc, standin_xnat)
+    write_manifest(settings, pacs_cohort, studies)
+    with Warehouse(settings.warehouse_path).connect() as con:
+        con.execute(
+            "update main.ingest_manifest set session_label = session_label || ' a.b/c:d^e', "
+            "subject_label = subject_label || ',x'"
+        )
+    rc = RunContext(settings=settings, command="load", arguments=[])
+    first = run_load(rc, "direct", build_manifest=False)
+    assert (first["loaded"], first["failed"]) == (2, 0)
+    with standin_xnat.store.lock:
+        labels = sorted(s.label for s in standin_xnat.store.sessions.values())
+    assert labels == sorted(f"{s.accession_number}_a_b_c_d_e" for s in studies)
+    again = run_load(
+        RunContext(settings=settings, command="load", arguments=[]), "direct", build_manifest=False
+    )
+    assert (again["already_present"], again["loaded"]) == (2, 0)
+    assert len(sessions_by_uid(standin_xnat)) == 2

@@ -45,7 +45,11 @@ def _strip_data(uri: str) -> str:
     return uri[len("/data") :] if uri.startswith("/data/") else uri
 
 
-def _uri(session: Session, subject_label: str) -> str:
+def _uri(session: Session, store: Store) -> str:
+    """The archived session's URI, with the labels XNAT gave it (cleaned; the subject's as
+    it was first created when matched ignoring case)."""
+    subject = store.subjects.get(session.subject_id)
+    subject_label = subject.label if subject else ""
     return (
         f"/data/archive/projects/{session.project}/subjects/{subject_label}"
         f"/experiments/{session.label}\r\n"
@@ -105,7 +109,7 @@ class _Archive:
             done = self._archive(entry, subj_label, merge=overwrite is not None)
             if isinstance(done, Answer):
                 return done
-            answers.append(_uri(done, subj_label))
+            answers.append(_uri(done, self.store))
         return text(200, "".join(answers))
 
     def _archive(self, entry: PrearchiveEntry, subject: str, merge: bool) -> Session | Answer:
@@ -236,4 +240,4 @@ class _Archive:
                 e.status = "CONFLICT"
                 return error(409, str(c))
             self.store.prearchive.remove(e)
-        return text(200, _uri(done, subject), "text/uri-list")
+        return text(200, _uri(done, self.store), "text/uri-list")

@@ -31,6 +31,17 @@ OTHER_SESSION = "xnat:otherDicomSessionData"
 OTHER_SCAN = "xnat:otherDicomScanData"
 
 
+# The characters XNAT replaces with "_" in session and subject labels when it archives
+# (xnat-web BaseXnatImagesessiondata.cleanValue, called by PrearcSessionArchiver.fixSessionLabel
+# and fixSubject).
+CLEANED = " `~@#$%^&*()+=[]{}|\\/?:;\"',.<>"
+
+
+def clean_value(label: str) -> str:
+    """A label as XNAT archives it (``BaseXnatImagesessiondata.cleanValue``)."""
+    return "".join("_" if c in CLEANED else c for c in label)
+
+
 def now_text() -> str:
     return dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
@@ -204,14 +215,22 @@ class Store:
             "pi_lastname": "",
         }
 
-    def subject_by_label(self, project: str, label: str) -> Subject | None:
+    def subject_by_label(
+        self, project: str, label: str, ignore_case: bool = False
+    ) -> Subject | None:
+        """By label within the project, or by ID. ``ignore_case``: as the archiver looks a
+        subject up (xnat-web PrearcSessionArchiver.retrieveMatchingSubject, XNAT-2865:
+        ``GetSubjectByProjectIdentifierCaseInsensitive``)."""
         for s in self.subjects.values():
-            if s.project == project and (s.label == label or s.id == label):
+            same = s.label.lower() == label.lower() if ignore_case else s.label == label
+            if s.project == project and (same or s.id == label):
                 return s
         return None
 
-    def ensure_subject(self, project: str, label: str) -> tuple[Subject, bool]:
-        found = self.subject_by_label(project, label)
+    def ensure_subject(
+        self, project: str, label: str, ignore_case: bool = False
+    ) -> tuple[Subject, bool]:
+        found = self.subject_by_label(project, label, ignore_case)
         if found:
             return found, False
         sid = self.new_id("S")
@@ -229,8 +248,11 @@ class Store:
         return [s for s in self.sessions.values() if s.project == project]
 
     def archive(self, built: Session, subject_label: str, merge: bool) -> Session:
-        """Put a built session into the project (creating the subject); merge or conflict."""
-        subj, _ = self.ensure_subject(built.project, subject_label)
+        """Put a built session into the project (creating the subject); merge or conflict.
+        Labels are cleaned first and the subject matched ignoring case, as the archiver does
+        (xnat-web PrearcSessionArchiver.fixSessionLabel, fixSubject)."""
+        built.label = clean_value(built.label)
+        subj, _ = self.ensure_subject(built.project, clean_value(subject_label), ignore_case=True)
         existing = self.session_by_label(built.project, built.label)
         if existing is not None:
             if existing.subject_id != subj.id or existing.uid != built.uid:

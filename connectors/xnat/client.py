@@ -103,6 +103,7 @@ class XnatClient(DqrCalls):
         self.timeout = settings.xnat.timeout
         self._session: Any = None
         self.user = ""
+        self._version: str | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -220,29 +221,67 @@ class XnatClient(DqrCalls):
                 ) from None
             raise XnatUnreachable(str(e)) from None
 
+    @property
+    def version(self) -> str:
+        """XNAT's version (``/xapi/siteConfig/buildInfo``), read once; "" when not told."""
+        if self._version is None:
+            try:
+                resp = self._request(
+                    "GET", "/xapi/siteConfig/buildInfo", what="XNAT version", per_study=False
+                )
+                self._version = str(resp.json().get("version", "") or "")
+            except (XnatUnreachable, ValueError, AttributeError):
+                self._version = ""
+        return self._version
+
+    def pages(self) -> bool:
+        """Whether this XNAT's listings honour ``limit``/``offset`` (1.8.9 and later; an
+        unknown version is assumed to, and checked on every page)."""
+        parts = re.findall(r"\d+", self.version)[:3]
+        return not parts or tuple(int(p) for p in parts) >= (1, 8, 9)
+
     def iter_sessions(self, page_size: int = PAGE_SIZE) -> Iterator[dict[str, str]]:
         """Every image session of the project, one listing page at a time.
 
         Raw listing, not ``project.experiments``: xnatpy's listing fetches everything in one
         answer with its own four columns and then one item document per session for the
-        date, modality and UID; the ``columns=`` listing gives them all, paged.
+        date, modality and UID; the ``columns=`` listing gives them all, paged. Before XNAT
+        1.8.9 ``limit``/``offset`` are ignored and every "page" is the whole list: such a
+        version gets one unpaged request; and whatever the version says, an answer longer
+        than a page, a page that repeats the first, or ``totalRecords`` reached ends it, so
+        each session is yielded once.
         """
-        offset = 0
+        query = {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "sortBy": "ID"}
+        path = f"/data/projects/{self.project}/experiments"
+        if not self.pages():
+            data = self._get_json(path, "list sessions", query)
+            yield from data.get("ResultSet", {}).get("Result", [])
+            return
+        offset, first, seen = 0, None, set()
         while True:
             data = self._get_json(
-                f"/data/projects/{self.project}/experiments",
-                "list sessions",
-                {
-                    "xsiType": IMAGE_SESSION,
-                    "columns": SESSION_COLUMNS,
-                    "limit": page_size,
-                    "offset": offset,
-                    "sortBy": "ID",
-                },
+                path, "list sessions", {**query, "limit": page_size, "offset": offset}
             )
-            rows = data.get("ResultSet", {}).get("Result", [])
-            yield from rows
-            if len(rows) < page_size:
+            result = data.get("ResultSet", {})
+            rows = result.get("Result", [])
+            key = [r.get("ID") for r in rows[:1]]
+            if offset == 0:
+                first = key
+            elif rows and key == first:  # offset ignored: read the whole list once more
+                logger.info("XNAT ignores offset (version %s): reading it unpaged", self.version)
+                data = self._get_json(path, "list sessions", query)
+                rows = data.get("ResultSet", {}).get("Result", [])
+                yield from (r for r in rows if r.get("ID") not in seen)
+                return
+            for r in rows:
+                if r.get("ID") not in seen:
+                    seen.add(r.get("ID"))
+                    yield r
+            if offset == 0 and len(rows) > page_size:
+                logger.info("XNAT ignores limit (version %s): one answer held all", self.version)
+                return
+            total = str(result.get("totalRecords", "")).strip()
+            if len(rows) < page_size or (total.isdigit() and offset + len(rows) >= int(total)):
                 return
             offset += page_size
 

@@ -54,13 +54,11 @@ class StandinXnat:
         host: str = "127.0.0.1",
         port: int = 0,
         archive_seconds_per_file: float | None = None,
+        version: str = "1.8.10",
     ) -> None:
-        timing = (
-            {}
-            if archive_seconds_per_file is None
-            else {"archive_seconds_per_file": archive_seconds_per_file}
-        )
-        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs, **timing)
+        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs, version=version)
+        if archive_seconds_per_file is not None:
+            self.app.archive.seconds_per_file = archive_seconds_per_file
         self.host = host
         self._port = port
         self._server: _Server | None = None

@@ -51,7 +51,9 @@ class XnatApp:
         projects: Iterable[str] = ("HNC",),
         pacs: list[dict[str, Any]] | None = None,
         archive_seconds_per_file: float = archive.REAL_SECONDS_PER_FILE / 50,
+        version: str = "1.8.10",
     ) -> None:
+        self.version = version
         self.users = dict(users)
         self.store = Store()
         for p in projects:
@@ -73,13 +75,17 @@ class XnatApp:
         r.add("PUT,POST", "/data/services/auth", self.login)
         r.add("GET", "/data/auth", lambda q: text(200, f"User '{q.user}' is logged in."))
         r.add("GET", "/data/version", lambda q: error(404, "Not Found"))
-        r.add("GET", "/xapi/siteConfig/buildInfo", lambda q: as_json(BUILD_INFO))
+        # the version profile: xnat-web SiteConfigApi /siteConfig/buildInfo (what xnatpy and
+        # the client read); it decides whether listings page (listing.pages)
+        r.add("GET", "/xapi/siteConfig/buildInfo", lambda q: as_json(self.build_info()))
         r.add("GET", "/xapi/schemas", lambda q: as_json(list(SCHEMAS)))
         r.add("GET", "/xapi/schemas/{name}", self.schema)
         r.add("GET", "/data/search/elements", lambda q: result_set([], title="Data-Types"))
         r.add("GET", "/data/search/elements/{xsi}", lambda q: result_set([]))
         r.add("GET", "/data/services/tokens/issue", self.token)
-        listing.register(r, self.store)
+        listing.register(
+            r, self.store, lambda: listing.pages(self.version) and not self.faults.ignore_paging
+        )
         self.archive = archive.register(r, self.store, self.faults, archive_seconds_per_file)
         self.dqr.register(r)
 
@@ -151,6 +157,9 @@ class XnatApp:
         return sid
 
     # ------------------------------------------------------------------ handlers
+
+    def build_info(self) -> dict[str, str]:
+        return {**BUILD_INFO, "version": self.version}
 
     def jsession(self, req: Request) -> Answer:
         sid = req.cookie("JSESSIONID")

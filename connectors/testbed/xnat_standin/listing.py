@@ -21,8 +21,20 @@ CONTROL = {"format", "columns", "xsiType", "limit", "offset", "sortBy", "sortOrd
 IMAGE_SESSION = "xnat:imageSessionData"
 
 
-def register(r: Router, store: Store) -> None:
-    h = _Handlers(store)
+def pages(version: str) -> bool:
+    """Whether listings of this XNAT version honour ``limit``/``offset``: from 1.8.9 on; before
+    it they are ignored and every "page" is the whole list (as issue 13 reads xnat-web's
+    history; the stand-in takes the harsher side for every version before 1.8.9)."""
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:3])
+    except ValueError:
+        return False
+    return parts >= (1, 8, 9)
+
+
+def register(r: Router, store: Store, paged: Any = True) -> None:
+    """``paged``: a bool, or a callable answering whether this request's listing pages."""
+    h = _Handlers(store, paged if callable(paged) else (lambda: paged))
     r.add("GET", "/data/projects", h.projects)
     r.add("GET", "/data/projects/{p}", h.project)
     r.add("GET", "/data/projects/{p}/prearchive_code", lambda q: text(200, "4"))
@@ -46,8 +58,12 @@ def register(r: Router, store: Store) -> None:
         r.add("GET", base + "/scans/{scan}/resources/{res}/files", h.files)
 
 
-def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Answer:
-    """Filters (wildcards), paging and the ``columns`` projection, as a ResultSet."""
+def _select(
+    req: Request, rows: list[dict[str, str]], default: list[str], paged: bool = True
+) -> Answer:
+    """Filters (wildcards), paging (when ``paged``) and the ``columns`` projection, as a
+    ResultSet (xnat-web XnatRestlet/QueryOrganizer listings: ``totalRecords`` is the count
+    before paging)."""
     for key, values in req.params.items():
         if key in CONTROL or not values:
             continue
@@ -57,9 +73,10 @@ def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Ans
         else:
             rows = [r for r in rows if fnmatch.fnmatchcase(r.get(key, ""), pattern)]
     total = len(rows)
-    offset = int(req.param("offset") or 0)
-    limit = req.param("limit")
-    rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
+    if paged:
+        offset = int(req.param("offset") or 0)
+        limit = req.param("limit")
+        rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
     cols_param = req.param("columns")
     cols = cols_param.split(",") if cols_param else default
     if "URI" not in cols:
@@ -85,8 +102,9 @@ def _item(xsi: str, fields: dict[str, Any], children: list[dict[str, Any]] | Non
 
 
 class _Handlers:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, paged: Any) -> None:
         self.store = store
+        self.paged = paged
 
     # projects
     def projects(self, req: Request) -> Answer:
@@ -117,7 +135,9 @@ class _Handlers:
             return error(404, f"Unable to identify project {p}")
         with self.store.lock:
             rows = [self._subject_row(s) for s in self.store.subjects.values() if s.project == p]
-        return _select(req, rows, ["ID", "project", "label", "insert_date", "insert_user"])
+        return _select(
+            req, rows, ["ID", "project", "label", "insert_date", "insert_user"], self.paged()
+        )
 
     def _find_subject(self, req: Request) -> Subject | None:
         p, s = req.args.get("p"), req.args["s"]
@@ -180,7 +200,7 @@ class _Handlers:
         default = ["ID", "project", "date", "xsiType", "label", "insert_date"]
         if p is None:
             default += ["subject_ID", "subject_label"]
-        return _select(req, rows, default)
+        return _select(req, rows, default, paged=self.paged())
 
     def _find_session(self, req: Request) -> Session | None:
         p, e = req.args.get("p"), req.args["e"]

@@ -135,6 +135,7 @@ class Faults:
     unauthorized_after: int | None = None  # every request after N more is refused with 401
     dqr_stuck: bool = False  # DQR requests stop at ISSUED and nothing arrives
     drop_files: int = 0  # sessions are archived with this many fewer files than sent
+    ignore_paging: bool = False  # listings ignore limit/offset whatever the version says
     requests_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

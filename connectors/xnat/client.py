@@ -25,12 +25,21 @@ import requests
 from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
 from connectors.xnat.dqr import DqrCalls
+from connectors.xnat.labels import xnat_label
+from connectors.xnat.reads import IMAGE_SESSION, PAGE_SIZE, SESSION_COLUMNS, SessionReads
+
+__all__ = [
+    "IMAGE_SESSION",
+    "PAGE_SIZE",
+    "SESSION_COLUMNS",
+    "XnatClient",
+    "classify",
+    "credentials",
+    "xnat_label",
+]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SESSION = "xnat:imageSessionData"
-SESSION_COLUMNS = "ID,label,subject_ID,subject_label,date,modality,UID,xsiType,insert_date"
-PAGE_SIZE = 1000
 GET_RETRIES = 2
 
 
@@ -61,17 +70,6 @@ def credentials(url: str) -> Credentials:
     )
 
 
-# What XNAT turns into "_" in a session or subject label when it archives (xnat-web
-# BaseXnatImagesessiondata.cleanValue, applied by PrearcSessionArchiver.fixSessionLabel and
-# fixSubject): the label we send is not always the label XNAT keeps.
-XNAT_CLEANED = frozenset(" `~@#$%^&*()+=[]{}|\\/?:;\"',.<>")
-
-
-def xnat_label(label: str) -> str:
-    """The label XNAT will archive for ``label``."""
-    return "".join("_" if c in XNAT_CLEANED else c for c in label)
-
-
 def _short(text: str, limit: int = 200) -> str:
     plain = re.sub(r"<[^>]+>", " ", text or "")
     return " ".join(plain.split())[:limit]
@@ -93,7 +91,7 @@ def classify(status: int, body: str) -> str:
     return "rejected_by_xnat"
 
 
-class XnatClient(DqrCalls):
+class XnatClient(SessionReads, DqrCalls):
     """A logged-in XNAT for one project. Use as a context manager."""
 
     def __init__(self, settings: Settings) -> None:
@@ -156,9 +154,12 @@ class XnatClient(DqrCalls):
         per_study: bool,
         ok: Iterable[int] = (200,),
         timeout: float | None = None,
+        _again: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
-        """One HTTP call; errors become ``StudyFailed`` (per_study) or ``XnatUnreachable``."""
+        """One HTTP call; errors become ``StudyFailed`` (per_study) or ``XnatUnreachable``.
+        A 401 (the JSESSION expired) logs in again once and repeats the call; a streamed
+        body cannot be repeated, so that call fails as transient and its study is retried."""
         try:
             resp = self.http.request(
                 method, self.url + path, timeout=timeout or self.timeout, **kwargs
@@ -176,6 +177,26 @@ class XnatClient(DqrCalls):
         if resp.status_code in tuple(ok):
             return resp
         body = _short(resp.text)
+        if resp.status_code == 401 and not _again and self._session is not None:
+            self._relogin(what)
+            data = kwargs.get("data")
+            if data is not None and not isinstance(data, bytes | str | dict):
+                message = f"XNAT's session expired during {what}; logged in again"
+                raise (
+                    StudyFailed("xnat_unavailable", message)
+                    if per_study
+                    else XnatUnreachable(message)
+                )
+            return self._request(
+                method,
+                path,
+                what=what,
+                per_study=per_study,
+                ok=ok,
+                timeout=timeout,
+                _again=True,
+                **kwargs,
+            )
         if resp.status_code == 401:
             raise XnatUnreachable(
                 f"XNAT refused our credentials ({what}): HTTP 401; check XNAT_USER/XNAT_PASS"
@@ -185,6 +206,32 @@ class XnatClient(DqrCalls):
         if per_study:
             raise StudyFailed(category, message)
         raise XnatUnreachable(message)
+
+    def _relogin(self, what: str) -> None:
+        """Log in again, as ``xnat.connect`` does (PUT ``/data/services/auth``); the new
+        JSESSIONID replaces the expired one in the session's cookie jar."""
+        creds = credentials(self.url)
+        jar = self.http.cookies
+        for cookie in [c for c in jar if c.name == "JSESSIONID"]:
+            jar.clear(cookie.domain, cookie.path, cookie.name)
+        try:
+            resp = self.http.put(
+                self.url + "/data/services/auth",
+                data={"username": creds.user, "password": creds.password},
+                timeout=self.timeout,
+            )
+        except requests.exceptions.RequestException as e:
+            raise XnatUnreachable(
+                f"XNAT at {self.url} does not answer ({what}): {_why(e)}"
+            ) from None
+        if resp.status_code != 200:
+            raise XnatUnreachable(
+                f"XNAT refused our credentials ({what}): HTTP 401, and HTTP {resp.status_code} "
+                "to a new login; check XNAT_USER/XNAT_PASS"
+            )
+        if not any(c.name == "JSESSIONID" for c in jar):
+            jar.set("JSESSIONID", resp.text.strip(), path="/")
+        logger.info("XNAT's session expired (%s): logged in again as %s", what, creds.user)
 
     def _get_json(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
         """A read of the whole project (not one study's): retried briefly, then fatal."""
@@ -220,127 +267,6 @@ class XnatClient(DqrCalls):
                     "can read: check [xnat] project in the config and the project's members"
                 ) from None
             raise XnatUnreachable(str(e)) from None
-
-    @property
-    def version(self) -> str:
-        """XNAT's version (``/xapi/siteConfig/buildInfo``), read once; "" when not told."""
-        if self._version is None:
-            try:
-                resp = self._request(
-                    "GET", "/xapi/siteConfig/buildInfo", what="XNAT version", per_study=False
-                )
-                self._version = str(resp.json().get("version", "") or "")
-            except (XnatUnreachable, ValueError, AttributeError):
-                self._version = ""
-        return self._version
-
-    def pages(self) -> bool:
-        """Whether this XNAT's listings honour ``limit``/``offset`` (1.8.9 and later; an
-        unknown version is assumed to, and checked on every page)."""
-        parts = re.findall(r"\d+", self.version)[:3]
-        return not parts or tuple(int(p) for p in parts) >= (1, 8, 9)
-
-    def iter_sessions(self, page_size: int = PAGE_SIZE) -> Iterator[dict[str, str]]:
-        """Every image session of the project, one listing page at a time.
-
-        Raw listing, not ``project.experiments``: xnatpy's listing fetches everything in one
-        answer with its own four columns and then one item document per session for the
-        date, modality and UID; the ``columns=`` listing gives them all, paged. Before XNAT
-        1.8.9 ``limit``/``offset`` are ignored and every "page" is the whole list: such a
-        version gets one unpaged request; and whatever the version says, an answer longer
-        than a page, a page that repeats the first, or ``totalRecords`` reached ends it, so
-        each session is yielded once.
-        """
-        query = {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "sortBy": "ID"}
-        path = f"/data/projects/{self.project}/experiments"
-        if not self.pages():
-            data = self._get_json(path, "list sessions", query)
-            yield from data.get("ResultSet", {}).get("Result", [])
-            return
-        offset, first, seen = 0, None, set()
-        while True:
-            data = self._get_json(
-                path, "list sessions", {**query, "limit": page_size, "offset": offset}
-            )
-            result = data.get("ResultSet", {})
-            rows = result.get("Result", [])
-            key = [r.get("ID") for r in rows[:1]]
-            if offset == 0:
-                first = key
-            elif rows and key == first:  # offset ignored: read the whole list once more
-                logger.info("XNAT ignores offset (version %s): reading it unpaged", self.version)
-                data = self._get_json(path, "list sessions", query)
-                rows = data.get("ResultSet", {}).get("Result", [])
-                yield from (r for r in rows if r.get("ID") not in seen)
-                return
-            for r in rows:
-                if r.get("ID") not in seen:
-                    seen.add(r.get("ID"))
-                    yield r
-            if offset == 0 and len(rows) > page_size:
-                logger.info("XNAT ignores limit (version %s): one answer held all", self.version)
-                return
-            total = str(result.get("totalRecords", "")).strip()
-            if len(rows) < page_size or (total.isdigit() and offset + len(rows) >= int(total)):
-                return
-            offset += page_size
-
-    def scan_count(self, session_id: str) -> int:
-        data = self._get_json(
-            f"/data/experiments/{session_id}/scans", "list scans", {"columns": "ID"}
-        )
-        return len(data.get("ResultSet", {}).get("Result", []))
-
-    def find_session(self, label: str) -> dict[str, str] | None:
-        """The project's image session with this label (one listing call), or None."""
-        data = self._get_json(
-            f"/data/projects/{self.project}/experiments",
-            "find session",
-            {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "label": label},
-        )
-        for row in data.get("ResultSet", {}).get("Result", []):
-            if row.get("label") == label:
-                return dict(row)
-        return None
-
-    def find_session_by_uid(self, study_uid: str) -> dict[str, str] | None:
-        """The project's image session of this Study Instance UID, or None. The filter is a
-        column filter of the listing; the rows are checked here too, so a server that ignores
-        it costs time, never a wrong answer."""
-        data = self._get_json(
-            f"/data/projects/{self.project}/experiments",
-            "find session by Study UID",
-            {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "UID": study_uid},
-        )
-        for row in data.get("ResultSet", {}).get("Result", []):
-            if row.get("UID") == study_uid:
-                return dict(row)
-        return None
-
-    def find_study(self, study_uid: str, label: str) -> dict[str, str] | None:
-        """The session of a study: by Study UID first (XNAT keeps it whatever it does to
-        labels), then by the label XNAT would have archived (``xnat_label``), then as sent."""
-        row = self.find_session_by_uid(study_uid)
-        if row is not None:
-            return row
-        cleaned = xnat_label(label)
-        row = self.find_session(cleaned)
-        if row is None and cleaned != label:
-            row = self.find_session(label)
-        return row
-
-    def count_files(self, session_id: str) -> int:
-        """DICOM files XNAT holds for the session, over all its scans (one files listing of
-        the scans' ``DICOM`` resource: a scan also holds SNAPSHOTS and whatever a pipeline
-        adds, which were never sent and are no measure of a complete upload)."""
-        resp = self._request(
-            "GET",
-            f"/data/experiments/{session_id}/scans/ALL/resources/DICOM/files",
-            what="count archived files",
-            per_study=True,
-            params={"format": "json"},
-        )
-        return len(resp.json().get("ResultSet", {}).get("Result", []))
 
     def ensure_subject(self, label: str) -> str:
         """Create the subject if missing (201 new, 200 existing); returns its XNAT ID.
@@ -392,12 +318,6 @@ class XnatClient(DqrCalls):
             per_study=True,
             params={"removeFiles": "true"},
         )
-
-    def prearchive_rows(self, study_uid: str) -> list[dict[str, str]]:
-        """The project's prearchive rows of this study (``tag`` is the Study Instance UID)."""
-        data = self._get_json(f"/data/prearchive/projects/{self.project}", "list prearchive")
-        rows = data.get("ResultSet", {}).get("Result", [])
-        return [dict(r) for r in rows if r.get("tag") == study_uid]
 
     def remove_prearchive(self, study_uid: str) -> int:
         """Delete the project's prearchive entries of this study (a failed import's leftovers)."""

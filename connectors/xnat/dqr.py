@@ -23,6 +23,7 @@ class DqrCalls:
         per_study: bool,
         ok: Any = (200,),
         timeout: float | None = None,
+        _again: bool = False,
         **kwargs: Any,
     ) -> Any:
         raise NotImplementedError  # XnatClient's

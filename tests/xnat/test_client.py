@@ -137,3 +137,36 @@ def test_labels_xnat_cleans_are_found_by_study_uid_then_cleaned_label(
         second = client.find_study(uid2, "RA2")
         assert second is not None
         assert second["subject_ID"] == row["subject_ID"]  # matched ignoring case
+
+
+def test_an_expired_session_logs_in_again_once(
+    standin_xnat: StandinHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It logs in again, once and without a word to the caller, when XNAT answers 401 to an
+    expired JSESSION; an upload whose session expired fails as transient (its body cannot
+    be sent twice) after logging in again; refused credentials on the new login are fatal."""
+    _, files = dicom_study(tmp_path / "s", 2)
+    app = standin_xnat.server.app
+    app.session_seconds = 60.0
+
+    def expire() -> None:  # every session opened so far is older than XNAT keeps one
+        app.session_started = dict.fromkeys(app.session_started, -1e9)
+
+    with XnatClient(xnat_settings(standin_xnat)) as client:
+        client.check_project()
+        logins = app.logins
+        expire()
+        assert client.find_session("RA0001") is None
+        assert app.logins == logins + 1
+        client.upload_zip(zip_stream(files), "S1", "RA0001")
+        assert client.find_session("RA0001") is not None
+        expire()
+        with pytest.raises(StudyFailed) as expired:
+            client.upload_zip(zip_stream(files), "S1", "RA0002")
+        assert expired.value.reason_category == "xnat_unavailable"
+        assert POLICY.is_transient(expired.value.reason_category)
+        assert client.find_session("RA0001") is not None
+        expire()
+        monkeypatch.setenv("XNAT_PASS", "changed-meanwhile")
+        with pytest.raises(XnatUnreachable, match="401"):
+            client.find_session("RA0001")

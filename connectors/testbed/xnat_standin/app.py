@@ -8,6 +8,7 @@ import collections
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
@@ -60,6 +61,14 @@ class XnatApp:
             self.store.add_project(p)
         self.faults = Faults()
         self.jsessions: dict[str, str] = {}
+        # Session expiry: XNAT drops an HTTP session idle for longer than its sessionTimeout
+        # (xnat-web SiteConfigPreferences.getSessionTimeout, "15 minutes" by default), and
+        # /data/** then answers 401 to its JSESSIONID (xnatpy keeps only that cookie:
+        # xnat.utils.JSessionAuth). The stand-in expires a session by age, used or not (the
+        # harsher reading); None: never.
+        self.session_seconds: float | None = None
+        self.session_started: dict[str, float] = {}
+        self.logins = 0  # sessions opened (logins), for tests
         self._lock = threading.Lock()
         # (method, path, status) of the latest requests, for tests; bounded for `demo serve`
         self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
@@ -143,6 +152,8 @@ class XnatApp:
         """(user, new session id): the JSESSIONID cookie, else Basic auth (which opens one)."""
         sid = req.cookie("JSESSIONID")
         with self._lock:
+            if sid and sid in self.jsessions and self._expired(sid):
+                self.jsessions.pop(sid, None)
             if sid and sid in self.jsessions:
                 return self.jsessions[sid], None
         basic = req.basic_auth()
@@ -150,10 +161,17 @@ class XnatApp:
             return basic[0], self.new_session(basic[0])
         return None, None
 
+    def _expired(self, sid: str) -> bool:
+        limit = self.session_seconds
+        started = self.session_started.get(sid, time.monotonic())
+        return limit is not None and time.monotonic() - started > limit
+
     def new_session(self, user: str) -> str:
         sid = secrets.token_hex(16).upper()
         with self._lock:
             self.jsessions[sid] = user
+            self.session_started[sid] = time.monotonic()
+            self.logins += 1
         return sid
 
     # ------------------------------------------------------------------ handlers
@@ -164,7 +182,7 @@ class XnatApp:
     def jsession(self, req: Request) -> Answer:
         sid = req.cookie("JSESSIONID")
         with self._lock:
-            known = sid in self.jsessions if sid else False
+            known = sid in self.jsessions and not self._expired(sid) if sid else False
         if not known:
             sid = self.new_session(req.user or "")
         ans = text(200, str(sid))

@@ -59,7 +59,11 @@ def register(r: Router, store: Store, paged: Any = True) -> None:
 
 
 def _select(
-    req: Request, rows: list[dict[str, str]], default: list[str], paged: bool = True
+    req: Request,
+    rows: list[dict[str, str]],
+    default: list[str],
+    paged: bool = True,
+    fixed: bool = False,
 ) -> Answer:
     """Filters (wildcards), paging (when ``paged``) and the ``columns`` projection, as a
     ResultSet (xnat-web XnatRestlet/QueryOrganizer listings: ``totalRecords`` is the count
@@ -77,11 +81,12 @@ def _select(
         offset = int(req.param("offset") or 0)
         limit = req.param("limit")
         rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
-    cols_param = req.param("columns")
+    cols_param = None if fixed else req.param("columns")
     cols = cols_param.split(",") if cols_param else default
-    if "URI" not in cols:
+    if "URI" not in cols and any("URI" in r for r in rows[:1]):
         cols = [*cols, "URI"]
-    return result_set([{c: r.get(c, "") for c in cols} for r in rows], total=total)
+    projected = [{c: r.get(c, "") for c in cols} for r in rows]
+    return result_set(projected, total=total, fmt=req.param("format"))
 
 
 def _date_in(iso: str, spec: str) -> bool:
@@ -109,7 +114,10 @@ class _Handlers:
     # projects
     def projects(self, req: Request) -> Answer:
         with self.store.lock:
-            rows = [{**p, "URI": f"/data/projects/{p['ID']}"} for p in self.store.projects.values()]
+            rows = [
+                {**p, "xsiType": "xnat:projectData", "URI": f"/data/projects/{p['ID']}"}
+                for p in self.store.projects.values()
+            ]
         return _select(req, rows, ["ID", "secondary_ID", "name", "description", "pi_firstname"])
 
     def project(self, req: Request) -> Answer:
@@ -126,6 +134,7 @@ class _Handlers:
             "label": s.label,
             "insert_date": s.insert_date,
             "insert_user": "standin",
+            "xsiType": "xnat:subjectData",  # every listing row of XNAT carries its type
             "URI": f"/data/subjects/{s.id}",
         }
 
@@ -292,10 +301,14 @@ class _Handlers:
                 return error(404, "Unable to find the specified experiment.")
             rows: list[dict[str, str]] = []
             for x in scans:
-                for label, fmt, content, files in _resources_of(x):
+                for rid, label, fmt, content, files in _resources_of(s, x):
                     rows.append(
                         {
-                            "xnat_abstractresource_id": str(len(rows) + 1),
+                            "xnat_abstractresource_id": rid,
+                            # no URI, ID or xsiType: XNAT's resource listings have none of them
+                            # (xnatpy's XNATListing builds the URI from xnat_abstractresource_id
+                            # and reads the type from element_name; pyxnat needs a URI for any
+                            # row with an xsiType)
                             "label": label,
                             "element_name": "xnat:resourceCatalog",
                             "category": "scans",
@@ -306,7 +319,9 @@ class _Handlers:
                             "file_size": str(sum(files.values())),
                         }
                     )
-        return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"])
+        # resource and file lists are fixed tables: ``columns`` is not theirs (xnat-web
+        # ScanResourceList/FileList build them by hand, not from a search)
+        return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"], fixed=True)
 
     def files(self, req: Request) -> Answer:
         """A scan's (or ``ALL`` scans') files, of every resource or of ``resources/{res}``
@@ -319,6 +334,7 @@ class _Handlers:
             rows = [
                 {
                     "Name": name,
+                    "path": name,
                     "Size": str(size),
                     "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/{label}/files/{name}",
                     "collection": label,
@@ -327,17 +343,22 @@ class _Handlers:
                     "file_content": content,
                 }
                 for x in scans
-                for label, fmt, content, files in _resources_of(x)
-                if wanted in (None, label)
+                for rid, label, fmt, content, files in _resources_of(s, x)
+                if wanted in (None, label, rid)
                 for name, size in files.items()
             ]
-        return _select(req, rows, ["Name", "Size", "collection", "cat_ID"])
+        return _select(req, rows, list(rows[0]) if rows else ["Name", "Size"], fixed=True)
 
 
-def _resources_of(x: Scan) -> list[tuple[str, str, str, dict[str, int]]]:
-    """(label, format, content, files) of a scan's resources: DICOM, and SNAPSHOTS once made."""
-    out = [("DICOM", "DICOM", "RAW", {f"{uid}.dcm": size for uid, size in x.files.items()})]
+def _resources_of(s: Session, x: Scan) -> list[tuple[str, str, str, str, dict[str, int]]]:
+    """(id, label, format, content, files) of a scan's resources: DICOM, and SNAPSHOTS once
+    made. A resource is addressed by label or by its ``xnat_abstractresource_id``, a number
+    unique in the whole XNAT (xnatpy caches resource objects by it)."""
+    number = int("".join(c for c in s.id if c.isdigit()) or 0)
+    pos = number * 100_000 + (list(s.scans.values()).index(x) + 1) * 10
+    dicom = {f"{uid}.dcm": size for uid, size in x.files.items()}
+    out = [(str(pos + 1), "DICOM", "DICOM", "RAW", dicom)]
     if x.snapshots:
         snaps = {f"{x.id}_snapshot_{i}.gif": 2048 for i in range(x.snapshots)}
-        out.append(("SNAPSHOTS", "GIF", "SNAPSHOTS", snaps))
+        out.append((str(pos + 2), "SNAPSHOTS", "GIF", "SNAPSHOTS", snaps))
     return out

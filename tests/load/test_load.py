@@ -125,7 +125,8 @@ def test_dqr_mode_pulls_through_xnat_and_a_stuck_request_times_out(
         got = sessions[row["session_label"]]
         assert got.file_count() == expected_files(study)
         assert standin.store.subjects[got.subject_id].label == row["subject_label"]
-    assert {r.status for r in standin.store.dqr.values()} == {"RECEIVED"}
+    assert not standin.store.dqr  # done requests leave the queue; history stays ISSUED
+    assert {r.status for r in standin.store.dqr_history.values()} == {"ISSUED"}
 
     standin.faults.dqr_stuck = True
     write_manifest(settings, pacs_cohort, studies[2:])

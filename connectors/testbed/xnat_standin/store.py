@@ -121,37 +121,48 @@ class PrearchiveEntry:
 
 @dataclass
 class DqrRequest:
+    """A DQR request: a queue row (``QueuedPacsRequest``) or a history row
+    (``ExecutedPacsRequest``) of NrgXnat/dicom-query-retrieve; both carry the ``requestId``
+    that links the history rows made for one queued request."""
+
     id: int
     username: str
     pacs_id: int
     project: str
     study_uid: str
     relabel: dict[str, str]
+    destination: str = ""  # "AETITLE:PORT" of the XNAT receiver the PACS sends to
+    request_id: str = ""
     status: str = "QUEUED"
     queued_time: int = 0
     executed_time: int | None = None
     accession: str = ""
     patient_id: str = ""
     message: str = ""
+    retries: int = 0
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
+            "requestId": self.request_id,
             "username": self.username,
             "pacsId": self.pacs_id,
             "xnatProject": self.project,
             "studyInstanceUid": self.study_uid,
             "seriesIds": [],
             "remappingScript": "",
-            "destinationAeTitle": "XNAT:8104",
+            "destinationAeTitle": self.destination,
             "status": self.status,
             "priority": 1,
             "queuedTime": self.queued_time,
             "accessionNumber": self.accession,
             "patientId": self.patient_id,
+            "retries": self.retries,
         }
         if self.executed_time is not None:
             out["executedTime"] = self.executed_time
+        if self.message:
+            out["errorMessage"] = self.message
         return out
 
 
@@ -164,7 +175,8 @@ class Store:
         self.subjects: dict[str, Subject] = {}  # by ID
         self.sessions: dict[str, Session] = {}  # by ID
         self.prearchive: list[PrearchiveEntry] = []
-        self.dqr: dict[int, DqrRequest] = {}
+        self.dqr: dict[int, DqrRequest] = {}  # the DQR queue (rows leave it when done)
+        self.dqr_history: dict[int, DqrRequest] = {}  # one row per execution
         self._next = {"S": 0, "E": 0, "R": 0}
         self.sessions_by_key: dict[tuple[str, str], str] = {}  # (project, label) -> ID
         # (project, label) of sessions being archived now: a second archive of one gets 423

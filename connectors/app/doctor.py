@@ -39,7 +39,7 @@ def _run(name: str, fix: str, fn: Callable[[], str], code: int) -> Check:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    p, x = settings.pacs, settings.xnat
+    p = settings.pacs
     where = f"{p.called_aet}@{p.host}:{p.port}"
     return [
         Check(
@@ -75,13 +75,29 @@ def run_checks(settings: Settings) -> list[Check]:
         _run(
             "PACS retrieve", _retrieve_fix(settings), lambda: _retrieve(settings), EXIT_UNREACHABLE
         ),
-        _run(
-            "XNAT login and project",
-            f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}",
-            lambda: _xnat(settings),
-            EXIT_UNREACHABLE,
-        ),
+        *_xnat_checks(settings),
     ]
+
+
+def _xnat_checks(settings: Settings) -> list[Check]:
+    """Login and project, then what a real load needs (``xnat/readiness.py``)."""
+    from connectors.xnat.client import XnatClient
+    from connectors.xnat.readiness import readiness
+
+    x = settings.xnat
+    fix = f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}"
+    try:
+        with XnatClient(settings) as client:
+            client.check_project()
+            first = Check("XNAT login and project", True, f"{x.url} project {x.project} readable")
+            more = [
+                Check(name, ok, detail, fix, EXIT_OK if ok else EXIT_UNREACHABLE)
+                for name, ok, detail, fix in readiness(client, x.mode)
+            ]
+            return [first, *more]
+    except Pacs2XnatError as e:
+        code = e.exit_code if e.exit_code > 1 else EXIT_UNREACHABLE
+        return [Check("XNAT login and project", False, str(e), fix, code)]
 
 
 def _warehouse(settings: Settings) -> str:
@@ -169,14 +185,6 @@ def _retrieve(settings: Settings) -> str:
     if final is None:
         raise Pacs2XnatError("no answer to a probe C-MOVE")
     return f"C-MOVE to {p.move_destination!r} accepted (probe status 0x{final:04X})"
-
-
-def _xnat(settings: Settings) -> str:
-    from connectors.xnat.client import XnatClient
-
-    with XnatClient(settings) as client:
-        client.check_project()
-    return f"{settings.xnat.url} project {settings.xnat.project} readable and writable"
 
 
 def print_checks(checks: list[Check]) -> int:

@@ -169,3 +169,24 @@ class SessionReads:
         data = self._get_json(f"/data/prearchive/projects/{self.project}", "list prearchive")
         rows = data.get("ResultSet", {}).get("Result", [])
         return [dict(r) for r in rows if r.get("tag") == study_uid]
+
+    def prearchive_code(self) -> str:
+        """The project's prearchive setting (``/data/projects/{p}/prearchive_code``)."""
+        resp = self._request(
+            "GET",
+            f"/data/projects/{self.project}/prearchive_code",
+            what="prearchive setting",
+            per_study=False,
+        )
+        return str(resp.text)
+
+    def user_groups(self) -> list[str]:
+        """The user's XNAT groups (``/xapi/users/{user}/groups``: ``HNC_owner``, ...)."""
+        user = getattr(self, "user", "")
+        resp = self._request(
+            "GET", f"/xapi/users/{user}/groups", what="user groups", per_study=False
+        )
+        try:
+            return [str(g) for g in resp.json()]
+        except ValueError:
+            raise XnatUnreachable("XNAT /xapi/users/.../groups did not answer JSON") from None

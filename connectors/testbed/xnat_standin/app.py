@@ -92,6 +92,15 @@ class XnatApp:
         r.add("GET", "/data/search/elements", lambda q: result_set([], title="Data-Types"))
         r.add("GET", "/data/search/elements/{xsi}", lambda q: result_set([]))
         r.add("GET", "/data/services/tokens/issue", self.token)
+        # a user's groups ({project}_owner|member|collaborator) and roles (xnat-web UsersApi)
+        r.add(
+            "GET",
+            "/xapi/users/{u}/groups",
+            lambda q: as_json(
+                [f"{p}_owner" for p in self.store.projects] if q.args["u"] == q.user else []
+            ),
+        )
+        r.add("GET", "/xapi/users/{u}/roles", lambda q: as_json([]))
         listing.register(
             r, self.store, lambda: listing.pages(self.version) and not self.faults.ignore_paging
         )

@@ -37,7 +37,12 @@ def register(r: Router, store: Store, paged: Any = True) -> None:
     h = _Handlers(store, paged if callable(paged) else (lambda: paged))
     r.add("GET", "/data/projects", h.projects)
     r.add("GET", "/data/projects/{p}", h.project)
-    r.add("GET", "/data/projects/{p}/prearchive_code", lambda q: text(200, "4"))
+    # the project's prearchive setting (xnat-web ProjectResource prearchive_code; 4 = auto)
+    r.add(
+        "GET",
+        "/data/projects/{p}/prearchive_code",
+        lambda q: text(200, store.prearchive_codes.get(q.args["p"], "4")),
+    )
     r.add("GET", "/data/projects/{p}/subjects", h.subjects)
     r.add("GET", "/data/projects/{p}/subjects/{s}", h.subject)
     r.add("PUT", "/data/projects/{p}/subjects/{s}", h.put_subject)

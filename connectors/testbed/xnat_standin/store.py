@@ -177,6 +177,7 @@ class Store:
         self.prearchive: list[PrearchiveEntry] = []
         self.dqr: dict[int, DqrRequest] = {}  # the DQR queue (rows leave it when done)
         self.dqr_history: dict[int, DqrRequest] = {}  # one row per execution
+        self.prearchive_codes: dict[str, str] = {}  # project -> code (default "4": auto)
         self._next = {"S": 0, "E": 0, "R": 0}
         self.sessions_by_key: dict[tuple[str, str], str] = {}  # (project, label) -> ID
         # (project, label) of sessions being archived now: a second archive of one gets 423

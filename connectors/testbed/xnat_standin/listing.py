@@ -46,6 +46,7 @@ def register(r: Router, store: Store, paged: Any = True) -> None:
     r.add("GET", "/data/projects/{p}/subjects", h.subjects)
     r.add("GET", "/data/projects/{p}/subjects/{s}", h.subject)
     r.add("PUT", "/data/projects/{p}/subjects/{s}", h.put_subject)
+    r.add("DELETE", "/data/projects/{p}/subjects/{s}", h.delete_subject)
     r.add("GET", "/data/subjects/{s}", h.subject)
     r.add("GET", "/data/projects/{p}/experiments", h.experiments)
     r.add("GET", "/data/projects/{p}/subjects/{s}/experiments", h.experiments)
@@ -174,6 +175,17 @@ class _Handlers:
         with self.store.lock:
             subj, created = self.store.ensure_subject(p, req.args["s"])
         return text(201 if created else 200, subj.id)
+
+    def delete_subject(self, req: Request) -> Answer:
+        """A subject and its experiments go (xnat-web SubjectResource.handleDelete)."""
+        with self.store.lock:
+            s = self._find_subject(req)
+            if s is None:
+                return error(404, "Unable to find the specified subject.")
+            for x in [x for x in self.store.sessions.values() if x.subject_id == s.id]:
+                self.store.delete_session(x.id)
+            del self.store.subjects[s.id]
+        return text(200, "")
 
     # experiments
     def _session_row(self, s: Session) -> dict[str, str]:

@@ -78,6 +78,11 @@ class XnatApp:
         self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
         self.router = Router()
         r = self.router
+        # Login and the calls xnatpy makes to connect: JSESSION (xnat-web JSESSIONResource),
+        # PUT/POST /data/services/auth (the auth service xnatpy's connect uses; a refused
+        # login is 401), /xapi/siteConfig/buildInfo (SiteConfigApi), /xapi/schemas (the
+        # schemas xnatpy builds its classes from), /data/search/elements
+        # (search/SearchElementListResource). /data/version is gone since 1.7: 404.
         r.add("GET", "/", lambda q: text(200, "XNAT stand-in"))
         r.add("GET,POST", "/data/JSESSION", self.jsession)
         r.add("DELETE", "/data/JSESSION", self.logout)

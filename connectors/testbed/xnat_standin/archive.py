@@ -29,7 +29,11 @@ REAL_SECONDS_PER_FILE = 50 / 2000
 
 
 def register(r: Router, store: Store, faults: Faults, seconds_per_file: float = 0.0) -> _Archive:
-    """The routes; returns the handler (tests change its ``seconds_per_file``)."""
+    """The routes; returns the handler (tests change its ``seconds_per_file``). The import
+    service is xnat-web's restlet/services/Importer with the DICOM-zip handler
+    (DicomZipImporter → GradualDicomImporter per entry); the prearchive list, item, delete
+    and archive services are the prearchive restlets over PrearcDatabase; an unknown project
+    sends the upload to Unassigned (PrearcUtils), which cannot be archived from there."""
     h = _Archive(store, faults, seconds_per_file)
     r.add("POST", "/data/services/import", h.import_)
     r.add("GET", "/data/prearchive/projects", h.prearchive)

@@ -33,7 +33,14 @@ def pages(version: str) -> bool:
 
 
 def register(r: Router, store: Store, paged: Any = True) -> None:
-    """``paged``: a bool, or a callable answering whether this request's listing pages."""
+    """``paged``: a bool, or a callable answering whether this request's listing pages.
+
+    Each route imitates a NrgXnat/xnat-web restlet (org.nrg.xnat.restlet.resources): project
+    list and item (ProjectListResource, ProjectResource), subjects (ProjectSubjectList,
+    SubjectResource: PUT creates, 201 new / 200 existing), experiments (the project and
+    subject experiment lists; ExperimentResource for one, DELETE with removeFiles), scans
+    (ScanList, ScanResource), a scan's resources and files (files/CatalogResourceList,
+    files/FileList). Listings render through SecureResource's table representations."""
     h = _Handlers(store, paged if callable(paged) else (lambda: paged))
     r.add("GET", "/data/projects", h.projects)
     r.add("GET", "/data/projects/{p}", h.project)
@@ -337,7 +344,7 @@ class _Handlers:
                         }
                     )
         # resource and file lists are fixed tables: ``columns`` is not theirs (xnat-web
-        # ScanResourceList/FileList build them by hand, not from a search)
+        # files/CatalogResourceList and files/FileList build them by hand, not from a search)
         return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"], fixed=True)
 
     def files(self, req: Request) -> Answer:

@@ -97,8 +97,9 @@ def result_set(
 ) -> Answer:
     """A listing in the representation ``format=`` asks: json (the ResultSet), csv (a header
     row, every value quoted), xml (an XFTTable document) or html (a table). XNAT's restlets
-    render every listing table through these four (xnat-web SecureResource
-    .representTable with XFTTable.toCSV/toXML/toHTML; the media type follows ``format``)."""
+    render every listing table in these four (xnat-web restlet/resources/SecureResource, its
+    table representations chosen by ``format``; the XML layout here is ours, only its rows
+    and columns are XNAT's)."""
     fmt = (fmt or "json").lower()
     if fmt in ("csv", "xml", "html"):
         return _table(rows, total, fmt)

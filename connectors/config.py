@@ -58,6 +58,11 @@ class XnatConfig:
     timeout: float = 300.0
     dqr_poll_seconds: float = 5.0
     dqr_stall_timeout: float = 900.0
+    archive_wait: float = 3600.0
+    archive_poll_seconds: float = 5.0
+    dqr_ae_title: str = ""
+    dqr_port: int = 0
+    dqr_in_flight: int = 1
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ POSITIVE: set[tuple[str, str]] = {
     ("xnat", "timeout"),
     ("xnat", "dqr_poll_seconds"),
     ("xnat", "dqr_stall_timeout"),
+    ("xnat", "archive_wait"),
+    ("xnat", "archive_poll_seconds"),
+    ("xnat", "dqr_in_flight"),
     ("load", "queue_size"),
 }
 NON_NEGATIVE: set[tuple[str, str]] = {
@@ -123,6 +131,7 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("load", "retries"),
     ("load", "backoff_seconds"),
     ("load", "manifest_refresh_seconds"),
+    ("xnat", "dqr_port"),
     ("patients", "mrn_width"),
     ("pacs", "max_mb_per_second"),
     ("pacs", "max_studies_per_hour"),

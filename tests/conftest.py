@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.support.fault_helpers",
     "tests.support.disks",
     "tests.support.corpus_fixtures",
+    "tests.support.real_xnat",
 ]
 
 

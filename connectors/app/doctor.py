@@ -40,7 +40,7 @@ def _run(name: str, fix: str, fn: Callable[[], str], code: int) -> Check:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    p, x = settings.pacs, settings.xnat
+    p = settings.pacs
     return [
         Check(
             "config",
@@ -60,12 +60,7 @@ def run_checks(settings: Settings) -> list[Check]:
             EXIT_BAD_INPUT,
         ),
         *(_dicomweb_checks(settings) if p.protocol == "dicomweb" else _dimse_checks(settings)),
-        _run(
-            "XNAT login and project",
-            f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}",
-            lambda: _xnat(settings),
-            EXIT_UNREACHABLE,
-        ),
+        *_xnat_checks(settings),
     ]
 
 
@@ -117,6 +112,27 @@ def _dicomweb_checks(settings: Settings) -> list[Check]:
             EXIT_UNREACHABLE,
         ),
     ]
+
+
+def _xnat_checks(settings: Settings) -> list[Check]:
+    """Login and project, then what a real load needs (``xnat/readiness.py``)."""
+    from connectors.xnat.client import XnatClient
+    from connectors.xnat.readiness import readiness
+
+    x = settings.xnat
+    fix = f"check [xnat] url and project, and XNAT_USER / XNAT_PASS (or ~/.netrc) for {x.url}"
+    try:
+        with XnatClient(settings) as client:
+            client.check_project()
+            first = Check("XNAT login and project", True, f"{x.url} project {x.project} readable")
+            more = [
+                Check(name, ok, detail, fix, EXIT_OK if ok else EXIT_UNREACHABLE)
+                for name, ok, detail, fix in readiness(client, x.mode)
+            ]
+            return [first, *more]
+    except Pacs2XnatError as e:
+        code = e.exit_code if e.exit_code > 1 else EXIT_UNREACHABLE
+        return [Check("XNAT login and project", False, str(e), fix, code)]
 
 
 def _qido(settings: Settings) -> str:
@@ -242,14 +258,6 @@ def _offers(settings: Settings) -> str:
     if settings.pacs.retrieve == "c-move" and "unknown" in offers.c_move:
         raise Pacs2XnatError(offers.summary())
     return offers.summary()
-
-
-def _xnat(settings: Settings) -> str:
-    from connectors.xnat.client import XnatClient
-
-    with XnatClient(settings) as client:
-        client.check_project()
-    return f"{settings.xnat.url} project {settings.xnat.project} readable and writable"
 
 
 def print_checks(checks: list[Check]) -> int:

@@ -176,11 +176,16 @@ class LoadContext:
                 f"({out.message}); stopping: rerun load when XNAT is back"
             )
 
+    def find_study_session(self, study: Study) -> dict[str, str] | None:
+        """The project's session of this study: by Study Instance UID first (what XNAT keeps
+        whatever it does to labels), then by label."""
+        return self.client.find_study(study.study_instance_uid, study.session_label)
+
     def check_before_upload(self, study: Study) -> Outcome | None:
         """The one look at XNAT made just before a study is sent (the manifest decided from
         the last sync; XNAT may have it since: another run, DQR, or a try of ours that timed
         out and was archived after all). None when the label is free."""
-        row = self.client.find_session(study.session_label)
+        row = self.find_study_session(study)
         if row is None:
             return None
         sid, uid = row["ID"], row.get("UID") or ""

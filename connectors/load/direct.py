@@ -241,48 +241,98 @@ def _consume(ctx: LoadContext, item: _Retrieved) -> None:
         shutil.rmtree(item.folder, ignore_errors=True)
 
 
+# Prearchive states in which XNAT is still working on what it received (xnat-web
+# PrearcUtils.PrearcStatus): a session in one of them is never cleaned up or sent again.
+BUSY = (
+    "RECEIVING",
+    "RECEIVING_INTERRUPT",
+    "BUILDING",
+    "QUEUED_BUILDING",
+    "ARCHIVING",
+    "QUEUED_ARCHIVING",
+    "MOVING",
+    "QUEUED_MOVING",
+    "SEPARATING",
+    "QUEUED_SEPARATING",
+)
+LATE = ("timeout", "xnat_unavailable")  # the answer did not come: XNAT may have it anyway
+
+
 def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first: bool) -> Outcome:
+    """Upload once and judge what XNAT archived. Nothing is ever deleted here: a session or
+    prearchive row may hold what another upload merged into it, or be archiving still."""
     client = ctx.client
     n = len(files)
     if first:
         there = ctx.check_before_upload(study)
         if there is not None:
             return there
-    else:  # a try of ours that timed out may have been archived after all
-        row = client.find_session(study.session_label)
+    else:  # a try of ours that timed out may have been archived after all (or be archiving)
+        row = _follow(ctx, study)
         if row is not None:
-            return _verify(ctx, study, row, n, removed_on_mismatch=True)
+            return _verify(ctx, study, row, n)
     client.ensure_subject(study.subject_label)
     progress = ZipProgress()
     try:
         client.upload_zip(zip_stream(files, progress), study.subject_label, study.session_label)
-    except StudyFailed:
-        _cleanup(ctx, study, n)
-        raise
-    row = client.find_session(study.session_label)
+    except StudyFailed as e:
+        if e.reason_category not in LATE:
+            raise
+        row = _follow(ctx, study)  # the answer is late, not the archive: follow it there
+        if row is None:
+            raise
+        logger.info("import of %s answered late; XNAT archived it", study.session_label)
+        return _verify(ctx, study, row, n)
+    row = _follow(ctx, study)
     if row is None:
-        _cleanup(ctx, study, n)
         raise StudyFailed(
             "rejected_by_xnat",
             f"XNAT accepted the upload but has no session {study.session_label} in the project",
         )
-    return _verify(ctx, study, row, n, removed_on_mismatch=True)
+    return _verify(ctx, study, row, n)
 
 
-def _verify(
-    ctx: LoadContext, study: Study, row: dict[str, str], n: int, removed_on_mismatch: bool
-) -> Outcome:
+def _follow(ctx: LoadContext, study: Study) -> dict[str, str] | None:
+    """The study's session once XNAT has stopped working on it: while a prearchive row of the
+    study is in a busy state, wait (``[xnat] archive_wait``), then look the session up."""
+    xs = ctx.rc.settings.xnat
+    deadline = time.monotonic() + xs.archive_wait
+    while True:
+        busy = [
+            r
+            for r in ctx.client.prearchive_rows(study.study_instance_uid)
+            if r.get("status") in BUSY
+        ]
+        if not busy:
+            return ctx.find_study_session(study)
+        if time.monotonic() > deadline:
+            states = ", ".join(sorted({r.get("status", "") for r in busy}))
+            raise StudyFailed(
+                "timeout",
+                f"XNAT was still working on the study ({states} in the prearchive) after "
+                f"{xs.archive_wait:g} s; nothing was removed",
+                files_expected=study.expected,
+            )
+        time.sleep(xs.archive_poll_seconds)
+
+
+def _verify(ctx: LoadContext, study: Study, row: dict[str, str], n: int) -> Outcome:
+    """Loaded when the session's DICOM resource holds the files sent; else a failed attempt
+    with both counts (and the session id), and the session left as it is."""
     sid = row["ID"]
     if row.get("UID") and row["UID"] != study.study_instance_uid:
         raise StudyFailed("xnat_conflict", f"session {study.session_label} holds another study")
     archived = ctx.client.count_files(sid)
     if archived != n:
-        if removed_on_mismatch:
-            ctx.client.delete_session(sid)
-        raise StudyFailed(
-            "rejected_by_xnat",
-            f"XNAT archived {archived} of {n} files sent; the partial session was removed",
+        return Outcome(
+            "failed",
+            "archive_count_differs",
+            f"XNAT's DICOM resource of {sid} holds {archived} files, {n} were sent; "
+            "nothing was deleted",
+            files_expected=study.expected,
             files_received=n,
+            files_archived=archived,
+            xnat_session_id=sid,
         )
     return Outcome(
         "loaded",
@@ -291,18 +341,3 @@ def _verify(
         files_archived=archived,
         xnat_session_id=sid,
     )
-
-
-def _cleanup(ctx: LoadContext, study: Study, n: int) -> None:
-    """After a failed import nothing half-archived stays: the study's prearchive entries, and a
-    session of ours (same label and Study UID) that holds only part of the files."""
-    try:
-        removed = ctx.client.remove_prearchive(study.study_instance_uid)
-        if removed:
-            logger.info("removed %d prearchive entries after a failed import", removed)
-        row = ctx.client.find_session(study.session_label)
-        ours = row is not None and row.get("UID") == study.study_instance_uid
-        if ours and row is not None and ctx.client.count_files(row["ID"]) != n:
-            ctx.client.delete_session(row["ID"])
-    except Pacs2XnatError as e:
-        logger.warning("could not clean the prearchive after a failed import: %s", e)

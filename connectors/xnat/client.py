@@ -25,12 +25,21 @@ import requests
 from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
 from connectors.xnat.dqr import DqrCalls
+from connectors.xnat.labels import xnat_label
+from connectors.xnat.reads import IMAGE_SESSION, PAGE_SIZE, SESSION_COLUMNS, SessionReads
+
+__all__ = [
+    "IMAGE_SESSION",
+    "PAGE_SIZE",
+    "SESSION_COLUMNS",
+    "XnatClient",
+    "classify",
+    "credentials",
+    "xnat_label",
+]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SESSION = "xnat:imageSessionData"
-SESSION_COLUMNS = "ID,label,subject_ID,subject_label,date,modality,UID,xsiType,insert_date"
-PAGE_SIZE = 1000
 GET_RETRIES = 2
 
 
@@ -72,14 +81,17 @@ def classify(status: int, body: str) -> str:
     low = body.lower()
     if status == 423:  # "Duplicate archive attempt": another request is archiving it now
         return "xnat_busy"
-    if status == 409 or (status == 400 and "failed to archive" in low):
+    # DICOM-zip wraps every archive failure as a 400 whose wording varies by version
+    # ("unable to archive for the Prearchive session", "Failed to archive ...")
+    wrapped = "failed to archive" in low or "unable to archive" in low
+    if status == 409 or (status == 400 and wrapped):
         return "xnat_conflict"
     if status == 429 or status >= 500:
         return "xnat_unavailable"
     return "rejected_by_xnat"
 
 
-class XnatClient(DqrCalls):
+class XnatClient(SessionReads, DqrCalls):
     """A logged-in XNAT for one project. Use as a context manager."""
 
     def __init__(self, settings: Settings) -> None:
@@ -89,6 +101,7 @@ class XnatClient(DqrCalls):
         self.timeout = settings.xnat.timeout
         self._session: Any = None
         self.user = ""
+        self._version: str | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -141,9 +154,12 @@ class XnatClient(DqrCalls):
         per_study: bool,
         ok: Iterable[int] = (200,),
         timeout: float | None = None,
+        _again: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
-        """One HTTP call; errors become ``StudyFailed`` (per_study) or ``XnatUnreachable``."""
+        """One HTTP call; errors become ``StudyFailed`` (per_study) or ``XnatUnreachable``.
+        A 401 (the JSESSION expired) logs in again once and repeats the call; a streamed
+        body cannot be repeated, so that call fails as transient and its study is retried."""
         try:
             resp = self.http.request(
                 method, self.url + path, timeout=timeout or self.timeout, **kwargs
@@ -161,6 +177,26 @@ class XnatClient(DqrCalls):
         if resp.status_code in tuple(ok):
             return resp
         body = _short(resp.text)
+        if resp.status_code == 401 and not _again and self._session is not None:
+            self._relogin(what)
+            data = kwargs.get("data")
+            if data is not None and not isinstance(data, bytes | str | dict):
+                message = f"XNAT's session expired during {what}; logged in again"
+                raise (
+                    StudyFailed("xnat_unavailable", message)
+                    if per_study
+                    else XnatUnreachable(message)
+                )
+            return self._request(
+                method,
+                path,
+                what=what,
+                per_study=per_study,
+                ok=ok,
+                timeout=timeout,
+                _again=True,
+                **kwargs,
+            )
         if resp.status_code == 401:
             raise XnatUnreachable(
                 f"XNAT refused our credentials ({what}): HTTP 401; check XNAT_USER/XNAT_PASS"
@@ -170,6 +206,32 @@ class XnatClient(DqrCalls):
         if per_study:
             raise StudyFailed(category, message)
         raise XnatUnreachable(message)
+
+    def _relogin(self, what: str) -> None:
+        """Log in again, as ``xnat.connect`` does (PUT ``/data/services/auth``); the new
+        JSESSIONID replaces the expired one in the session's cookie jar."""
+        creds = credentials(self.url)
+        jar = self.http.cookies
+        for cookie in [c for c in jar if c.name == "JSESSIONID"]:
+            jar.clear(cookie.domain, cookie.path, cookie.name)
+        try:
+            resp = self.http.put(
+                self.url + "/data/services/auth",
+                data={"username": creds.user, "password": creds.password},
+                timeout=self.timeout,
+            )
+        except requests.exceptions.RequestException as e:
+            raise XnatUnreachable(
+                f"XNAT at {self.url} does not answer ({what}): {_why(e)}"
+            ) from None
+        if resp.status_code != 200:
+            raise XnatUnreachable(
+                f"XNAT refused our credentials ({what}): HTTP 401, and HTTP {resp.status_code} "
+                "to a new login; check XNAT_USER/XNAT_PASS"
+            )
+        if not any(c.name == "JSESSIONID" for c in jar):
+            jar.set("JSESSIONID", resp.text.strip(), path="/")
+        logger.info("XNAT's session expired (%s): logged in again as %s", what, creds.user)
 
     def _get_json(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
         """A read of the whole project (not one study's): retried briefly, then fatal."""
@@ -205,61 +267,6 @@ class XnatClient(DqrCalls):
                     "can read: check [xnat] project in the config and the project's members"
                 ) from None
             raise XnatUnreachable(str(e)) from None
-
-    def iter_sessions(self, page_size: int = PAGE_SIZE) -> Iterator[dict[str, str]]:
-        """Every image session of the project, one listing page at a time.
-
-        Raw listing, not ``project.experiments``: xnatpy's listing fetches everything in one
-        answer with its own four columns and then one item document per session for the
-        date, modality and UID; the ``columns=`` listing gives them all, paged.
-        """
-        offset = 0
-        while True:
-            data = self._get_json(
-                f"/data/projects/{self.project}/experiments",
-                "list sessions",
-                {
-                    "xsiType": IMAGE_SESSION,
-                    "columns": SESSION_COLUMNS,
-                    "limit": page_size,
-                    "offset": offset,
-                    "sortBy": "ID",
-                },
-            )
-            rows = data.get("ResultSet", {}).get("Result", [])
-            yield from rows
-            if len(rows) < page_size:
-                return
-            offset += page_size
-
-    def scan_count(self, session_id: str) -> int:
-        data = self._get_json(
-            f"/data/experiments/{session_id}/scans", "list scans", {"columns": "ID"}
-        )
-        return len(data.get("ResultSet", {}).get("Result", []))
-
-    def find_session(self, label: str) -> dict[str, str] | None:
-        """The project's image session with this label (one listing call), or None."""
-        data = self._get_json(
-            f"/data/projects/{self.project}/experiments",
-            "find session",
-            {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "label": label},
-        )
-        for row in data.get("ResultSet", {}).get("Result", []):
-            if row.get("label") == label:
-                return dict(row)
-        return None
-
-    def count_files(self, session_id: str) -> int:
-        """Files XNAT holds for the session, over all its scans (one files listing)."""
-        resp = self._request(
-            "GET",
-            f"/data/experiments/{session_id}/scans/ALL/files",
-            what="count archived files",
-            per_study=True,
-            params={"format": "json"},
-        )
-        return len(resp.json().get("ResultSet", {}).get("Result", []))
 
     def ensure_subject(self, label: str) -> str:
         """Create the subject if missing (201 new, 200 existing); returns its XNAT ID.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
+from connectors.errors import ConfigError, XnatUnreachable
 
 
 class DqrCalls:
@@ -23,6 +23,7 @@ class DqrCalls:
         per_study: bool,
         ok: Any = (200,),
         timeout: float | None = None,
+        _again: bool = False,
         **kwargs: Any,
     ) -> Any:
         raise NotImplementedError  # XnatClient's
@@ -56,7 +57,44 @@ class DqrCalls:
         )
         return resp.status_code == 200 and bool(resp.json())
 
-    def dqr_import(self, pacs_id: int, study_uid: str, subject: str, session: str) -> list[int]:
+    def dqr_destination(self) -> tuple[str, int]:
+        """The XNAT DICOM receiver the PACS is to send to (``aeTitle``, ``port``): ``[xnat]
+        dqr_ae_title``/``dqr_port`` when set, else the one enabled receiver with custom
+        processing (which DQR's relabelling needs) in ``/xapi/dicomscp``."""
+        xs = self.settings.xnat
+        if xs.dqr_ae_title and xs.dqr_port:
+            return str(xs.dqr_ae_title), int(xs.dqr_port)
+        try:
+            resp = self._request(
+                "GET", "/xapi/dicomscp", what="list DICOM receivers", per_study=False
+            )
+            receivers = resp.json()
+        except ValueError:
+            raise XnatUnreachable("XNAT /xapi/dicomscp did not answer JSON") from None
+        usable = [
+            r
+            for r in receivers
+            if r.get("enabled")
+            and r.get("customProcessing")
+            and (not xs.dqr_ae_title or r.get("aeTitle") == xs.dqr_ae_title)
+        ]
+        if len(usable) != 1:
+            names = ", ".join(f"{r.get('aeTitle')}:{r.get('port')}" for r in receivers) or "none"
+            raise ConfigError(
+                f"XNAT has {len(usable)} enabled DICOM receivers with custom processing "
+                f"({names}): set [xnat] dqr_ae_title and dqr_port to the one DQR uses"
+            )
+        return str(usable[0]["aeTitle"]), int(usable[0]["port"])
+
+    def dqr_import(
+        self,
+        pacs_id: int,
+        destination: tuple[str, int],
+        study_uid: str,
+        subject: str,
+        session: str,
+    ) -> list[dict[str, Any]]:
+        """Queue one study; returns the plugin's queue rows (``id``, ``requestId``)."""
         resp = self._request(
             "POST",
             "/xapi/dqr/import",
@@ -64,6 +102,8 @@ class DqrCalls:
             per_study=True,
             json={
                 "pacsId": pacs_id,
+                "aeTitle": destination[0],
+                "port": destination[1],
                 "projectId": self.project,
                 "forceImport": False,
                 "studies": [
@@ -76,20 +116,22 @@ class DqrCalls:
                 ],
             },
         )
-        return [int(r["id"]) for r in resp.json()]
+        return [dict(r) for r in resp.json()]
 
-    def dqr_status(self, request_id: int) -> str:
-        for where in ("history", "queue"):
-            try:
-                resp = self._request(
-                    "GET",
-                    f"/xapi/dqr/import/{where}/{request_id}",
-                    what="DQR request status",
-                    per_study=True,
-                )
-            except StudyFailed as e:
-                if "HTTP 404" in str(e):
-                    continue
-                raise
-            return str(resp.json().get("status", ""))
-        return ""
+    def dqr_rows(self, request_id: str) -> tuple[list[str], list[str]]:
+        """(queue statuses, history statuses) of the rows of one request (``requestId``): the
+        queue row lives until the request succeeds or its retries are spent; each execution
+        adds a history row."""
+        out: list[list[str]] = []
+        for where in ("queue", "history"):
+            resp = self._request(
+                "GET", f"/xapi/dqr/import/{where}", what="DQR requests", per_study=True
+            )
+            out.append(
+                [
+                    str(r.get("status", ""))
+                    for r in resp.json()
+                    if str(r.get("requestId")) == request_id
+                ]
+            )
+        return out[0], out[1]

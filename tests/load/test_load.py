@@ -127,7 +127,8 @@ def test_dqr_mode_pulls_through_xnat_and_a_stuck_request_times_out(
         got = sessions[row["session_label"]]
         assert got.file_count() == expected_files(study)
         assert standin.store.subjects[got.subject_id].label == row["subject_label"]
-    assert {r.status for r in standin.store.dqr.values()} == {"RECEIVED"}
+    assert not standin.store.dqr  # done requests leave the queue; history stays ISSUED
+    assert {r.status for r in standin.store.dqr_history.values()} == {"ISSUED"}
 
     standin.faults.dqr_stuck = True
     write_manifest(settings, pacs_cohort, studies[2:])
@@ -191,7 +192,7 @@ def test_conflict_incomplete_retrieve_and_partial_archive_fail_cleanly(
 ) -> None:
     """It records a label held by another study as 'xnat_conflict' without uploading, fewer
     instances than the PACS promised as 'retrieve_incomplete', and a session archived with
-    fewer files than sent as 'rejected_by_xnat' with the partial session removed."""
+    fewer files than sent as 'archive_count_differs' with both counts, the session kept."""
     studies = pick_studies(pacs_cohort, 3, offset=11)
     settings = load_settings_for(tmp_path, orthanc, standin_xnat, retries=1)
     conflict, short, partial = studies
@@ -215,9 +216,13 @@ def test_conflict_incomplete_retrieve_and_partial_archive_fail_cleanly(
     second = run_load(_rc(settings), "direct", build_manifest=False)
     assert second["failed"] == 1
     last = attempts(settings)[-1]
-    assert last["reason_category"] == "rejected_by_xnat"
-    assert "partial session was removed" in last["message"]
-    assert partial.accession_number not in _sessions(standin_xnat)
+    assert last["reason_category"] == "archive_count_differs"
+    assert (last["files_received"], last["files_archived"]) == (
+        expected_files(partial),
+        expected_files(partial) - 1,
+    )
+    assert "nothing was deleted" in last["message"]
+    assert partial.accession_number in _sessions(standin_xnat)
 
 
 def test_dry_run_and_limit_write_nothing(

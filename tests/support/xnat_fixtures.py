@@ -72,9 +72,11 @@ def standin_xnat_factory(
     started: list[StandinXnat] = []
 
     def start(
-        pacs: list[dict[str, Any]] | None = None, projects: tuple[str, ...] = (PROJECT,)
+        pacs: list[dict[str, Any]] | None = None,
+        projects: tuple[str, ...] = (PROJECT,),
+        **options: Any,  # StandinXnat's: version="1.8.5", archive_seconds_per_file=...
     ) -> StandinHandle:
-        server = StandinXnat(users={USER: PASSWORD}, projects=projects, pacs=pacs)
+        server = StandinXnat(users={USER: PASSWORD}, projects=projects, pacs=pacs, **options)
         server.start()
         started.append(server)
         return StandinHandle(server)

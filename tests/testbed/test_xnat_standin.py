@@ -4,6 +4,8 @@ against it (connect, list projects/subjects/experiments, ``services.import_``)."
 from __future__ import annotations
 
 import io
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -57,7 +59,16 @@ def test_xnatpy_connects_lists_and_imports(standin_xnat: StandinHandle, tmp_path
         auth=_auth(h),
         timeout=10,
     ).json()
-    assert len(files_listing["ResultSet"]["Result"]) == 4
+    collections = [r["collection"] for r in files_listing["ResultSet"]["Result"]]
+    assert collections.count("DICOM") == 4
+    assert set(collections) == {"DICOM", "SNAPSHOTS"}  # every file is not every DICOM file
+    dicom_only = requests.get(
+        f"{h.url}/data/experiments/{exp_id}/scans/ALL/resources/DICOM/files",
+        params={"format": "json"},
+        auth=_auth(h),
+        timeout=10,
+    ).json()
+    assert len(dicom_only["ResultSet"]["Result"]) == 4
 
 
 def test_it_refuses_anonymous_and_wrong_credentials(standin_xnat: StandinHandle) -> None:
@@ -119,8 +130,8 @@ def test_import_rules_duplicates_and_prearchive(
         auth=_auth(h),
         timeout=10,
     )
-    assert dup.status_code == 400
-    assert "Failed to archive" in dup.text
+    assert dup.status_code == 400  # DICOM-zip answers 400 for a conflict, not 409
+    assert "unable to archive" in dup.text
     merged = requests.post(
         url,
         params={**base, "dest": "/archive", "overwrite": "none"},
@@ -199,3 +210,54 @@ def test_subjects_and_listings(standin_xnat: StandinHandle, tmp_path: Path) -> N
     assert wild.json()["ResultSet"]["totalRecords"] == "3"
     none = requests.get(f"{h.url}/data/projects/NOPE/experiments", auth=_auth(h), timeout=10)
     assert none.status_code == 404
+
+
+def test_prearchive_rows_are_reused_and_move_through_xnat_states(
+    standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It puts a second upload of the same study into the open prearchive row (READY again
+    after it), shows the row ARCHIVING while an archive that takes time in proportion to the
+    files runs inside the import request, then removes it; a conflict is a 400."""
+    h = standin_xnat
+    uid, files = dicom_study(tmp_path / "a", 4)
+    url = f"{h.url}/data/services/import"
+    base = {"import-handler": "DICOM-zip", "project": "HNC", "subject": "S1", "session": "E1"}
+    zip_type = {"Content-Type": "application/zip"}
+
+    def post(body: bytes, **extra: str) -> requests.Response:
+        return requests.post(
+            url, params={**base, **extra}, data=body, headers=zip_type, auth=_auth(h), timeout=30
+        )
+
+    def rows(study: str = uid) -> list[dict[str, str]]:
+        got = requests.get(
+            f"{h.url}/data/prearchive/projects/HNC",
+            params={"format": "json"},
+            auth=_auth(h),
+            timeout=10,
+        )
+        return [r for r in got.json()["ResultSet"]["Result"] if r["tag"] == study]
+
+    assert post(_zip(files[:2])).status_code == 200
+    assert post(_zip(files[2:])).status_code == 200
+    (row,) = rows()
+    assert row["status"] == "READY"
+    assert h.store.prearchive[0].session.file_count() == 4
+    h.server.app.archive.seconds_per_file = 0.15
+    answers: list[requests.Response] = []
+    worker = threading.Thread(target=lambda: answers.append(post(_zip(files), dest="/archive")))
+    worker.start()
+    seen: set[str] = set()
+    while worker.is_alive():
+        seen.update(r["status"] for r in rows())
+        time.sleep(0.02)
+    worker.join()
+    assert answers[0].status_code == 200
+    assert "ARCHIVING" in seen
+    assert rows() == []
+    assert h.store.session_by_label("HNC", "E1").file_count() == 4
+    h.server.app.archive.seconds_per_file = 0.0
+    other_uid, other = dicom_study(tmp_path / "b", 1)  # another study under the same label
+    conflict = post(_zip(other), dest="/archive")
+    assert conflict.status_code == 400
+    assert [r["status"] for r in rows(other_uid)] == ["CONFLICT"]

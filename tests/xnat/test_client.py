@@ -10,7 +10,7 @@ import pytest
 from connectors import PROJECT_ROOT
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
 from connectors.load.retry_policy import RetryPolicy
-from connectors.xnat.client import XnatClient, classify, credentials
+from connectors.xnat.client import XnatClient, classify, credentials, xnat_label
 from connectors.xnat.zipstream import ZipProgress, zip_stream
 from tests.support.xnat_fixtures import StandinHandle, dicom_study, xnat_settings
 
@@ -109,3 +109,64 @@ def test_classify_maps_xnat_answers_to_reason_categories() -> None:
     assert POLICY.is_transient("xnat_unavailable")
     assert POLICY.is_transient("xnat_busy")
     assert not POLICY.is_transient("rejected_by_xnat")
+
+
+def test_labels_xnat_cleans_are_found_by_study_uid_then_cleaned_label(
+    standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It finds a session whose label and subject XNAT cleaned at archive time (every
+    character cleanValue replaces) by Study UID, and by the cleaned label when asked for a
+    UID XNAT does not hold; a subject differing only in case is the same subject."""
+    dirty = "RA 1`~@#$%^&*()+=[]{}|\\/?:;\"',.<>x"
+    assert xnat_label(dirty) == "RA_1" + "_" * (len(dirty) - 5) + "x"
+    uid, files = dicom_study(tmp_path / "s", 2)
+    with XnatClient(xnat_settings(standin_xnat)) as client:
+        client.upload_zip(zip_stream(files), "Subj.One", dirty)
+        assert client.find_session(dirty) is None  # what the old client looked for
+        row = client.find_study(uid, dirty)
+        assert row is not None
+        assert (row["label"], row["UID"], row["subject_label"]) == (
+            xnat_label(dirty),
+            uid,
+            "Subj_One",
+        )
+        assert client.find_study("1.2.3.4.5", dirty) == row  # by the cleaned label
+        assert client.count_files(row["ID"]) == 2
+        uid2, more = dicom_study(tmp_path / "t", 1, accession="ACC2")
+        client.upload_zip(zip_stream(more), "subj.one", "RA2")
+        second = client.find_study(uid2, "RA2")
+        assert second is not None
+        assert second["subject_ID"] == row["subject_ID"]  # matched ignoring case
+
+
+def test_an_expired_session_logs_in_again_once(
+    standin_xnat: StandinHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It logs in again, once and without a word to the caller, when XNAT answers 401 to an
+    expired JSESSION; an upload whose session expired fails as transient (its body cannot
+    be sent twice) after logging in again; refused credentials on the new login are fatal."""
+    _, files = dicom_study(tmp_path / "s", 2)
+    app = standin_xnat.server.app
+    app.session_seconds = 60.0
+
+    def expire() -> None:  # every session opened so far is older than XNAT keeps one
+        app.session_started = dict.fromkeys(app.session_started, -1e9)
+
+    with XnatClient(xnat_settings(standin_xnat)) as client:
+        client.check_project()
+        logins = app.logins
+        expire()
+        assert client.find_session("RA0001") is None
+        assert app.logins == logins + 1
+        client.upload_zip(zip_stream(files), "S1", "RA0001")
+        assert client.find_session("RA0001") is not None
+        expire()
+        with pytest.raises(StudyFailed) as expired:
+            client.upload_zip(zip_stream(files), "S1", "RA0002")
+        assert expired.value.reason_category == "xnat_unavailable"
+        assert POLICY.is_transient(expired.value.reason_category)
+        assert client.find_session("RA0001") is not None
+        expire()
+        monkeypatch.setenv("XNAT_PASS", "changed-meanwhile")
+        with pytest.raises(XnatUnreachable, match="401"):
+            client.find_session("RA0001")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -93,3 +94,47 @@ def test_sync_cli_exit_codes(
     down = runner.invoke(app, ["--config", str(cfg), "sync"])
     assert down.exit_code == 3
     assert "does not answer" in down.stderr
+
+
+def _seed_sessions(h: StandinHandle, n: int) -> None:
+    """``n`` archived sessions of one scan each, put straight into the stand-in's store."""
+    from connectors.testbed.xnat_standin.store import Scan, Session
+
+    with h.store.lock:
+        for i in range(n):
+            s = Session("", "HNC", "", f"RA{i:05d}", f"1.2.826.0.1.9.{i}", "CT", "2021-03-04")
+            s.scans["1.2.9." + str(i)] = Scan("1", f"1.2.9.{i}", "CT", files={f"sop{i}": 10})
+            h.store.archive(s, f"S{i % 50}", merge=False)
+
+
+@pytest.mark.parametrize(
+    ("version", "ignore_paging", "n"),
+    [("1.8.5", False, 2500), ("1.8.10", True, 1500), ("1.8.10", False, 1500)],
+    ids=["paging-less-1.8.5", "says-1.8.10-ignores-paging", "paged-1.8.10"],
+)
+def test_sync_finishes_with_exactly_every_session_with_or_without_paging(
+    standin_xnat_factory: Any, tmp_path: Path, version: str, ignore_paging: bool, n: int
+) -> None:
+    """It writes exactly 2,500 (1,500) sessions from an XNAT whose listings ignore limit/offset
+    (before 1.8.9, told by /xapi/siteConfig/buildInfo; or whatever the version says: a page
+    longer than asked or a repeated page gives it away) and from one that pages."""
+    h = standin_xnat_factory(version=version)
+    h.faults.ignore_paging = ignore_paging
+    _seed_sessions(h, n)
+    settings = dataclasses.replace(
+        xnat_settings(h), warehouse=WarehouseConfig(path=str(tmp_path / "wh" / "w.duckdb"))
+    )
+    rc = RunContext(settings=settings, command="sync", arguments=[])
+    with XnatClient(settings) as client:
+        assert client.version == version
+        done = sync_sessions(rc, client, page_size=1000)
+    assert (done["sessions"], done["subjects"]) == (n, 50)
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    rows, distinct = con.execute(
+        "select count(*), count(distinct session_id) from raw.xnat_sessions where run_id = ?",
+        [rc.run_id],
+    ).fetchone()
+    con.close()
+    assert (rows, distinct) == (n, n)
+    listings = [r for r in h.server.app.request_log if r[1] == "/data/projects/HNC/experiments"]
+    assert len(listings) <= 4

@@ -53,8 +53,12 @@ class StandinXnat:
         pacs: list[dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        archive_seconds_per_file: float | None = None,
+        version: str = "1.8.10",
     ) -> None:
-        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs)
+        self.app = XnatApp(users or {"admin": "admin"}, projects, pacs, version=version)
+        if archive_seconds_per_file is not None:
+            self.app.archive.seconds_per_file = archive_seconds_per_file
         self.host = host
         self._port = port
         self._server: _Server | None = None

@@ -8,6 +8,7 @@ import collections
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
@@ -50,13 +51,24 @@ class XnatApp:
         users: dict[str, str],
         projects: Iterable[str] = ("HNC",),
         pacs: list[dict[str, Any]] | None = None,
+        archive_seconds_per_file: float = archive.REAL_SECONDS_PER_FILE / 50,
+        version: str = "1.8.10",
     ) -> None:
+        self.version = version
         self.users = dict(users)
         self.store = Store()
         for p in projects:
             self.store.add_project(p)
         self.faults = Faults()
         self.jsessions: dict[str, str] = {}
+        # Session expiry: XNAT drops an HTTP session idle for longer than its sessionTimeout
+        # (xnat-web SiteConfigPreferences.getSessionTimeout, "15 minutes" by default), and
+        # /data/** then answers 401 to its JSESSIONID (xnatpy keeps only that cookie:
+        # xnat.utils.JSessionAuth). The stand-in expires a session by age, used or not (the
+        # harsher reading); None: never.
+        self.session_seconds: float | None = None
+        self.session_started: dict[str, float] = {}
+        self.logins = 0  # sessions opened (logins), for tests
         self._lock = threading.Lock()
         # (method, path, status) of the latest requests, for tests; bounded for `demo serve`
         self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
@@ -66,20 +78,38 @@ class XnatApp:
         self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
         self.router = Router()
         r = self.router
+        # Login and the calls xnatpy makes to connect: JSESSION (xnat-web JSESSIONResource),
+        # PUT/POST /data/services/auth (the auth service xnatpy's connect uses; a refused
+        # login is 401), /xapi/siteConfig/buildInfo (SiteConfigApi), /xapi/schemas (the
+        # schemas xnatpy builds its classes from), /data/search/elements
+        # (search/SearchElementListResource). /data/version is gone since 1.7: 404.
         r.add("GET", "/", lambda q: text(200, "XNAT stand-in"))
         r.add("GET,POST", "/data/JSESSION", self.jsession)
         r.add("DELETE", "/data/JSESSION", self.logout)
         r.add("PUT,POST", "/data/services/auth", self.login)
         r.add("GET", "/data/auth", lambda q: text(200, f"User '{q.user}' is logged in."))
         r.add("GET", "/data/version", lambda q: error(404, "Not Found"))
-        r.add("GET", "/xapi/siteConfig/buildInfo", lambda q: as_json(BUILD_INFO))
+        # the version profile: xnat-web SiteConfigApi /siteConfig/buildInfo (what xnatpy and
+        # the client read); it decides whether listings page (listing.pages)
+        r.add("GET", "/xapi/siteConfig/buildInfo", lambda q: as_json(self.build_info()))
         r.add("GET", "/xapi/schemas", lambda q: as_json(list(SCHEMAS)))
         r.add("GET", "/xapi/schemas/{name}", self.schema)
         r.add("GET", "/data/search/elements", lambda q: result_set([], title="Data-Types"))
         r.add("GET", "/data/search/elements/{xsi}", lambda q: result_set([]))
         r.add("GET", "/data/services/tokens/issue", self.token)
-        listing.register(r, self.store)
-        archive.register(r, self.store, self.faults)
+        # a user's groups ({project}_owner|member|collaborator) and roles (xnat-web UsersApi)
+        r.add(
+            "GET",
+            "/xapi/users/{u}/groups",
+            lambda q: as_json(
+                [f"{p}_owner" for p in self.store.projects] if q.args["u"] == q.user else []
+            ),
+        )
+        r.add("GET", "/xapi/users/{u}/roles", lambda q: as_json([]))
+        listing.register(
+            r, self.store, lambda: listing.pages(self.version) and not self.faults.ignore_paging
+        )
+        self.archive = archive.register(r, self.store, self.faults, archive_seconds_per_file)
         self.dqr.register(r)
 
     # ------------------------------------------------------------------ WSGI entry point
@@ -136,6 +166,8 @@ class XnatApp:
         """(user, new session id): the JSESSIONID cookie, else Basic auth (which opens one)."""
         sid = req.cookie("JSESSIONID")
         with self._lock:
+            if sid and sid in self.jsessions and self._expired(sid):
+                self.jsessions.pop(sid, None)
             if sid and sid in self.jsessions:
                 return self.jsessions[sid], None
         basic = req.basic_auth()
@@ -143,18 +175,28 @@ class XnatApp:
             return basic[0], self.new_session(basic[0])
         return None, None
 
+    def _expired(self, sid: str) -> bool:
+        limit = self.session_seconds
+        started = self.session_started.get(sid, time.monotonic())
+        return limit is not None and time.monotonic() - started > limit
+
     def new_session(self, user: str) -> str:
         sid = secrets.token_hex(16).upper()
         with self._lock:
             self.jsessions[sid] = user
+            self.session_started[sid] = time.monotonic()
+            self.logins += 1
         return sid
 
     # ------------------------------------------------------------------ handlers
 
+    def build_info(self) -> dict[str, str]:
+        return {**BUILD_INFO, "version": self.version}
+
     def jsession(self, req: Request) -> Answer:
         sid = req.cookie("JSESSIONID")
         with self._lock:
-            known = sid in self.jsessions if sid else False
+            known = sid in self.jsessions and not self._expired(sid) if sid else False
         if not known:
             sid = self.new_session(req.user or "")
         ans = text(200, str(sid))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import zipfile
 
 from connectors.testbed.xnat_standin.importer import (
@@ -23,8 +24,18 @@ ZIP_TYPES = {
 HANDLERS = {"DICOM-zip", "SI", "dicom-zip"}
 
 
-def register(r: Router, store: Store, faults: Faults) -> None:
-    h = _Archive(store, faults)
+# Archive time per file: NRG's performance test archives about 2,000 MR images in 50 s
+# (NrgXnat/xnat-rest-tests, as issue 13 reads it); the stand-in is given a scaled-down figure.
+REAL_SECONDS_PER_FILE = 50 / 2000
+
+
+def register(r: Router, store: Store, faults: Faults, seconds_per_file: float = 0.0) -> _Archive:
+    """The routes; returns the handler (tests change its ``seconds_per_file``). The import
+    service is xnat-web's restlet/services/Importer with the DICOM-zip handler
+    (DicomZipImporter → GradualDicomImporter per entry); the prearchive list, item, delete
+    and archive services are the prearchive restlets over PrearcDatabase; an unknown project
+    sends the upload to Unassigned (PrearcUtils), which cannot be archived from there."""
+    h = _Archive(store, faults, seconds_per_file)
     r.add("POST", "/data/services/import", h.import_)
     r.add("GET", "/data/prearchive/projects", h.prearchive)
     r.add("GET", "/data/prearchive/projects/{p}", h.prearchive)
@@ -32,13 +43,18 @@ def register(r: Router, store: Store, faults: Faults) -> None:
     r.add("DELETE", "/data/prearchive/projects/{p}/{ts}/{name}", h.prearchive_delete)
     r.add("POST", "/data/services/archive", h.archive_service)
     r.add("POST", "/data/services/prearchive/delete", h.delete_service)
+    return h
 
 
 def _strip_data(uri: str) -> str:
     return uri[len("/data") :] if uri.startswith("/data/") else uri
 
 
-def _uri(session: Session, subject_label: str) -> str:
+def _uri(session: Session, store: Store) -> str:
+    """The archived session's URI, with the labels XNAT gave it (cleaned; the subject's as
+    it was first created when matched ignoring case)."""
+    subject = store.subjects.get(session.subject_id)
+    subject_label = subject.label if subject else ""
     return (
         f"/data/archive/projects/{session.project}/subjects/{subject_label}"
         f"/experiments/{session.label}\r\n"
@@ -46,9 +62,10 @@ def _uri(session: Session, subject_label: str) -> str:
 
 
 class _Archive:
-    def __init__(self, store: Store, faults: Faults) -> None:
+    def __init__(self, store: Store, faults: Faults, seconds_per_file: float) -> None:
         self.store = store
         self.faults = faults
+        self.seconds_per_file = seconds_per_file
 
     def import_(self, req: Request) -> Answer:
         handler = req.param("import-handler") or "DICOM-zip"
@@ -85,25 +102,60 @@ class _Archive:
         if not built:
             return error(400, "The upload held no DICOM files")
         timestamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S%f")[:-3]
+        to_archive = dest.startswith("/archive") and known
         answers = []
+        for sess, header_subject in built:
+            subj_label = subject or header_subject
+            with self.store.lock:
+                entry = self.store.receive(target, timestamp, sess, subj_label)
+                # the zip is read: the session XML is built, then the row is READY
+                # (xnat-web DicomZipImporter.xmlBuild, PrearchiveRebuildHandler.rebuild)
+                entry.status = "BUILDING"
+            with self.store.lock:
+                if entry.status == "BUILDING":
+                    entry.status = "READY"
+            if not to_archive:
+                answers.append(f"/data{entry.url}\r\n")
+                continue
+            done = self._archive(entry, subj_label, merge=overwrite is not None)
+            if isinstance(done, Answer):
+                return done
+            answers.append(_uri(done, self.store))
+        return text(200, "".join(answers))
+
+    def _archive(self, entry: PrearchiveEntry, subject: str, merge: bool) -> Session | Answer:
+        """Archive one prearchive row inside the import request, as ``dest=/archive`` does
+        (xnat-web DicomZipImporter.archiveSession: status ARCHIVING, then
+        PrearcDatabase.archive → PrearcSessionArchiver.call, synchronously). It takes time in
+        proportion to the files (``seconds_per_file``); the session is saved into the project
+        at the end, after its files are moved (PrearcSessionArchiver.call). A failure leaves
+        the row CONFLICT and answers 400 with a message that names no status: DicomZipImporter
+        wraps every archive exception as ``ClientException("unable to archive for the
+        Prearchive session")``; the wording differs between versions, so clients cannot rely
+        on it (the harsher reading: only the 400 is certain)."""
+        key = (entry.project, entry.session.label)
         with self.store.lock:
-            for sess, header_subject in built:
-                subj_label = subject or header_subject
-                entry = PrearchiveEntry(
-                    target, timestamp, sess.label, subj_label, sess.uid, "READY", sess
-                )
-                self.store.prearchive.append(entry)
-                if not dest.startswith("/archive") or not known:
-                    answers.append(f"/data{entry.url}\r\n")
-                    continue
+            if key in self.store.archiving:
+                entry.status = "READY"
+                return error(423, "Duplicate archive attempt.  Destination session in use.")
+            self.store.archiving.add(key)
+            entry.status = "ARCHIVING"
+            seconds = self.seconds_per_file * entry.session.file_count()
+        try:
+            if seconds > 0:
+                time.sleep(seconds)
+            with self.store.lock:
                 try:
-                    done = self.store.archive(sess, subj_label, merge=overwrite is not None)
+                    done = self.store.archive(entry.session, subject, merge=merge)
                 except Conflict as e:
                     entry.status = "CONFLICT"
-                    return error(e.status, str(e))
-                self.store.prearchive.remove(entry)
-                answers.append(_uri(done, subj_label))
-        return text(200, "".join(answers))
+                    return error(400, f"unable to archive for the Prearchive session: {e}")
+                if entry in self.store.prearchive:  # a client may have deleted it meanwhile
+                    self.store.prearchive.remove(entry)
+                return done
+        finally:
+            with self.store.lock:
+                self.store.archiving.discard(key)
 
     def _rows(self, project: str | None) -> list[dict[str, str]]:
         return [
@@ -199,4 +251,4 @@ class _Archive:
                 e.status = "CONFLICT"
                 return error(409, str(c))
             self.store.prearchive.remove(e)
-        return text(200, _uri(done, subject), "text/uri-list")
+        return text(200, _uri(done, self.store), "text/uri-list")

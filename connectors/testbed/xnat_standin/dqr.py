@@ -1,6 +1,18 @@
 """The DICOM Query-Retrieve plugin (contract §8), as a test double: a study import request
 really pulls the study from the configured PACS (a pynetdicom C-GET to the stand-in itself)
-and archives it with subject/session from the relabel map."""
+and archives it with subject/session from the relabel map.
+
+As the plugin (NrgXnat/dicom-query-retrieve) behaves: ``POST /xapi/dqr/import`` needs the
+receiving SCP (``aeTitle``, ``port``) and, with a relabel map and no ``forceImport``, an
+enabled receiver with custom processing (BasicDicomQueryRetrieveService.queueStudyImport,
+validateDicomScpInstance); it answers the queue rows. The dequeue thread
+(PacsDequeueThread.runTask) takes a QUEUED (or FAILED) queue row, marks it PROCESSING,
+creates a *new* history row (ExecutedPacsRequest) with the queue row's ``requestId`` and
+status ISSUED before the C-MOVE, and on success deletes the queue row; on failure the
+history row becomes FAILED and the queue row goes back to its prior status with one more
+retry (a new history row next time), until ``dqrMaxPacsCMOVEAttempts``. Nothing in that
+thread sets RECEIVED: a successful request stays ISSUED, and the study is known to have
+arrived only by the archived session."""
 
 from __future__ import annotations
 
@@ -8,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -40,9 +53,12 @@ def _ms() -> int:
 class DqrPlugin:
     """``pacs`` entries: ``{"id", "label", "aeTitle", "host", "queryRetrievePort"}``."""
 
+    MAX_ATTEMPTS = 3  # DqrPreferences.dqrMaxPacsCMOVEAttempts (its default is site-set)
+
     def __init__(self, store: Store, faults: Faults, pacs: list[dict[str, Any]]) -> None:
         self.store = store
         self.faults = faults
+        self.fail_next = 0  # the next N executions fail (the C-MOVE is refused), then retried
         self.pacs = {int(p["id"]): p for p in pacs}
         self.jobs: queue.Queue[int | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -94,18 +110,21 @@ class DqrPlugin:
         return as_json({"pacsId": p["id"], "successful": ok, "pingTime": _ms()})
 
     def receivers(self, req: Request) -> Answer:
-        return as_json(
-            [
-                {
-                    "id": 1,
-                    "aeTitle": OUR_AET,
-                    "port": 8104,
-                    "identifier": "dqrObjectIdentifier",
-                    "customProcessing": True,
-                    "enabled": True,
-                }
-            ]
-        )
+        return as_json(self.receivers_json())
+
+    def receivers_json(self) -> list[dict[str, Any]]:
+        """XNAT's DICOM SCP receivers (xnat-web DicomSCPApi ``/xapi/dicomscp``): one, with the
+        custom processing DQR's relabelling needs."""
+        return [
+            {
+                "id": 1,
+                "aeTitle": OUR_AET,
+                "port": 8104,
+                "identifier": "dqrObjectIdentifier",
+                "customProcessing": True,
+                "enabled": True,
+            }
+        ]
 
     def query_studies(self, req: Request) -> Answer:
         body = req.read_json() or {}
@@ -151,6 +170,17 @@ class DqrPlugin:
         project = str(body.get("projectId", ""))
         if pacs_id not in self.pacs:
             return error(404, "PACS not found")
+        ae, port = str(body.get("aeTitle") or ""), int(body.get("port") or 0)
+        if not ae or not port:  # the receiver the PACS must send to
+            return error(400, "aeTitle and port of the receiving DICOM SCP are required")
+        relabel = any(s.get("relabelMap") for s in body.get("studies") or [])
+        scp = next(
+            (r for r in self.receivers_json() if (r["aeTitle"], r["port"]) == (ae, port)), None
+        )
+        if scp is None or not scp["enabled"]:
+            return error(400, f"No enabled DICOM SCP receiver {ae}:{port}")
+        if relabel and not body.get("forceImport") and not scp["customProcessing"]:
+            return error(400, f"DICOM SCP receiver {ae}:{port} has no custom processing")
         with self.store.lock:
             if project not in self.store.projects:
                 return error(404, f"Project {project} not found")
@@ -164,6 +194,8 @@ class DqrPlugin:
                     project=project,
                     study_uid=str(study.get("studyInstanceUid", "")),
                     relabel=dict(study.get("relabelMap") or {}),
+                    destination=f"{ae}:{port}",
+                    request_id=f"{rid}-{_ms()}",
                     queued_time=_ms(),
                     accession=str((study.get("relabelMap") or {}).get("Session", "")),
                 )
@@ -174,17 +206,17 @@ class DqrPlugin:
         return as_json(out)
 
     def requests(self, req: Request, history: bool) -> Answer:
-        queued = ("QUEUED", "PROCESSING")
         with self.store.lock:
-            rows = [
-                r.as_json() for r in self.store.dqr.values() if (r.status not in queued) == history
-            ]
+            table = self.store.dqr_history if history else self.store.dqr
+            rows = [r.as_json() for r in table.values()]
         rows.sort(key=lambda r: r["id"], reverse=True)
         return as_json(rows)
 
     def one_request(self, req: Request) -> Answer:
+        history = "/history/" in req.path
         with self.store.lock:
-            r = self.store.dqr.get(int(req.args["id"]))
+            table = self.store.dqr_history if history else self.store.dqr
+            r = table.get(int(req.args["id"]))
             if r is None:
                 return error(404, "Request not found")
             return as_json(r.as_json())
@@ -200,23 +232,40 @@ class DqrPlugin:
         with self.store.lock:
             r.status = status
             r.message = message
-            if status in ("ISSUED", "FAILED"):
-                r.executed_time = _ms()
 
     def _run(self) -> None:
         while True:
             rid = self.jobs.get()
             if rid is None:
                 return
-            r = self.store.dqr[rid]
-            self._set(r, "PROCESSING")
+            queued = self.store.dqr[rid]
+            prior = queued.status
+            self._set(queued, "PROCESSING")
+            with self.store.lock:  # a new history row per execution, ISSUED before the C-MOVE
+                hid = self.store.next_request_id()
+                done = replace(queued, id=hid, status="ISSUED", executed_time=_ms())
+                self.store.dqr_history[hid] = done
             try:
-                self._execute(r)
+                self._execute(queued)
             except Exception as e:
                 logger.warning("stand-in DQR request %s failed: %s", rid, e)
-                self._set(r, "FAILED", str(e))
+                self._set(done, "FAILED", str(e))
+                with self.store.lock:
+                    queued.retries += 1
+                    if queued.retries < self.MAX_ATTEMPTS:
+                        queued.status = prior  # rolled back and taken again: a new history row
+                        self.jobs.put(rid)
+                    else:
+                        self.store.dqr.pop(rid, None)
+                continue
+            with self.store.lock:
+                self.store.dqr.pop(rid, None)  # closeRequest: success leaves the queue
 
     def _execute(self, r: DqrRequest) -> None:
+        with self.store.lock:
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise RuntimeError("C-MOVE failed: the PACS refused the move (fault)")
         p = self.pacs[r.pacs_id]
         got: list[Instance] = []
         assoc = self._associate(p, retrieve=True, sink=got)
@@ -230,12 +279,10 @@ class DqrPlugin:
                 pass
         finally:
             assoc.release()
-        self._set(r, "ISSUED")
         if self.faults.dqr_stuck:
-            return  # the study never arrives: the request stays ISSUED forever
+            return  # the study never arrives: the history row stays ISSUED forever
         if not got:
-            self._set(r, "FAILED", "no images received")
-            return
+            raise RuntimeError("no images received")
         sessions, _ = build_sessions(
             iter(got), r.project, r.relabel.get("Session"), drop=self.faults.drop_files
         )
@@ -244,9 +291,9 @@ class DqrPlugin:
                 try:
                     self.store.archive(sess, r.relabel.get("Subject") or header_subject, True)
                 except Conflict as c:
-                    self._set(r, "FAILED", str(c))
-                    return
-        self._set(r, "RECEIVED")
+                    # the files reached the receiver; archiving failed (the prearchive keeps
+                    # them, CONFLICT): the plugin's request itself stays ISSUED
+                    logger.warning("stand-in DQR archive of %s failed: %s", r.study_uid, c)
 
     def _associate(self, p: dict[str, Any], retrieve: bool = False, sink: Any = None) -> Any:
         ae = AE(ae_title=OUR_AET)

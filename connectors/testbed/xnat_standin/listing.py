@@ -21,14 +21,39 @@ CONTROL = {"format", "columns", "xsiType", "limit", "offset", "sortBy", "sortOrd
 IMAGE_SESSION = "xnat:imageSessionData"
 
 
-def register(r: Router, store: Store) -> None:
-    h = _Handlers(store)
+def pages(version: str) -> bool:
+    """Whether listings of this XNAT version honour ``limit``/``offset``: from 1.8.9 on; before
+    it they are ignored and every "page" is the whole list (as issue 13 reads xnat-web's
+    history; the stand-in takes the harsher side for every version before 1.8.9)."""
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:3])
+    except ValueError:
+        return False
+    return parts >= (1, 8, 9)
+
+
+def register(r: Router, store: Store, paged: Any = True) -> None:
+    """``paged``: a bool, or a callable answering whether this request's listing pages.
+
+    Each route imitates a NrgXnat/xnat-web restlet (org.nrg.xnat.restlet.resources): project
+    list and item (ProjectListResource, ProjectResource), subjects (ProjectSubjectList,
+    SubjectResource: PUT creates, 201 new / 200 existing), experiments (the project and
+    subject experiment lists; ExperimentResource for one, DELETE with removeFiles), scans
+    (ScanList, ScanResource), a scan's resources and files (files/CatalogResourceList,
+    files/FileList). Listings render through SecureResource's table representations."""
+    h = _Handlers(store, paged if callable(paged) else (lambda: paged))
     r.add("GET", "/data/projects", h.projects)
     r.add("GET", "/data/projects/{p}", h.project)
-    r.add("GET", "/data/projects/{p}/prearchive_code", lambda q: text(200, "4"))
+    # the project's prearchive setting (xnat-web ProjectResource prearchive_code; 4 = auto)
+    r.add(
+        "GET",
+        "/data/projects/{p}/prearchive_code",
+        lambda q: text(200, store.prearchive_codes.get(q.args["p"], "4")),
+    )
     r.add("GET", "/data/projects/{p}/subjects", h.subjects)
     r.add("GET", "/data/projects/{p}/subjects/{s}", h.subject)
     r.add("PUT", "/data/projects/{p}/subjects/{s}", h.put_subject)
+    r.add("DELETE", "/data/projects/{p}/subjects/{s}", h.delete_subject)
     r.add("GET", "/data/subjects/{s}", h.subject)
     r.add("GET", "/data/projects/{p}/experiments", h.experiments)
     r.add("GET", "/data/projects/{p}/subjects/{s}/experiments", h.experiments)
@@ -43,10 +68,19 @@ def register(r: Router, store: Store) -> None:
         r.add("GET", base + "/scans", h.scans)
         r.add("GET", base + "/scans/{scan}/resources", h.resources)
         r.add("GET", base + "/scans/{scan}/files", h.files)
+        r.add("GET", base + "/scans/{scan}/resources/{res}/files", h.files)
 
 
-def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Answer:
-    """Filters (wildcards), paging and the ``columns`` projection, as a ResultSet."""
+def _select(
+    req: Request,
+    rows: list[dict[str, str]],
+    default: list[str],
+    paged: bool = True,
+    fixed: bool = False,
+) -> Answer:
+    """Filters (wildcards), paging (when ``paged``) and the ``columns`` projection, as a
+    ResultSet (xnat-web XnatRestlet/QueryOrganizer listings: ``totalRecords`` is the count
+    before paging)."""
     for key, values in req.params.items():
         if key in CONTROL or not values:
             continue
@@ -56,14 +90,16 @@ def _select(req: Request, rows: list[dict[str, str]], default: list[str]) -> Ans
         else:
             rows = [r for r in rows if fnmatch.fnmatchcase(r.get(key, ""), pattern)]
     total = len(rows)
-    offset = int(req.param("offset") or 0)
-    limit = req.param("limit")
-    rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
-    cols_param = req.param("columns")
+    if paged:
+        offset = int(req.param("offset") or 0)
+        limit = req.param("limit")
+        rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
+    cols_param = None if fixed else req.param("columns")
     cols = cols_param.split(",") if cols_param else default
-    if "URI" not in cols:
+    if "URI" not in cols and any("URI" in r for r in rows[:1]):
         cols = [*cols, "URI"]
-    return result_set([{c: r.get(c, "") for c in cols} for r in rows], total=total)
+    projected = [{c: r.get(c, "") for c in cols} for r in rows]
+    return result_set(projected, total=total, fmt=req.param("format"))
 
 
 def _date_in(iso: str, spec: str) -> bool:
@@ -84,13 +120,17 @@ def _item(xsi: str, fields: dict[str, Any], children: list[dict[str, Any]] | Non
 
 
 class _Handlers:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, paged: Any) -> None:
         self.store = store
+        self.paged = paged
 
     # projects
     def projects(self, req: Request) -> Answer:
         with self.store.lock:
-            rows = [{**p, "URI": f"/data/projects/{p['ID']}"} for p in self.store.projects.values()]
+            rows = [
+                {**p, "xsiType": "xnat:projectData", "URI": f"/data/projects/{p['ID']}"}
+                for p in self.store.projects.values()
+            ]
         return _select(req, rows, ["ID", "secondary_ID", "name", "description", "pi_firstname"])
 
     def project(self, req: Request) -> Answer:
@@ -107,6 +147,7 @@ class _Handlers:
             "label": s.label,
             "insert_date": s.insert_date,
             "insert_user": "standin",
+            "xsiType": "xnat:subjectData",  # every listing row of XNAT carries its type
             "URI": f"/data/subjects/{s.id}",
         }
 
@@ -116,7 +157,9 @@ class _Handlers:
             return error(404, f"Unable to identify project {p}")
         with self.store.lock:
             rows = [self._subject_row(s) for s in self.store.subjects.values() if s.project == p]
-        return _select(req, rows, ["ID", "project", "label", "insert_date", "insert_user"])
+        return _select(
+            req, rows, ["ID", "project", "label", "insert_date", "insert_user"], self.paged()
+        )
 
     def _find_subject(self, req: Request) -> Subject | None:
         p, s = req.args.get("p"), req.args["s"]
@@ -139,6 +182,17 @@ class _Handlers:
         with self.store.lock:
             subj, created = self.store.ensure_subject(p, req.args["s"])
         return text(201 if created else 200, subj.id)
+
+    def delete_subject(self, req: Request) -> Answer:
+        """A subject and its experiments go (xnat-web SubjectResource.handleDelete)."""
+        with self.store.lock:
+            s = self._find_subject(req)
+            if s is None:
+                return error(404, "Unable to find the specified subject.")
+            for x in [x for x in self.store.sessions.values() if x.subject_id == s.id]:
+                self.store.delete_session(x.id)
+            del self.store.subjects[s.id]
+        return text(200, "")
 
     # experiments
     def _session_row(self, s: Session) -> dict[str, str]:
@@ -179,7 +233,7 @@ class _Handlers:
         default = ["ID", "project", "date", "xsiType", "label", "insert_date"]
         if p is None:
             default += ["subject_ID", "subject_label"]
-        return _select(req, rows, default)
+        return _select(req, rows, default, paged=self.paged())
 
     def _find_session(self, req: Request) -> Session | None:
         p, e = req.args.get("p"), req.args["e"]
@@ -269,38 +323,66 @@ class _Handlers:
             s, scans = self._scans_of(req)
             if s is None:
                 return error(404, "Unable to find the specified experiment.")
-            rows = [
-                {
-                    "xnat_abstractresource_id": str(i + 1),
-                    "label": "DICOM",
-                    "element_name": "xnat:resourceCatalog",
-                    "category": "scans",
-                    "cat_id": x.id,
-                    "format": "DICOM",
-                    "content": "RAW",
-                    "file_count": str(len(x.files)),
-                    "file_size": str(sum(x.files.values())),
-                }
-                for i, x in enumerate(scans)
-            ]
-        return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"])
+            rows: list[dict[str, str]] = []
+            for x in scans:
+                for rid, label, fmt, content, files in _resources_of(s, x):
+                    rows.append(
+                        {
+                            "xnat_abstractresource_id": rid,
+                            # no URI, ID or xsiType: XNAT's resource listings have none of them
+                            # (xnatpy's XNATListing builds the URI from xnat_abstractresource_id
+                            # and reads the type from element_name; pyxnat needs a URI for any
+                            # row with an xsiType)
+                            "label": label,
+                            "element_name": "xnat:resourceCatalog",
+                            "category": "scans",
+                            "cat_id": x.id,
+                            "format": fmt,
+                            "content": content,
+                            "file_count": str(len(files)),
+                            "file_size": str(sum(files.values())),
+                        }
+                    )
+        # resource and file lists are fixed tables: ``columns`` is not theirs (xnat-web
+        # files/CatalogResourceList and files/FileList build them by hand, not from a search)
+        return _select(req, rows, list(rows[0]) if rows else ["label", "file_count"], fixed=True)
 
     def files(self, req: Request) -> Answer:
+        """A scan's (or ``ALL`` scans') files, of every resource or of ``resources/{res}``
+        only (xnat-web FileList restlet: ``/scans/{ids}/resources/{label}/files``)."""
+        wanted = req.args.get("res")
         with self.store.lock:
             s, scans = self._scans_of(req)
             if s is None:
                 return error(404, "Unable to find the specified experiment.")
             rows = [
                 {
-                    "Name": f"{uid}.dcm",
+                    "Name": name,
+                    "path": name,
                     "Size": str(size),
-                    "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/DICOM/files/{uid}.dcm",
-                    "collection": "DICOM",
+                    "URI": f"/data/experiments/{s.id}/scans/{x.id}/resources/{label}/files/{name}",
+                    "collection": label,
                     "cat_ID": x.id,
-                    "file_format": "DICOM",
-                    "file_content": "RAW",
+                    "file_format": fmt,
+                    "file_content": content,
                 }
                 for x in scans
-                for uid, size in x.files.items()
+                for rid, label, fmt, content, files in _resources_of(s, x)
+                if wanted in (None, label, rid)
+                for name, size in files.items()
             ]
-        return _select(req, rows, ["Name", "Size", "collection", "cat_ID"])
+        return _select(req, rows, list(rows[0]) if rows else ["Name", "Size"], fixed=True)
+
+
+def _resources_of(s: Session, x: Scan) -> list[tuple[str, str, str, str, dict[str, int]]]:
+    """(id, label, format, content, files) of a scan's resources: DICOM, and SNAPSHOTS once
+    made. A resource is addressed by label or by its ``xnat_abstractresource_id``, a number
+    unique in the whole XNAT (xnatpy caches resource objects by it)."""
+    number = int("".join(c for c in s.id if c.isdigit()) or 0)
+    pos = number * 100_000 + (list(s.scans.values()).index(x) + 1) * 10
+    dicom = {f"{uid}.dcm": size for uid, size in x.files.items()}
+    out = [(str(pos + 1), "DICOM", "DICOM", "RAW", dicom)]
+    if x.snapshots:
+        snaps = {f"{x.id}_snapshot_{i}.gif": 2048 for i in range(x.snapshots)}
+        out.append((str(pos + 2), "SNAPSHOTS", "GIF", "SNAPSHOTS", snaps))
+    return out

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import csv
+import html
+import io
 import json
 import re
 import threading
@@ -89,7 +92,17 @@ def error(status: int, message: str) -> Answer:
     return Answer(status, html.encode("utf-8"), "text/html")
 
 
-def result_set(rows: list[dict[str, str]], total: int | None = None, title: str = "") -> Answer:
+def result_set(
+    rows: list[dict[str, str]], total: int | None = None, title: str = "", fmt: str | None = None
+) -> Answer:
+    """A listing in the representation ``format=`` asks: json (the ResultSet), csv (a header
+    row, every value quoted), xml (an XFTTable document) or html (a table). XNAT's restlets
+    render every listing table in these four (xnat-web restlet/resources/SecureResource, its
+    table representations chosen by ``format``; the XML layout here is ours, only its rows
+    and columns are XNAT's)."""
+    fmt = (fmt or "json").lower()
+    if fmt in ("csv", "xml", "html"):
+        return _table(rows, total, fmt)
     rs: dict[str, Any] = {
         "Result": rows,
         "totalRecords": str(len(rows) if total is None else total),
@@ -97,6 +110,36 @@ def result_set(rows: list[dict[str, str]], total: int | None = None, title: str 
     if title:
         rs["title"] = title
     return as_json({"ResultSet": rs})
+
+
+def _table(rows: list[dict[str, str]], total: int | None, fmt: str) -> Answer:
+    columns = list(rows[0]) if rows else []
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([r.get(c, "") for c in columns] for r in rows)
+        return Answer(200, out.getvalue().encode("utf-8"), "text/csv")
+    esc = html.escape
+    if fmt == "xml":
+        head = "".join(f"<column>{esc(c)}</column>" for c in columns)
+        body = "".join(
+            "<row>" + "".join(f"<cell>{esc(str(r.get(c, '')))}</cell>" for c in columns) + "</row>"
+            for r in rows
+        )
+        doc = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<ResultSet totalRecords="{len(rows) if total is None else total}">'
+            f"<results><columns>{head}</columns><rows>{body}</rows></results></ResultSet>"
+        )
+        return Answer(200, doc.encode("utf-8"), "text/xml")
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    page = f"<html><body><table><tr>{head}</tr>{body}</table></body></html>"
+    return Answer(200, page.encode("utf-8"), "text/html")
 
 
 Handler = Callable[[Request], Answer]
@@ -135,6 +178,7 @@ class Faults:
     unauthorized_after: int | None = None  # every request after N more is refused with 401
     dqr_stuck: bool = False  # DQR requests stop at ISSUED and nothing arrives
     drop_files: int = 0  # sessions are archived with this many fewer files than sent
+    ignore_paging: bool = False  # listings ignore limit/offset whatever the version says
     requests_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

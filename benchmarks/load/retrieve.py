@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -119,7 +120,12 @@ def worker(spec: dict) -> dict:
         }
     )
     # the benchmark's only switch: associations in threads of this process
-    r = AssociationRetriever(settings) if spec.get("threads") else Retriever(settings)
+    if spec.get("threads"):
+        r: Any = AssociationRetriever(settings)
+    elif spec.get("procs"):  # C-MOVE in worker processes (Retriever's move_in_processes)
+        r = Retriever(settings, move_in_processes=True)
+    else:
+        r = Retriever(settings)
     with r, ThreadPoolExecutor(spec["assocs"]) as pool:
         t = time.perf_counter()  # worker processes started, associations not yet open
         jobs = [
@@ -173,12 +179,13 @@ def bare_pynetdicom(port: int, uids: list[str], out: Path) -> dict:
     return {"seconds": time.perf_counter() - t, "bytes": state["bytes"]}
 
 
-def child_rss_wrapper(spec: dict) -> dict:
-    """Popen + wait4 so the peak RSS is this child's alone."""
+def child_rss_wrapper(spec: dict, tree: Path = ROOT) -> dict:
+    """Popen + wait4 so the peak RSS is this child's alone; ``tree``: whose code runs it."""
+    script = tree / "benchmarks" / "load" / "retrieve.py"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        [sys.executable, str(script), "--worker", json.dumps(spec)],
         stdout=subprocess.PIPE,
-        cwd=ROOT,
+        cwd=tree,
     )
     assert proc.stdout is not None
     stdout = proc.stdout.read()
@@ -198,6 +205,11 @@ def main() -> None:
     ap.add_argument("--nagle-studies", type=int, default=3, help="getscu with Nagle on is slow")
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs per variant")
     ap.add_argument("--big-mb", type=int, default=0, help="also retrieve one study this big")
+    ap.add_argument(
+        "--compare-with",
+        help="a checkout of another commit: its Retriever runs the same pynetdicom variants "
+        "in the same run (rows named [folder]), to measure a change against what it changes",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -241,7 +253,8 @@ VARIANTS: list[tuple[str, dict]] = [
     ("ours C-GET, 2 associations in threads", {"method": "c-get", "assocs": 2, "threads": True}),
     ("ours C-GET, 2 associations in processes (default)", {"method": "c-get", "assocs": 2}),
     ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
-    ("ours C-MOVE, 2 associations (threads)", {"method": "c-move", "assocs": 2}),
+    ("ours C-MOVE, 2 associations in threads (default)", {"method": "c-move", "assocs": 2}),
+    ("ours C-MOVE, 2 associations in processes", {"method": "c-move", "assocs": 2, "procs": True}),
     ("ours dcmtk C-GET, 1 association", {"method": "c-get", "assocs": 1, "backend": "dcmtk"}),
     ("ours dcmtk C-GET, 2 associations", {"method": "c-get", "assocs": 2, "backend": "dcmtk"}),
     ("ours dcmtk C-MOVE, 1 association", {"method": "c-move", "assocs": 1, "backend": "dcmtk"}),
@@ -279,8 +292,13 @@ def run_variants(
             spec = {"kind": "ours", "name": name, "port": port, "uids": uids, "out": str(d)}
             spec.update(receive_port=receive_port, **extra)
             keep(name, child_rss_wrapper(spec))
+            if args.compare_with and extra.get("backend") is None and name.startswith("ours"):
+                base = Path(args.compare_with)
+                keep(f"{name} [{base.name}]", child_rss_wrapper(spec, base))
     shutil.rmtree(d, ignore_errors=True)
-    order = [BASELINE, "getscu per study, Nagle on", *(n for n, _ in VARIANTS)]
+    order = [BASELINE, "getscu per study, Nagle on"]
+    for n, _ in VARIANTS:
+        order += [n, *(f"{n} [{Path(args.compare_with).name}]" for _ in [1] if args.compare_with)]
     return [best[n] for n in order if n in best]
 
 

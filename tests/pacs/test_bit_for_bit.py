@@ -86,7 +86,10 @@ def test_every_instance_arrives_as_the_pacs_holds_it(
         max_associations=associations,
     )
     problems: dict[str, list[str]] = {}
-    with Retriever(settings) as r, ThreadPoolExecutor(associations) as pool:
+    with (
+        Retriever(settings, move_in_processes=True) as r,
+        ThreadPoolExecutor(associations) as pool,
+    ):
         jobs = {
             pool.submit(r.retrieve, uid, tmp_path / str(n), len(held)): held
             for n, (uid, held) in enumerate(by_study(corpus).items())

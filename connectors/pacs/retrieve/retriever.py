@@ -6,10 +6,11 @@
     with Retriever(settings) as r:                       # reuses associations
         got = r.retrieve(study_uid, dest, expected=n)    # thread-safe, <= max_associations at once
 
-pynetdicom C-GET or C-MOVE with several associations runs one association per worker process
-(``workers.py``: they would share one GIL in threads; for C-MOVE each worker also runs a storage
-SCP on the same port, ``storage_scp.py``); the dcmtk back end and one association run in this
-process (``engine.py``). Both leave the same folder and raise the same errors.
+pynetdicom C-GET with several associations runs one association per worker process
+(``workers.py``: they would share one GIL in threads); C-MOVE does too with
+``move_in_processes`` (each worker then runs a storage SCP on the same port, ``storage_scp.py``;
+off by default: slower than threads as measured so far); everything else runs in this process
+(``engine.py``). Both leave the same folder and raise the same errors.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ from connectors.pacs.retrieve.workers import WorkerPool, raise_or_return
 class Retriever:
     """Whole studies to disk with at most ``max_associations`` associations at once."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, move_in_processes: bool = False) -> None:
+        """``move_in_processes``: C-MOVE in worker processes too (off by default: measured
+        0.5x C-MOVE in threads on the shared 2-core machine, benchmarks/load/README.md)."""
         pacs = settings.pacs
         self.settings = settings
         self._wado = WadoRetriever(settings) if pacs.protocol == "dicomweb" else None
         if self._wado is None:
             check_move_destination(settings)
-        # C-GET and C-MOVE alike in worker processes (pynetdicom is CPU-bound)
         self._in_processes = (
             self._wado is None
             and pacs.retrieve_backend == "pynetdicom"
             and pacs.max_associations > 1
+            and (pacs.retrieve == "c-get" or move_in_processes)
         )
         self._registry: Path | None = None
         self._pool: WorkerPool | None = None

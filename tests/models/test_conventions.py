@@ -5,6 +5,7 @@ every macro documented with its arguments, `data_tests:` never `tests:`.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def _yaml_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.yml"))
 
 
+@functools.cache  # read once: the parametrized tests would parse every YAML file each
 def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 

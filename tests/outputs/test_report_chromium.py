@@ -40,6 +40,7 @@ def _rows(browser: Chromium) -> list[list[str]]:
     )
 
 
+@pytest.mark.slow
 def test_page_loads_offline_without_console_errors_or_requests(page: Any) -> None:
     """It renders with the network off: no console error, no request but the file itself."""
     browser, _, path = page
@@ -48,6 +49,7 @@ def test_page_loads_offline_without_console_errors_or_requests(page: Any) -> Non
     assert browser.requests() == [path.as_uri()]
 
 
+@pytest.mark.slow
 def test_every_chart_draws_its_marks(page: Any) -> None:
     """It draws bars per quarter, one reconciliation segment per category/reason and one dot
     per study of the patients on the table's first page in the swimmer plot."""
@@ -65,6 +67,7 @@ def test_every_chart_draws_its_marks(page: Any) -> None:
     assert browser.eval("document.querySelectorAll('#chart-swimmer svg line.zero').length") == 1
 
 
+@pytest.mark.slow
 def test_filter_box_narrows_the_patient_table(page: Any) -> None:
     """It keeps only the matching patient when one NHS number is typed, and all when cleared."""
     browser, payload, _ = page
@@ -84,6 +87,7 @@ def test_filter_box_narrows_the_patient_table(page: Any) -> None:
     assert len(_rows(browser)) == before
 
 
+@pytest.mark.slow
 def test_clicking_a_header_sorts_the_table(page: Any) -> None:
     """It sorts by a column on click (descending on the second click)."""
     browser, payload, _ = page
@@ -98,6 +102,7 @@ def test_clicking_a_header_sorts_the_table(page: Any) -> None:
     assert browser.eval(sort) == "descending"
 
 
+@pytest.mark.slow
 def test_markup_in_the_data_stays_text(page: Any) -> None:
     """It shows a modality that is HTML as text: no injected element, no script run."""
     browser, _, _ = page
@@ -109,6 +114,7 @@ def test_markup_in_the_data_stays_text(page: Any) -> None:
     assert EVIL.upper() in legend
 
 
+@pytest.mark.slow
 def test_print_layout_hides_the_controls(page: Any, tmp_path: Path) -> None:
     """It hides the filter and pager when printed, and the screenshot is a real PNG."""
     browser, _, _ = page

@@ -64,9 +64,17 @@ def _start_load(settings: Any, project: Path) -> subprocess.Popen[bytes]:
         log.close()
 
 
+def _came(moment: Callable[[], bool]) -> bool:
+    """The moment, looked for in folders the loader creates and removes while we look."""
+    try:
+        return moment()
+    except FileNotFoundError:  # a study's folder went away during the scan
+        return False
+
+
 def _kill_when(proc: subprocess.Popen[bytes], moment: Callable[[], bool], project: Path) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
-    while not moment():
+    while not _came(moment):
         if proc.poll() is not None:
             out = (project / "load.out").read_text(errors="replace")[-3000:]
             pytest.fail(f"load ended (exit {proc.returncode}) before the moment came:\n{out}")

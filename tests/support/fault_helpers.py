@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -147,6 +148,8 @@ def write_config(settings: Settings, path: Path) -> Path:
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, int | float):
                 lines.append(f"{key} = {value}")
+            elif isinstance(value, list | tuple):  # e.g. [pacs] windows, [notify] mail_to
+                lines.append(f"{key} = {json.dumps(list(value))}")
             else:
                 lines.append(f'{key} = "{value}"')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

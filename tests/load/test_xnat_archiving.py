@@ -67,8 +67,12 @@ def test_late_import_answer_is_followed_until_xnat_has_archived_it(
     code, run, err = _load(settings)
     assert (code, run["loaded"], run["failed"]) == (0, 3, 0), err
     rows = attempts(settings)
-    assert [a["outcome"] for a in rows] == ["loaded"] * 3
-    assert all(a["files_archived"] == a["files_expected"] for a in rows)
+    loaded = [a for a in rows if a["outcome"] == "loaded"]
+    assert len(loaded) == 3
+    assert all(a["files_archived"] == a["files_expected"] for a in loaded)
+    # a try may time out before XNAT shows its prearchive row (a busy machine): it is then a
+    # non-final 'timeout', and the next try finds the archive instead of sending it again
+    assert {a["reason_category"] for a in rows if a["outcome"] == "failed"} <= {"timeout"}
     assert not _deletes(standin_xnat)
     assert all(n == 1 for n in sessions_by_uid(standin_xnat).values())
     assert_nothing_lost(settings, standin_xnat, template.studies, runs=[run])

@@ -268,7 +268,7 @@ def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first:
         if there is not None:
             return there
     else:  # a try of ours that timed out may have been archived after all (or be archiving)
-        row = _follow(ctx, study)
+        row = _follow(ctx, study, n)
         if row is not None:
             return _verify(ctx, study, row, n)
     client.ensure_subject(study.subject_label)
@@ -278,12 +278,12 @@ def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first:
     except StudyFailed as e:
         if e.reason_category not in LATE:
             raise
-        row = _follow(ctx, study)  # the answer is late, not the archive: follow it there
+        row = _follow(ctx, study, n)  # the answer is late, not the archive: follow it there
         if row is None:
             raise
         logger.info("import of %s answered late; XNAT archived it", study.session_label)
         return _verify(ctx, study, row, n)
-    row = _follow(ctx, study)
+    row = _follow(ctx, study, n)
     if row is None:
         raise StudyFailed(
             "rejected_by_xnat",
@@ -292,19 +292,23 @@ def _upload_and_verify(ctx: LoadContext, study: Study, files: list[Path], first:
     return _verify(ctx, study, row, n)
 
 
-def _follow(ctx: LoadContext, study: Study) -> dict[str, str] | None:
-    """The study's session once XNAT has stopped working on it: while a prearchive row of the
-    study is in a busy state, wait (``[xnat] archive_wait``), then look the session up."""
+def _follow(ctx: LoadContext, study: Study, n: int) -> dict[str, str] | None:
+    """The study's session once XNAT has it whole or has stopped working on it: a session
+    holding the ``n`` DICOM files sent is returned at once; else, while a prearchive row of
+    the study is in a busy state, wait (``[xnat] archive_wait``), then look it up."""
     xs = ctx.rc.settings.xnat
     deadline = time.monotonic() + xs.archive_wait
     while True:
+        row = ctx.find_study_session(study)
+        if row is not None and ctx.client.count_files(row["ID"]) == n:
+            return row
         busy = [
             r
             for r in ctx.client.prearchive_rows(study.study_instance_uid)
             if r.get("status") in BUSY
         ]
         if not busy:
-            return ctx.find_study_session(study)
+            return row
         if time.monotonic() > deadline:
             states = ", ".join(sorted({r.get("status", "") for r in busy}))
             raise StudyFailed(

@@ -67,8 +67,12 @@ def test_late_import_answer_is_followed_until_xnat_has_archived_it(
     code, run, err = _load(settings)
     assert (code, run["loaded"], run["failed"]) == (0, 3, 0), err
     rows = attempts(settings)
-    assert [a["outcome"] for a in rows] == ["loaded"] * 3
-    assert all(a["files_archived"] == a["files_expected"] for a in rows)
+    loaded = [a for a in rows if a["outcome"] == "loaded"]
+    assert len(loaded) == 3
+    assert all(a["files_archived"] == a["files_expected"] for a in loaded)
+    # a try may time out before XNAT shows its prearchive row (a busy machine): it is then a
+    # non-final 'timeout', and the next try finds the archive instead of sending it again
+    assert {a["reason_category"] for a in rows if a["outcome"] == "failed"} <= {"timeout"}
     assert not _deletes(standin_xnat)
     assert all(n == 1 for n in sessions_by_uid(standin_xnat).values())
     assert_nothing_lost(settings, standin_xnat, template.studies, runs=[run])
@@ -145,3 +149,32 @@ def test_labels_xnat_cleans_load_once_and_a_rerun_finds_them(
     )
     assert (again["already_present"], again["loaded"]) == (2, 0)
     assert len(sessions_by_uid(standin_xnat)) == 2
+
+
+def test_a_stale_receiving_row_does_not_hold_up_a_complete_session(
+    template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    """It records a study 'loaded' as soon as its session holds every DICOM file sent, even
+    with a prearchive row of the same study left RECEIVING by some earlier, broken upload
+    (which it neither waits for nor deletes)."""
+    from connectors.testbed.xnat_standin.store import PrearchiveEntry, Session
+
+    first = template.studies[0]
+    with standin_xnat.store.lock:
+        stale = Session("", "HNC", "", "STALE", first.study_instance_uid, "CT")
+        standin_xnat.store.prearchive.append(
+            PrearchiveEntry(
+                "HNC", "20200101_000000000", "STALE", "S", stale.uid, "RECEIVING", stale
+            )
+        )
+    settings = fault_settings(
+        workspace_from(template, tmp_path),
+        orthanc,
+        standin_xnat,
+        xnat={"archive_wait": 0.3, "archive_poll_seconds": 0.05},
+        retries=0,
+    )
+    code, run, err = _load(settings)
+    assert (code, run["loaded"]) == (0, 3), err
+    assert [e.status for e in standin_xnat.store.prearchive] == ["RECEIVING"]
+    assert not _deletes(standin_xnat)

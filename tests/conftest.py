@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.support.xnat_fixtures",
     "tests.support.fault_helpers",
     "tests.support.disks",
+    "tests.support.pg_fixtures",
 ]
 
 

@@ -67,6 +67,7 @@ def refresh(
             selection.dbt_args(),
             project_dir=rc.project_dir,
             warehouse_path=rc.settings.warehouse_path,
+            warehouse_url=rc.settings.warehouse.url,
             quiet=quiet,
             vars=vars_,
         )

@@ -7,6 +7,7 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
@@ -58,10 +60,12 @@ def run_dbt(
     warehouse_path: Path,
     quiet: bool = True,
     vars: Mapping[str, object] | None = None,
+    warehouse_url: str = "",
 ) -> BuildResult:
     """``dbt <args>`` on our project and warehouse; failure is ``StepFailed`` saying what broke.
 
     ``vars`` become ``--vars`` (JSON), e.g. ``{"today": "2026-11-25", "overlap_days": 14}``.
+    ``warehouse_url`` (``postgresql://...``) runs it on the ``postgres`` target instead.
     """
     from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
@@ -74,6 +78,9 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
+    if warehouse_url:
+        cli += ["--target", "postgres"]
+        os.environ.update(postgres_target_env(warehouse_url))
     merged_vars: dict[str, object] = {"today": today().isoformat()} if is_pinned() else {}
     merged_vars.update(dict(vars or {}))
     if merged_vars:
@@ -110,6 +117,18 @@ def run_dbt(
             name = getattr(node, "unique_id", "?")
             result.failures.append(f"{name}: {status}: {(getattr(r, 'message', '') or '').strip()}")
     return result
+
+
+def postgres_target_env(url: str) -> dict[str, str]:
+    """What ``profiles.yml``'s ``postgres`` target reads from the environment (no password:
+    libpq has it from ``$PGPASSWORD`` or ``~/.pgpass``)."""
+    parts = urlsplit(url)
+    return {
+        "PACS2XNAT_PG_HOST": parts.hostname or "localhost",
+        "PACS2XNAT_PG_PORT": str(parts.port or 5432),
+        "PACS2XNAT_PG_DATABASE": parts.path.strip("/"),
+        "PACS2XNAT_PG_USER": parts.username or getpass.getuser(),
+    }
 
 
 def build(

@@ -20,6 +20,7 @@ from connectors import __version__
 from connectors.clock import utcnow
 from connectors.config import Settings
 from connectors.files import sha256_file
+from connectors.warehouse.backend import open_warehouse
 from connectors.warehouse.lock import WarehouseLock
 from connectors.warehouse.store import Warehouse
 
@@ -65,7 +66,7 @@ class RunContext:
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.warehouse_path)
+        return open_warehouse(self.settings)
 
     @property
     def project_dir(self) -> Path:
@@ -96,7 +97,8 @@ class RunContext:
 
     def start(self) -> None:
         lock = WarehouseLock(self.settings.warehouse_path)
-        lock.acquire(self.command)
+        if self.warehouse.exclusive:  # PostgreSQL is shared by many processes at once
+            lock.acquire(self.command)
         self._lock = lock
         try:
             now = utcnow()

@@ -282,7 +282,7 @@ def check_postgres_url(url: str, where: str = "[warehouse] url") -> str:
     """A ``postgresql://[user@]host[:port]/database`` URL without a password (libpq takes it
     from ``$PGPASSWORD`` or ``~/.pgpass``); ``ConfigError`` naming ``where`` otherwise."""
     if not url.startswith(POSTGRES_SCHEMES):
-        raise ConfigError(f"{where} = {url!r}: must start with postgresql://")
+        raise ConfigError(f"{where}: must start with postgresql:// (postgresql://host:port/db)")
     parts = urlsplit(url)
     if parts.password is not None:
         raise ConfigError(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from connectors import console
 from connectors.config import Settings
 from connectors.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE, Pacs2XnatError
+from connectors.warehouse.backend import open_warehouse
 from connectors.warehouse.lock import WarehouseLock
-from connectors.warehouse.store import Warehouse
 
 #: A Patient ID no real patient has: C-FIND permission is checked without touching real data.
 PROBE_PATIENT_ID = "PACS2XNAT-DOCTOR-PROBE"
@@ -85,10 +85,13 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _warehouse(settings: Settings) -> str:
+    wh = open_warehouse(settings)
+    if not wh.exclusive:  # PostgreSQL: connect, and the raw schema is there
+        wh.ensure()
+        return wh.label
     lock = WarehouseLock(settings.warehouse_path)
     lock.acquire("doctor")
     try:
-        wh = Warehouse(settings.warehouse_path)
         wh.ensure()
         mode = oct(wh.path.stat().st_mode & 0o777)
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.load.claims import Claims
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.runs import RunContext
 from connectors.xnat.client import XnatClient
@@ -93,6 +94,9 @@ class LoadContext:
     con: Any = None  # one warehouse connection for the loading phase (no dbt runs meanwhile)
     unavailable_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row
+    claims: Claims = field(default_factory=Claims)  # several loaders on PostgreSQL: claims.py
+    busy_elsewhere: set[str] = field(default_factory=set)  # claimed by another loader: later
+    done_elsewhere: set[str] = field(default_factory=set)  # loaded by another loader meanwhile
 
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now (so a crash loses nothing that happened)."""
@@ -121,6 +125,7 @@ class LoadContext:
         with self._lock:  # serialises the shared connection too
             self.rc.warehouse.append("ingest_attempts", [row], con=self.con)
             if final:
+                self.claims.release(study.study_instance_uid)
                 self.finished.add(study.study_instance_uid)
                 down = out.reason_category == "xnat_unavailable"
                 self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0

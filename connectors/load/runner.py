@@ -11,11 +11,13 @@ rerun after a crash loads exactly what is missing and never duplicates a session
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import EXIT_SOME_FAILED, ConfigError
+from connectors.load.claims import open_claims
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
 from connectors.load.retry_policy import RetryPolicy
@@ -27,6 +29,7 @@ from connectors.xnat.sync import sync_sessions
 logger = logging.getLogger(__name__)
 
 MANIFEST = "main.ingest_manifest"
+CLAIM_RETRY_SECONDS = 1.0
 #: The manifest's models without their tests (``pacs2xnat build`` tests them).
 MANIFEST_MODELS = Selection(select=("+ingest_manifest",), tests=False)
 
@@ -51,6 +54,7 @@ def run_load(
     if mode not in ("direct", "dqr"):
         raise ConfigError(f"--mode {mode!r}: must be direct or dqr")
     policy = RetryPolicy.from_project(rc.project_dir)
+    since = utcnow()  # what other loaders load from now on is not in this run's manifest
     # One login for the whole run: sync, the manifest build (dbt never touches XNAT), loading.
     with XnatClient(settings) as client:
         client.check_project()
@@ -75,19 +79,21 @@ def run_load(
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, policy)
+        ctx.claims = open_claims(settings, rc.run_id, since)
         # Opening DuckDB costs ~50 ms of CPU (the raw DDL runs on every connect): once per run,
         # not once per attempt. Each append still commits at once.
         with rc.warehouse.connect() as con, progress(ctx, len(studies)):
             ctx.con = con
-            to_load = _record_conflicts(ctx, studies)
-            if mode == "dqr":
-                from connectors.load.dqr import load_dqr
+            try:
+                to_load = _record_conflicts(ctx, studies)
+                if mode == "dqr":
+                    from connectors.load.dqr import load_dqr
 
-                load_dqr(ctx, to_load)
-            else:
-                from connectors.load.direct import load_direct
-
-                load_direct(ctx, to_load)
+                    load_dqr(ctx, to_load)
+                else:
+                    _load_direct_shared(ctx, to_load)
+            finally:
+                ctx.claims.close()
     seconds = max((utcnow() - start).total_seconds(), 1e-6)
     summary |= {
         "loaded": ctx.tallies.get("loaded", 0),
@@ -98,10 +104,27 @@ def run_load(
         "seconds": round(seconds, 2),
         "mb_per_s": round(ctx.bytes_loaded / seconds / 1e6, 2),
     }
+    if ctx.claims.shared:
+        summary["loaded_by_other_loaders"] = len(ctx.done_elsewhere)
     print_summary(summary, ctx.failures)
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED
     return summary
+
+
+def _load_direct_shared(ctx: LoadContext, studies: list[Study]) -> None:
+    """Direct mode; with other loaders on the warehouse, the studies one of them held are
+    asked for again until each is loaded by somebody (a dead loader's claims expire)."""
+    from connectors.load.direct import load_direct
+
+    pending = studies
+    while pending:
+        ctx.busy_elsewhere.clear()
+        load_direct(ctx, pending)
+        pending = [s for s in pending if s.study_instance_uid in ctx.busy_elsewhere]
+        if pending:
+            logger.info("%d studies held by other loaders: asking again", len(pending))
+            time.sleep(CLAIM_RETRY_SECONDS)
 
 
 def _record_conflicts(ctx: LoadContext, studies: list[Study]) -> list[Study]:

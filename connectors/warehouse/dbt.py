@@ -93,7 +93,8 @@ def run_dbt(
     logger.debug("dbt %s", " ".join(cli))
     old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
     try:
-        res = dbtRunner().invoke(cli)
+        with _one_dbt_at_a_time(warehouse_url):
+            res = dbtRunner().invoke(cli)
     finally:
         os.umask(old_umask)
         release_duckdb_environment()
@@ -117,6 +118,15 @@ def run_dbt(
             name = getattr(node, "unique_id", "?")
             result.failures.append(f"{name}: {status}: {(getattr(r, 'message', '') or '').strip()}")
     return result
+
+
+def _one_dbt_at_a_time(warehouse_url: str) -> contextlib.AbstractContextManager[None]:
+    """On PostgreSQL, several pacs2xnat processes may build at once: they take turns."""
+    if not warehouse_url:
+        return contextlib.nullcontext()
+    from connectors.warehouse.postgres import dbt_lock
+
+    return dbt_lock(warehouse_url)
 
 
 def postgres_target_env(url: str) -> dict[str, str]:

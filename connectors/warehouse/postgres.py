@@ -106,8 +106,27 @@ class PostgresWarehouse(Warehouse):
             con.close()
 
 
+#: one dbt at a time on a database: two builds replacing the same marts would collide
+DBT_LOCK = 0x64627421  # "dbt!"
+
+
+@contextlib.contextmanager
+def dbt_lock(url: str) -> Iterator[None]:
+    """Wait for, and hold, the database's dbt lock (a session advisory lock, gone with the
+    session if this process dies) while dbt runs."""
+    try:
+        con = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as e:
+        raise Unavailable(f"warehouse {url} unreachable: {e}".strip()) from None
+    try:
+        con.execute("select pg_advisory_lock(%s)", [DBT_LOCK])
+        yield
+    finally:
+        con.close()
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
-__all__ = ["PgConnection", "PostgresWarehouse", "is_postgres_url", "qmark_to_format"]
+__all__ = ["PgConnection", "PostgresWarehouse", "dbt_lock", "is_postgres_url", "qmark_to_format"]

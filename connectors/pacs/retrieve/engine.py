@@ -64,8 +64,11 @@ class AssociationRetriever:
     """C-GET or C-MOVE of whole studies in this process, on at most ``max_associations``
     reused associations (threads). ``Retriever`` puts one of these in each worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, keep_idle: bool = True) -> None:
         self.settings = settings
+        #: False when the associations are counted team-wide (``load/claims.py``): none stays
+        #: open between studies, so this process holds only what its retrievals use
+        self.keep_idle = keep_idle
         self.method = settings.pacs.retrieve
         if self.method == "c-move" and not settings.pacs.move_destination:
             raise ConfigError(
@@ -176,7 +179,7 @@ class AssociationRetriever:
         self._sinks.pop(id(assoc), None)
         if healthy and assoc.is_established:
             with self._lock:
-                if not self._closed:
+                if not self._closed and self.keep_idle:
                     self._idle.append(assoc)
                     return
             _release(assoc)

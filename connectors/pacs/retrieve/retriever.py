@@ -24,16 +24,22 @@ from connectors.pacs.retrieve.workers import WorkerPool, raise_or_return
 class Retriever:
     """Whole studies to disk with at most ``max_associations`` associations at once."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, shared: bool = False) -> None:
+        """``shared``: the associations are a team-wide count (several loaders on one
+        PostgreSQL warehouse, ``load/claims.py``): retrieval runs in this process's threads and
+        no association stays open between studies."""
         pacs = settings.pacs
         self.settings = settings
         self._in_processes = (
-            pacs.retrieve_backend == "pynetdicom"
+            not shared
+            and pacs.retrieve_backend == "pynetdicom"
             and pacs.retrieve == "c-get"
             and pacs.max_associations > 1
         )
         self._pool: WorkerPool | None = None
-        self._local = None if self._in_processes else AssociationRetriever(settings)
+        self._local = (
+            None if self._in_processes else AssociationRetriever(settings, keep_idle=not shared)
+        )
 
     def __enter__(self) -> Retriever:
         if self._in_processes:

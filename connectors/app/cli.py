@@ -17,6 +17,7 @@ import typer
 
 from connectors import console
 from connectors.app.invocation import exit_codes, invocation, settings, state
+from connectors.app.warehouse_cli import warehouse_app
 from connectors.errors import EXIT_OK, StepFailed
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ demo_app = typer.Typer(
 app.add_typer(patients_app, name="patients")
 app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
+app.add_typer(warehouse_app, name="warehouse")
 
 
 # --------------------------------------------------------------------------- app callback

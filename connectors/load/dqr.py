@@ -14,6 +14,7 @@ import time
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed
+from connectors.load.claims import BUSY, MINE
 from connectors.load.context import LoadContext, Outcome, Study
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,12 @@ logger = logging.getLogger(__name__)
 def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
     pacs_id = ctx.client.dqr_pacs_id()
     for study in studies:
+        claim = ctx.claims.claim(study.study_instance_uid)  # several loaders: claims.py
+        if claim != MINE:
+            (ctx.busy_elsewhere if claim == BUSY else ctx.done_elsewhere).add(
+                study.study_instance_uid
+            )
+            continue
         there = ctx.check_before_upload(study)  # DQR does not de-duplicate
         if there is not None:
             ctx.record(study, utcnow(), there)

@@ -85,13 +85,7 @@ def run_load(
         with rc.warehouse.connect() as con, progress(ctx, len(studies)):
             ctx.con = con
             try:
-                to_load = _record_conflicts(ctx, studies)
-                if mode == "dqr":
-                    from connectors.load.dqr import load_dqr
-
-                    load_dqr(ctx, to_load)
-                else:
-                    _load_direct_shared(ctx, to_load)
+                _load_shared(ctx, _record_conflicts(ctx, studies))
             finally:
                 ctx.claims.close()
     seconds = max((utcnow() - start).total_seconds(), 1e-6)
@@ -112,15 +106,19 @@ def run_load(
     return summary
 
 
-def _load_direct_shared(ctx: LoadContext, studies: list[Study]) -> None:
-    """Direct mode; with other loaders on the warehouse, the studies one of them held are
-    asked for again until each is loaded by somebody (a dead loader's claims expire)."""
+def _load_shared(ctx: LoadContext, studies: list[Study]) -> None:
+    """Load in the run's mode; with other loaders on the warehouse, the studies one of them
+    held are asked for again until each is loaded by somebody (a dead loader's claims expire)."""
     from connectors.load.direct import load_direct
+    from connectors.load.dqr import load_dqr
 
     pending = studies
     while pending:
         ctx.busy_elsewhere.clear()
-        load_direct(ctx, pending)
+        if ctx.mode == "dqr":
+            load_dqr(ctx, pending)
+        else:
+            load_direct(ctx, pending)
         pending = [s for s in pending if s.study_instance_uid in ctx.busy_elsewhere]
         if pending:
             logger.info("%d studies held by other loaders: asking again", len(pending))

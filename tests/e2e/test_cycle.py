@@ -77,7 +77,9 @@ def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
     return [tuple(r) for r in rows]
 
 
-@pytest.mark.parametrize("warehouse_url", ["duckdb", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "warehouse_url", ["duckdb", pytest.param("postgresql", marks=pytest.mark.slow)], indirect=True
+)
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
@@ -135,6 +137,10 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     assert tuple(present) == tuple(selected)
     labels = [s.label for s in standin_xnat.store.sessions.values()]
     assert len(labels) == len(set(labels)) == selected[0]
+    register = cli.invoke(app, ["--json", "failures"])  # reads its mart on either warehouse
+    assert register.exit_code == 0, register.output
+    open_rows = _warehouse(cycle_workspace).read_relation("main.ingest_failures", "where is_open")
+    assert json.loads(register.output)["open"] == len(open_rows)
     _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
 
 

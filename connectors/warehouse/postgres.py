@@ -100,6 +100,8 @@ class PostgresWarehouse(Warehouse):
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         con = self.open()
+        if read_only:  # a reader never writes, as DuckDB's read-only connection
+            con.execute("set default_transaction_read_only = on")
         try:
             yield con
         finally:

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors import PROJECT_ROOT
 from connectors.errors import ConfigError
@@ -68,6 +69,8 @@ class XnatConfig:
 @dataclass(frozen=True)
 class WarehouseConfig:
     path: str = "warehouse/pacs2xnat.duckdb"
+    #: the shared warehouse on PostgreSQL, "postgresql://host:port/db"; empty: the DuckDB file
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,8 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
         _check_notify(where, key, value)
     if section == "xnat" and key == "url" and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [xnat] url must start with http:// or https://")
+    if section == "warehouse" and key == "url" and value:
+        check_postgres_url(value, f"{where}: [warehouse] url")
 
 
 def _check_notify(where: str, key: str, value: Any) -> None:
@@ -338,3 +343,26 @@ def _check_notify(where: str, key: str, value: Any) -> None:
         raise ConfigError(f"{where}: [notify] mail_from = {value!r} is not an e-mail address")
     if key == "webhook_url" and value and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [notify] webhook_url must start with http:// or https://")
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def check_postgres_url(url: str, where: str = "[warehouse] url") -> str:
+    """A ``postgresql://[user@]host[:port]/database`` URL without a password (libpq takes it
+    from ``$PGPASSWORD`` or ``~/.pgpass``); ``ConfigError`` naming ``where`` otherwise."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        raise ConfigError(f"{where}: must start with postgresql:// (postgresql://host:port/db)")
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError(
+            f"{where}: a password never goes in the URL or the config file; "
+            "set PGPASSWORD in the environment or use ~/.pgpass"
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(f"{where}: must name a host and a database (postgresql://host/db)")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"{where}: the port is not a number") from None
+    return url

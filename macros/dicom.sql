@@ -2,27 +2,25 @@
 
 {% macro dicom_date(column) -%}
     {#- DA "YYYYMMDD" (also the old ACR-NEMA "YYYY.MM.DD" and ISO "YYYY-MM-DD") -> date -#}
-    try_strptime(
-        regexp_replace(trim({{ column }}), '[.\-/]', '', 'g'), '%Y%m%d'
-    )::date
+    {{ yyyymmdd_to_date("regexp_replace(trim(" ~ column ~ "), '[.\\-/]', '', 'g')") }}
 {%- endmacro %}
 
 {% macro dicom_time(column) -%}
     {#- TM "HHMMSS.FFFFFF", "HHMMSS", "HHMM" or "HH" (also "HH:MM:SS") -> time -#}
     {%- set t = "replace(trim(" ~ column ~ "), ':', '')" -%}
     case
-        when regexp_full_match({{ t }}, '([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?')
+        when {{ regex_full_match(t, '([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\\.[0-9]{1,6})?)?)?') }}
             then make_time(
-                cast(substr({{ t }}, 1, 2) as bigint),
-                coalesce(cast(nullif(substr({{ t }}, 3, 2), '') as bigint), 0),
-                coalesce(cast(nullif(substr({{ t }}, 5), '') as double), 0)
+                cast(substr({{ t }}, 1, 2) as integer),
+                coalesce(cast(nullif(substr({{ t }}, 3, 2), '') as integer), 0),
+                coalesce(cast(nullif(substr({{ t }}, 5), '') as double precision), 0)
             )
     end
 {%- endmacro %}
 
 {% macro dicom_string(column) -%}
     {#- trimmed, with DICOM's space/NUL padding removed; empty -> null -#}
-    nullif(trim(replace({{ column }}, chr(0), '')), '')
+    nullif(trim({{ without_nul(column) }}), '')
 {%- endmacro %}
 
 {% macro dicom_person_name(column) -%}
@@ -40,18 +38,11 @@
         "John DOE" all become "DOE JOHN". -#}
     nullif(
         array_to_string(
-            list_sort(
-                list_filter(
-                    string_split(
-                        regexp_replace(
-                            upper(strip_accents(coalesce({{ column }}, ''))),
-                            '[^A-Z0-9]+', ' ', 'g'
-                        ),
-                        ' '
-                    ),
-                    lambda part: part <> ''
-                )
-            ),
+            {{ sorted_words(
+                "regexp_replace(upper(" ~ strip_accents("coalesce(" ~ column ~ ", '')")
+                ~ "), '[^A-Z0-9]+', ' ', 'g')",
+                "' '"
+            ) }},
             ' '
         ),
         ''
@@ -60,15 +51,5 @@
 
 {% macro dicom_code_list(column) -%}
     {#- A multi-valued CS ("CT\PT\SR") -> sorted, distinct, upper-case list ['CT', 'PT', 'SR'] -#}
-    list_sort(
-        list_distinct(
-            list_transform(
-                list_filter(
-                    string_split(upper(coalesce({{ column }}, '')), chr(92)),
-                    lambda code: trim(code) <> ''
-                ),
-                lambda code: trim(code)
-            )
-        )
-    )
+    {{ sorted_words("upper(coalesce(" ~ column ~ ", ''))", "chr(92)", trimmed=true, distinct=true) }}
 {%- endmacro %}

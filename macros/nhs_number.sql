@@ -4,7 +4,7 @@
         10 can never match a digit, so such numbers are invalid as the standard says. -#}
     coalesce(
         case
-            when regexp_full_match({{ column }}, '[0-9]{10}') then
+            when {{ regex_full_match(column, '[0-9]{10}') }} then
                 (
                     11 - (
                         (

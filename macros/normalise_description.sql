@@ -11,7 +11,7 @@
             regexp_replace(
                 regexp_replace(
                     regexp_replace(
-                        replace(lower(strip_accents(coalesce({{ column }}, ''))), '&', ' and '),
+                        replace(lower({{ strip_accents("coalesce(" ~ column ~ ", '')") }}), '&', ' and '),
                         '(^|[^a-z0-9])w/o([^a-z0-9]|$)', '\1 without \2', 'g'
                     ),
                     '(^|[^a-z0-9])w/', '\1 with ', 'g'

@@ -1,9 +1,9 @@
 {#- The calendar quarter of a date as '2025-Q3'; 'no date' when the date is null. -#}
 {% macro quarter_label(date_expression) -%}
     coalesce(
-        cast(year({{ date_expression }}) as varchar)
+        cast(cast(extract(year from {{ date_expression }}) as integer) as varchar)
         || '-Q'
-        || cast(quarter({{ date_expression }}) as varchar),
+        || cast(cast(extract(quarter from {{ date_expression }}) as integer) as varchar),
         'no date'
     )
 {%- endmacro %}

@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.support.disks",
     "tests.support.corpus_fixtures",
     "tests.support.real_xnat",
+    "tests.support.pg_fixtures",
 ]
 
 

@@ -18,6 +18,7 @@ import typer
 from connectors import console
 from connectors.app.cli_admin import patients_app, rules_app
 from connectors.app.invocation import exit_codes, invocation, no_wait_override, settings, state
+from connectors.app.warehouse_cli import warehouse_app
 from connectors.errors import EXIT_OK, StepFailed
 from connectors.warehouse.lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, set_wait
 
@@ -36,6 +37,7 @@ demo_app = typer.Typer(
 app.add_typer(patients_app, name="patients")
 app.add_typer(rules_app, name="rules")
 app.add_typer(demo_app, name="demo")
+app.add_typer(warehouse_app, name="warehouse")
 
 
 # --------------------------------------------------------------------------- app callback

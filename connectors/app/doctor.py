@@ -14,7 +14,7 @@ from pathlib import Path
 from connectors import console
 from connectors.config import Settings
 from connectors.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE, Pacs2XnatError
-from connectors.warehouse.store import Warehouse
+from connectors.warehouse.backend import open_warehouse
 
 #: A Patient ID no real patient has: C-FIND permission is checked without touching real data.
 PROBE_PATIENT_ID = "PACS2XNAT-DOCTOR-PROBE"
@@ -166,8 +166,10 @@ def _wado(settings: Settings) -> str:
 
 
 def _warehouse(settings: Settings) -> str:
-    wh = Warehouse(settings.warehouse_path)
-    wh.ensure()  # under the writer lock, waiting (bounded) for another command's transaction
+    wh = open_warehouse(settings)
+    wh.ensure()  # DuckDB: under the writer lock, waiting (bounded) for another's transaction
+    if not wh.exclusive:  # PostgreSQL: connected, and the raw schema is there
+        return wh.label
     mode = oct(wh.path.stat().st_mode & 0o777)
     return f"{settings.warehouse_path} ({mode})"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed, XnatUnreachable
+from connectors.load.claims import Claims
 from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.pacs.throttle import Throttle
@@ -128,6 +129,10 @@ class LoadContext:
             self.not_started += 1
         return False
 
+    claims: Claims = field(default_factory=Claims)  # several loaders on PostgreSQL: claims.py
+    busy_elsewhere: set[str] = field(default_factory=set)  # claimed by another loader: later
+    done_elsewhere: set[str] = field(default_factory=set)  # loaded by another loader meanwhile
+
     def record(self, study: Study, started: dt.datetime, out: Outcome, final: bool = True) -> None:
         """Append the attempt's row now, in its own short transaction (so a crash loses
         nothing that happened, and the warehouse is free between attempts); journaled
@@ -160,6 +165,7 @@ class LoadContext:
         with self._lock:  # into the warehouse, or its journal while another holds it
             append_or_journal(self.rc.warehouse, {"ingest_attempts": [row]})
             if final:
+                self.claims.release(study.study_instance_uid)
                 self.finished.add(study.study_instance_uid)
                 down = out.reason_category == "xnat_unavailable"
                 self.unavailable_in_a_row = self.unavailable_in_a_row + 1 if down else 0

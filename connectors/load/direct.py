@@ -10,6 +10,7 @@ disk holds at most ``max_associations + queue_size + 1`` studies.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import os
 import queue
@@ -24,6 +25,8 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import Pacs2XnatError, StudyFailed, Unavailable
+from connectors.load.claims import BUSY as CLAIMED_ELSEWHERE
+from connectors.load.claims import MINE
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.pacs.retrieve import Retriever
 from connectors.pacs.throttle import REFUSALS_PER_STUDY, Ticket, is_refusal
@@ -44,6 +47,7 @@ class _Retrieved:
     fatal: BaseException | None = None
     skipped: bool = False  # left the manifest before it was started
     left: bool = False  # not started: outside the PACS windows with --no-wait
+    claimed_elsewhere: bool = False  # another loader has it (claims.py): nothing to record
 
 
 def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
@@ -54,10 +58,11 @@ def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
     work = settings.work_dir / ctx.rc.run_id
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(work, 0o700)
+    alive = _hold_run_lock(work)
     ready: queue.Queue[_Retrieved] = queue.Queue(maxsize=settings.load.queue_size)
     stop = threading.Event()
     try:
-        with Retriever(settings) as retriever:
+        with Retriever(settings, shared=ctx.claims.shared) as retriever:
             pool = ThreadPoolExecutor(settings.pacs.max_associations, thread_name_prefix="retrieve")
             try:
                 for s in todo:
@@ -69,6 +74,8 @@ def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
                     if item.fatal is not None:
                         _record_fatal(ctx, item.study, item.started, item.fatal, "retrieve_failed")
                         raise item.fatal
+                    if item.claimed_elsewhere:
+                        continue
                     try:
                         _consume(ctx, item)
                     except Unavailable as e:  # XNAT gone mid-study (down, 401): stop the run
@@ -81,6 +88,8 @@ def load_direct(ctx: LoadContext, todo: list[Study]) -> None:
                 _drain(ready)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # nothing retrieved outlives the run
+        os.close(alive)
+        Path(f"{work}.lock").unlink(missing_ok=True)
 
 
 def _record_fatal(
@@ -96,13 +105,37 @@ def _record_fatal(
 RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
+def _hold_run_lock(work: Path) -> int:
+    """An exclusive ``flock`` on ``<run folder>.lock`` for the load's life: the kernel drops it
+    when the loader dies, so another loader (PostgreSQL lets several run) knows the folder is
+    stale only then."""
+    fd = os.open(f"{work}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _loader_alive(folder: Path) -> bool:
+    lock = Path(f"{folder}.lock")
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    lock.unlink(missing_ok=True)
+    return False
+
+
 def _remove_stale_runs(work_dir: Path) -> None:
-    """Folders of runs that were killed (SIGKILL, power cut): only one load runs at a time
-    (``lock.one_loader``), so any run folder found now is stale. Only run-id-named folders."""
+    """Folders of runs that were killed (SIGKILL, power cut): their loader no longer holds
+    the folder's ``flock``, so nobody writes there. Only run-id-named folders."""
     if not work_dir.is_dir():
         return
     for child in work_dir.iterdir():
-        if child.is_dir() and RUN_FOLDER.match(child.name):
+        if child.is_dir() and RUN_FOLDER.match(child.name) and not _loader_alive(child):
             logger.info("removing a killed run's retrieved files: %s", child)
             shutil.rmtree(child, ignore_errors=True)
 
@@ -142,19 +175,27 @@ def _produce(
         return
     if not ctx.still_wanted(study):
         _put(ready, _Retrieved(study, utcnow(), skipped=True), stop)
+        return
     if not ctx.admit():  # outside the PACS windows with --no-wait: leave it for the rerun
         _put(ready, _Retrieved(study, utcnow(), left=True), stop)
         return
-    dest = work / study.study_instance_uid
+    uid = study.study_instance_uid
+    claim = ctx.claims.claim(uid)
+    if claim != MINE:  # another loader retrieves it, or has loaded it meanwhile
+        (ctx.busy_elsewhere if claim == CLAIMED_ELSEWHERE else ctx.done_elsewhere).add(uid)
+        _put(ready, _Retrieved(study, utcnow(), claimed_elsewhere=True), stop)
+        return
+    dest = work / uid
     attempt = refusals = 0
     throttle = ctx.throttle
     while True:
         started = utcnow()
         ticket = None
         try:
-            with throttle.slot() as ticket:  # [pacs] caps and the adaptive back-off
+            # [pacs] caps and the adaptive back-off; one of the team's max_associations
+            with throttle.slot() as ticket, ctx.claims.association():
                 # the Retriever checks the count against the PACS's (and the manifest's) number
-                got = retriever.retrieve(study.study_instance_uid, dest, study.expected)
+                got = retriever.retrieve(uid, dest, study.expected)
             throttle.answered(ticket, got.seconds, got.files, got.bytes)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
             conversions = (got.as_stored, got.converted, got.lossy_converted)

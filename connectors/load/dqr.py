@@ -20,6 +20,7 @@ from typing import Any
 
 from connectors.clock import utcnow
 from connectors.errors import StudyFailed
+from connectors.load.claims import BUSY, MINE
 from connectors.load.context import LoadContext, Outcome, Study
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ def load_dqr(ctx: LoadContext, studies: list[Study]) -> None:
                 if not ctx.still_wanted(study):  # left the manifest since the run began
                     continue
                 if not ctx.admit():  # outside the PACS windows with --no-wait: the rest waits
+                    continue
+                uid = study.study_instance_uid
+                claim = ctx.claims.claim(uid)  # several loaders: claims.py
+                if claim != MINE:
+                    (ctx.busy_elsewhere if claim == BUSY else ctx.done_elsewhere).add(uid)
                     continue
                 there = ctx.check_before_upload(study)  # DQR does not de-duplicate
                 if there is not None:

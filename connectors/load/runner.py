@@ -10,12 +10,15 @@ rerun after a crash loads exactly what is missing and never duplicates a session
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from typing import Any
 
 from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import EXIT_SOME_FAILED, ConfigError
+from connectors.load.claims import open_claims
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
 from connectors.load.manifest_watch import ManifestWatch
@@ -30,6 +33,7 @@ from connectors.xnat.sync import sync_sessions
 logger = logging.getLogger(__name__)
 
 MANIFEST = "main.ingest_manifest"
+CLAIM_RETRY_SECONDS = 1.0
 #: The manifest's models without their tests (``pacs2xnat build`` tests them).
 MANIFEST_MODELS = Selection(select=("+ingest_manifest",), tests=False)
 
@@ -54,9 +58,16 @@ def run_load(
     if mode not in ("direct", "dqr"):
         raise ConfigError(f"--mode {mode!r}: must be direct or dqr")
     policy = RetryPolicy.from_project(rc.project_dir)
-    # One loader at a time on this warehouse (its work folder is its own); one login for the
-    # whole run: sync, the manifest build (dbt never touches XNAT), loading.
-    with one_loader(settings.warehouse_path, rc.command), XnatClient(settings) as client:
+    since = utcnow()  # what other loaders load from now on is not in this run's manifest
+    # One loader at a time on a DuckDB warehouse (its work folder is its own; on PostgreSQL
+    # several share the manifest by claims, claims.py); one login for the whole run: sync, the
+    # manifest build (dbt never touches XNAT), loading.
+    alone = (
+        one_loader(settings.warehouse_path, rc.command)
+        if rc.warehouse.exclusive
+        else contextlib.nullcontext()
+    )
+    with alone, XnatClient(settings) as client:
         client.check_project()
         summary: dict[str, Any] = {"mode": mode}
         if sync_first:
@@ -86,18 +97,14 @@ def run_load(
             settings.load.manifest_refresh_seconds,
         )
         ctx.gate = gate_for(settings.pacs.windows, wait=settings.pacs.wait_for_window)
+        ctx.claims = open_claims(settings, rc.run_id, since)
         # Each attempt row is its own short transaction (``LoadContext.record``): between them
         # the warehouse is free for the admin's commands and plain `dbt build`.
         with progress(ctx, len(studies)):
-            to_load = _record_conflicts(ctx, studies)
-            if mode == "dqr":
-                from connectors.load.dqr import load_dqr
-
-                load_dqr(ctx, to_load)
-            else:
-                from connectors.load.direct import load_direct
-
-                load_direct(ctx, to_load)
+            try:
+                _load_shared(ctx, _record_conflicts(ctx, studies))
+            finally:
+                ctx.claims.close()
     seconds = max((utcnow() - start).total_seconds(), 1e-6)
     summary |= {
         "loaded": ctx.tallies.get("loaded", 0),
@@ -113,10 +120,31 @@ def run_load(
     }
     if ctx.not_started:
         summary["not_started"] = ctx.not_started
+    if ctx.claims.shared:
+        summary["loaded_by_other_loaders"] = len(ctx.done_elsewhere)
     print_summary(summary, ctx.failures)
     if ctx.tallies.get("failed"):
         summary["exit_code"] = EXIT_SOME_FAILED
     return summary
+
+
+def _load_shared(ctx: LoadContext, studies: list[Study]) -> None:
+    """Load in the run's mode; with other loaders on the warehouse, the studies one of them
+    held are asked for again until each is loaded by somebody (a dead loader's claims expire)."""
+    from connectors.load.direct import load_direct
+    from connectors.load.dqr import load_dqr
+
+    pending = studies
+    while pending:
+        ctx.busy_elsewhere.clear()
+        if ctx.mode == "dqr":
+            load_dqr(ctx, pending)
+        else:
+            load_direct(ctx, pending)
+        pending = [s for s in pending if s.study_instance_uid in ctx.busy_elsewhere]
+        if pending:
+            logger.info("%d studies held by other loaders: asking again", len(pending))
+            time.sleep(CLAIM_RETRY_SECONDS)
 
 
 def _record_conflicts(ctx: LoadContext, studies: list[Study]) -> list[Study]:

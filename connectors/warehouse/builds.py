@@ -77,6 +77,7 @@ def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) 
             selection.dbt_args(),
             project_dir=rc.project_dir,
             warehouse_path=rc.settings.warehouse_path,
+            warehouse_url=rc.settings.warehouse.url,
             quiet=quiet,
             vars=vars_,
         )

@@ -8,6 +8,7 @@ The warehouse path reaches ``profiles.yml`` through ``$PACS2XNAT_WAREHOUSE``, so
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from connectors.clock import is_pinned, today
 from connectors.errors import StepFailed, WarehouseBusy
@@ -60,10 +62,12 @@ def run_dbt(
     warehouse_path: Path,
     quiet: bool = True,
     vars: Mapping[str, object] | None = None,
+    warehouse_url: str = "",
 ) -> BuildResult:
     """``dbt <args>`` on our project and warehouse; failure is ``StepFailed`` saying what broke.
 
     ``vars`` become ``--vars`` (JSON), e.g. ``{"today": "2026-11-25", "overlap_days": 14}``.
+    ``warehouse_url`` (``postgresql://...``) runs it on the ``postgres`` target instead.
     """
     from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
@@ -76,6 +80,9 @@ def run_dbt(
         "--profiles-dir",
         str(project_dir),
     ]
+    if warehouse_url:
+        cli += ["--target", "postgres"]
+        os.environ.update(postgres_target_env(warehouse_url))
     merged_vars: dict[str, object] = {"today": today().isoformat()} if is_pinned() else {}
     merged_vars.update(dict(vars or {}))
     if merged_vars:
@@ -86,9 +93,10 @@ def run_dbt(
     # build's time; our own log has the results, dbt.log keeps warnings and errors
     cli[:0] = ["--log-level-file", "warn"]
     logger.debug("dbt %s", " ".join(cli))
-    # The writer lock for the whole dbt invocation (another process waits, bounded), and the
-    # DuckDB file closed before it is let go.
-    with holding(warehouse_path):
+    # DuckDB: the writer lock for the whole dbt invocation (another process waits, bounded),
+    # and the file closed before it is let go; PostgreSQL: one dbt at a time per database.
+    alone = holding(warehouse_path) if not warehouse_url else contextlib.nullcontext()
+    with alone, _one_dbt_at_a_time(warehouse_url):
         old_umask = os.umask(0o077)  # dbt writes the warehouse, target/ and logs: owner-only
         try:
             res = dbtRunner().invoke(cli)
@@ -115,6 +123,27 @@ def run_dbt(
             name = getattr(node, "unique_id", "?")
             result.failures.append(f"{name}: {status}: {(getattr(r, 'message', '') or '').strip()}")
     return result
+
+
+def _one_dbt_at_a_time(warehouse_url: str) -> contextlib.AbstractContextManager[None]:
+    """On PostgreSQL, several pacs2xnat processes may build at once: they take turns."""
+    if not warehouse_url:
+        return contextlib.nullcontext()
+    from connectors.warehouse.postgres import dbt_lock
+
+    return dbt_lock(warehouse_url)
+
+
+def postgres_target_env(url: str) -> dict[str, str]:
+    """What ``profiles.yml``'s ``postgres`` target reads from the environment (no password:
+    libpq has it from ``$PGPASSWORD`` or ``~/.pgpass``)."""
+    parts = urlsplit(url)
+    return {
+        "PACS2XNAT_PG_HOST": parts.hostname or "localhost",
+        "PACS2XNAT_PG_PORT": str(parts.port or 5432),
+        "PACS2XNAT_PG_DATABASE": parts.path.strip("/"),
+        "PACS2XNAT_PG_USER": parts.username or getpass.getuser(),
+    }
 
 
 def build(

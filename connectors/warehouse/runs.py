@@ -22,6 +22,7 @@ from connectors.clock import utcnow
 from connectors.config import Settings
 from connectors.files import sha256_file
 from connectors.warehouse import journal, lock
+from connectors.warehouse.backend import open_warehouse
 from connectors.warehouse.store import Warehouse
 
 SECRET_FLAGS = ("--password", "--pass", "--token", "--secret")
@@ -65,7 +66,7 @@ class RunContext:
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.warehouse_path)
+        return open_warehouse(self.settings)
 
     @property
     def project_dir(self) -> Path:

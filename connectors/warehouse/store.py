@@ -31,8 +31,16 @@ def _is_lock_error(e: Exception) -> bool:
 class Warehouse:
     """The DuckDB file. Open it briefly with ``connect()``; never across a ``dbt build``."""
 
+    #: one writer at a time (``lock.py``); the PostgreSQL warehouse (``postgres.py``) is shared
+    exclusive = True
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    @property
+    def label(self) -> str:
+        """Where the warehouse is, for messages: the file, or the URL (never a password)."""
+        return str(self.path)
 
     def ensure(self) -> None:
         """Create the folder (0700), the file (0600) and the raw schema if they are missing."""
@@ -143,7 +151,7 @@ class Warehouse:
             ).fetchone()
             if not exists or not exists[0]:
                 if required is not None:
-                    raise StepFailed(f"{relation} has not been built in {self.path}: {required}")
+                    raise StepFailed(f"{relation} has not been built in {self.label}: {required}")
                 return list(columns), []
             cur = con.execute(
                 f"select {', '.join(columns) or '*'} from {relation} {where}", list(params)

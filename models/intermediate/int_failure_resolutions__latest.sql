@@ -67,15 +67,12 @@ matched as (
 
 latest as (
 
-    select *
-    from matched
-    qualify row_number() over (
-        partition by study_instance_uid
-        order by
-            resolved_on desc nulls last,
-            matched_by = 'study_instance_uid' desc,
-            resolution_outcome
-    ) = 1
+    {{ first_per_group(
+        'matched',
+        'study_instance_uid',
+        "resolved_on desc nulls last, matched_by = 'study_instance_uid' desc,"
+        ~ " resolution_outcome"
+    ) }}
 
 )
 

@@ -10,6 +10,25 @@ ingest_attempts as (
 
 ),
 
+counted as (
+
+    select
+        *,
+        count(*) over (partition by study_instance_uid) as number_of_attempts
+    from ingest_attempts
+
+),
+
+latest as (
+
+    {{ first_per_group(
+        'counted',
+        'study_instance_uid',
+        'attempted_at desc, finished_at desc, attempt_id desc'
+    ) }}
+
+),
+
 numbered as (
 
     select
@@ -19,12 +38,8 @@ numbered as (
             when outcome = 'failed' then coalesce(reason_category, 'unknown')
         end as failure_reason,
         attempted_at as latest_attempted_at,
-        count(*) over (partition by study_instance_uid) as number_of_attempts
-    from ingest_attempts
-    qualify row_number() over (
-        partition by study_instance_uid
-        order by attempted_at desc, finished_at desc, attempt_id desc
-    ) = 1
+        number_of_attempts
+    from latest
 
 )
 

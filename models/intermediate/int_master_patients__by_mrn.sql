@@ -50,10 +50,15 @@ per_mrn as (
         bool_and(coalesce(is_nhs_number_valid, false))
             filter (where nhs_number is not null) as is_nhs_number_valid,
         bool_or(patient_status = 'withdrawn') as is_withdrawn_on_list,
-        list(distinct patient_name_normalised)
-            filter (where patient_name_normalised is not null) as list_names,
-        list(distinct birth_date)
-            filter (where birth_date is not null) as list_birth_dates,
+        -- "|"-joined (normalised names hold only A-Z, 0-9 and spaces), so both warehouses
+        -- and the unit tests' fixtures spell them the same
+        string_agg(
+            distinct patient_name_normalised, '|' order by patient_name_normalised
+        ) as list_names,
+        string_agg(
+            distinct cast(birth_date as varchar), '|'
+            order by cast(birth_date as varchar)
+        ) as list_birth_dates,
         min(reference_date) as reference_date,
         count(*) as number_of_list_rows
     from rows_keyed

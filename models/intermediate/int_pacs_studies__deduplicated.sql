@@ -14,7 +14,7 @@ pacs_studies as (
 
 ),
 
-observations_ranked as (
+observations_counted as (
 
     select
         *,
@@ -22,10 +22,16 @@ observations_ranked as (
         max(queried_at) over (partition by study_instance_uid) as last_queried_at,
         count(*) over (partition by study_instance_uid) as number_of_observations
     from pacs_studies
-    qualify row_number() over (
-        partition by study_instance_uid
-        order by queried_at desc, loaded_at desc, run_id desc, query_id desc
-    ) = 1
+
+),
+
+observations_ranked as (
+
+    {{ first_per_group(
+        'observations_counted',
+        'study_instance_uid',
+        'queried_at desc, loaded_at desc, run_id desc, query_id desc'
+    ) }}
 
 )
 

@@ -47,14 +47,19 @@ linked as (
         coalesce(patients.is_withdrawn, false) as is_withdrawn,
         coalesce(
             matched.patient_name_normalised is not null
-            and len(patients.list_names) > 0
-            and not list_contains(patients.list_names, matched.patient_name_normalised),
+            and patients.list_names is not null
+            and not {{ delimited_contains(
+                'patients.list_names', 'matched.patient_name_normalised'
+            ) }},
             false
         ) as has_name_mismatch,
         coalesce(
             matched.patient_birth_date is not null
-            and len(patients.list_birth_dates) > 0
-            and not list_contains(patients.list_birth_dates, matched.patient_birth_date),
+            and patients.list_birth_dates is not null
+            and not {{ delimited_contains(
+                'patients.list_birth_dates',
+                'cast(matched.patient_birth_date as varchar)'
+            ) }},
             false
         ) as has_birth_date_mismatch,
         coalesce(patients.number_of_mrns_for_nhs_number, 0) > 1 as is_merged_record

@@ -77,7 +77,7 @@ final as (
         case
             when stream = 'ongoing'
                 then cast(
-                    last_window_to - to_days(cast({{ var('overlap_days') }} as integer))
+                    last_window_to - cast({{ var('overlap_days') }} as integer)
                     as date
                 )
         end as window_from,

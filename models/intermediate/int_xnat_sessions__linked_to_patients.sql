@@ -21,7 +21,7 @@ patients as (
     -- one NHS number may carry several MRNs (merged hospital records): list them all
     select
         nhs_number,
-        array_to_string(list_sort(list_distinct(list(mrn))), ', ') as mrn,
+        string_agg(distinct mrn, ', ' order by mrn) as mrn,
         min(reference_date) as reference_date,
         case
             when bool_or(patient_status = 'active') then 'active'

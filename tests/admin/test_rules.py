@@ -61,7 +61,9 @@ def macro_sql(column: str) -> str:
         r"\{%-?\s*macro normalise_description\((\w+)\)\s*-?%\}(.*?)\{%-?\s*endmacro", source, re.S
     )
     assert m, "macro normalise_description not found"
-    return jinja2.Template(m.group(2)).render({m.group(1): column})
+    # the portable macros it calls (macros/portable.sql), in their DuckDB form
+    duckdb_forms = {"strip_accents": lambda e: f"strip_accents({e})"}
+    return jinja2.Template(m.group(2)).render({m.group(1): column, **duckdb_forms})
 
 
 def test_python_normalise_description_agrees_with_the_dbt_macro() -> None:

@@ -9,24 +9,29 @@ import re
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from typer.testing import CliRunner
 
 from connectors.app.cli import app
 from connectors.app.cycle import AFTER_LOAD, BEFORE_LOAD
 from connectors.clock import use_clock
+from connectors.config import load_settings
 from connectors.pacs.query import PLAN_MODELS
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.workbooks import write_master_list
+from connectors.warehouse.backend import open_warehouse
+from connectors.warehouse.store import Warehouse
 from tests.support.fake_clock import FakeClock
 from tests.support.pacs_fixtures import write_query_config
 
 pytestmark = pytest.mark.slow  # end to end: tests/project/test_markers.py
 
 
-def _config(workspace: Path, orthanc: Any, xnat: Any, **pacs: Any) -> Path:
+def _config(workspace: Path, orthanc: Any, xnat: Any, warehouse_url: str = "", **pacs: Any) -> Path:
     path = write_query_config(workspace, orthanc, **pacs)
+    if warehouse_url:  # the shared warehouse on PostgreSQL instead of the DuckDB file
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("[pacs]", f'url = "{warehouse_url}"\n\n[pacs]', 1))
     with open(path, "a", encoding="utf-8") as f:
         f.write(
             f'\n[xnat]\nurl = "{xnat.url}"\nproject = "{xnat.project}"\ntimeout = 20.0\n'
@@ -35,13 +40,27 @@ def _config(workspace: Path, orthanc: Any, xnat: Any, **pacs: Any) -> Path:
     return path
 
 
+def _warehouse(workspace: Path) -> Warehouse:
+    """The warehouse the workspace's config names (the DuckDB file or PostgreSQL)."""
+    return open_warehouse(load_settings(workspace / "pacs2xnat.toml"))
+
+
 def _runs(workspace: Path) -> list[tuple[str, str, int, dict[str, Any]]]:
-    with duckdb.connect(str(workspace / "warehouse" / "pacs2xnat.duckdb"), read_only=True) as c:
+    with _warehouse(workspace).connect(read_only=True) as c:
         rows = c.execute(
             "select run_id, outcome, exit_code, summary from raw.runs where command = 'run' "
             "order by started_at"
         ).fetchall()
     return [(r[0], r[1], r[2], json.loads(r[3] or "{}")) for r in rows]
+
+
+@pytest.fixture
+def warehouse_url(request: pytest.FixtureRequest) -> str:
+    """'' (the DuckDB file), or with ``indirect`` param "postgresql" a fresh PostgreSQL
+    database on the session's real server."""
+    if getattr(request, "param", "duckdb") == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return ""
 
 
 @pytest.fixture
@@ -51,10 +70,13 @@ def cycle_workspace(
     orthanc: Any,
     standin_xnat: Any,
     pacs_cohort: Cohort,
+    warehouse_url: str,
 ) -> Path:
     protocol = getattr(request, "param", "dimse")  # the whole cycle by DICOMweb too (issue 15)
     web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
-    _config(workspace, orthanc, standin_xnat, **(web if protocol == "dicomweb" else {}))
+    _config(
+        workspace, orthanc, standin_xnat, warehouse_url, **(web if protocol == "dicomweb" else {})
+    )
     master = write_master_list(pacs_cohort, workspace / "master.xlsx")
     res = CliRunner().invoke(app, ["patients", "import", str(master)])
     assert res.exit_code == 0, res.output
@@ -62,14 +84,18 @@ def cycle_workspace(
 
 
 def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
-    db = workspace / "warehouse" / "pacs2xnat.duckdb"
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(
+    with _warehouse(workspace).connect(read_only=True) as con:
+        rows = con.execute(
             "select run_id, command from raw.dbt_builds order by finished_at"
         ).fetchall()
+    return [tuple(r) for r in rows]
 
 
-@pytest.mark.parametrize("cycle_workspace", ["dimse", "dicomweb"], indirect=True)
+@pytest.mark.parametrize(
+    ("cycle_workspace", "warehouse_url"),
+    [("dimse", "duckdb"), ("dicomweb", "duckdb"), ("dimse", "postgresql")],
+    indirect=True,
+)
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
     cycle_workspace: Path, standin_xnat: Any, pacs_cohort: Cohort
 ) -> None:
@@ -111,9 +137,7 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
         (third[0], " ".join(AFTER_LOAD.dbt_args())),
     ]
     assert all(re.search(r"--exclude-resource-type [^-]*unit_test", cmd) for _, cmd in builds)
-    with duckdb.connect(
-        str(cycle_workspace / "warehouse" / "pacs2xnat.duckdb"), read_only=True
-    ) as con:
+    with _warehouse(cycle_workspace).connect(read_only=True) as con:
         asked_again = con.execute(
             "select count(*) from raw.pacs_queries where run_id = ?", [third[0]]
         ).fetchone()
@@ -123,12 +147,16 @@ def test_run_stops_where_asked_then_resumes_after_a_failed_step(
         present = con.execute(
             "select count(*) from main.reconciliation where reconciliation_status = 'present'"
         ).fetchone()
-    assert asked_again == (0,)  # the query step was not repeated
+    assert tuple(asked_again) == (0,)  # the query step was not repeated
     assert selected is not None
     assert selected[0] > 0
-    assert present == selected
+    assert tuple(present) == tuple(selected)
     labels = [s.label for s in standin_xnat.store.sessions.values()]
     assert len(labels) == len(set(labels)) == selected[0]
+    register = cli.invoke(app, ["--json", "failures"])  # reads its mart on either warehouse
+    assert register.exit_code == 0, register.output
+    open_rows = _warehouse(cycle_workspace).read_relation("main.ingest_failures", "where is_open")
+    assert json.loads(register.output)["open"] == len(open_rows)
     _assert_logs_hold_no_secrets(cycle_workspace, standin_xnat.password, pacs_cohort)
 
 

@@ -22,6 +22,8 @@ class FaultProxy:
         self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
         self.cuts = 0
         self.connections = 0
+        self.open_now = 0  # connections open right now, and the most ever open at once
+        self.most_open = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.host, self.port = "127.0.0.1", int(self._listener.getsockname()[1])
         self.aet = "ORTHANC"
@@ -43,6 +45,8 @@ class FaultProxy:
                 continue
             with self._lock:
                 self.connections += 1
+                self.open_now += 1
+                self.most_open = max(self.most_open, self.open_now)
                 self._socks += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
@@ -75,6 +79,9 @@ class FaultProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+            if not from_pacs:  # our side ended the connection (released or aborted)
+                with self._lock:
+                    self.open_now -= 1
 
     def close(self) -> None:
         self._closed = True

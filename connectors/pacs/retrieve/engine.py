@@ -78,9 +78,14 @@ class AssociationRetriever:
     """C-GET or C-MOVE of whole studies in this process, on at most ``max_associations``
     reused associations (threads). ``Retriever`` puts one of these in each worker process."""
 
-    def __init__(self, settings: Settings, registry: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: Path | None = None, *, keep_idle: bool = True
+    ) -> None:
         self.settings = settings
         self._registry = registry  # C-MOVE receivers in several processes (storage_scp.py)
+        #: False when the associations are counted team-wide (``load/claims.py``): none stays
+        #: open between studies, so this process holds only what its retrievals use
+        self.keep_idle = keep_idle
         self.method = settings.pacs.retrieve
         check_move_destination(settings)
         self._slots = threading.BoundedSemaphore(settings.pacs.max_associations)
@@ -209,7 +214,7 @@ class AssociationRetriever:
         group = self._groups.pop(id(assoc), None)
         if healthy and assoc.is_established:
             with self._lock:
-                if not self._closed:
+                if not self._closed and self.keep_idle:
                     self._idle.append((group, assoc))
                     surplus = self._idle[: max(0, len(self._idle) - self._max_idle)]
                     del self._idle[: len(surplus)]

@@ -33,9 +33,14 @@ from connectors.pacs.retrieve.workers import WorkerPool, raise_or_return
 class Retriever:
     """Whole studies to disk with at most ``max_associations`` associations at once."""
 
-    def __init__(self, settings: Settings, *, move_in_processes: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, move_in_processes: bool = False, shared: bool = False
+    ) -> None:
         """``move_in_processes``: C-MOVE in worker processes too (off by default: measured
-        0.5x C-MOVE in threads on the shared 2-core machine, benchmarks/load/README.md)."""
+        0.5x C-MOVE in threads on the shared 2-core machine, benchmarks/load/README.md).
+        ``shared``: the associations are a team-wide count (several loaders on one
+        PostgreSQL warehouse, ``load/claims.py``): retrieval runs in this process's threads and
+        no association stays open between studies."""
         pacs = settings.pacs
         self.settings = settings
         self._wado = WadoRetriever(settings) if pacs.protocol == "dicomweb" else None
@@ -43,6 +48,7 @@ class Retriever:
             check_move_destination(settings)
         self._in_processes = (
             self._wado is None
+            and not shared
             and pacs.retrieve_backend == "pynetdicom"
             and pacs.max_associations > 1
             and (pacs.retrieve == "c-get" or move_in_processes)
@@ -50,7 +56,7 @@ class Retriever:
         self._registry: Path | None = None
         self._pool: WorkerPool | None = None
         dimse_here = not (self._in_processes or self._wado)
-        self._local = AssociationRetriever(settings) if dimse_here else None
+        self._local = AssociationRetriever(settings, keep_idle=not shared) if dimse_here else None
 
     def __enter__(self) -> Retriever:
         if self._in_processes:

@@ -21,9 +21,9 @@ per_patient_modality as (
     select
         nhs_number,
         modality,
-        any_value(mrn) as mrn,
-        any_value(patient_status) as patient_status,
-        any_value(reference_date) as reference_date,
+        {{ any_of_group('mrn') }} as mrn,
+        {{ any_of_group('patient_status') }} as patient_status,
+        {{ any_of_group('reference_date') }} as reference_date,
         count(*) as number_of_studies,
         coalesce(sum(scan_count), 0) as number_of_scans,
         min(study_date) as first_study_date,
@@ -46,8 +46,8 @@ patients_without_sessions as (
     select
         master_patients.nhs_number,
         cast(null as varchar) as modality,
-        array_to_string(
-            list_sort(list_distinct(list(master_patients.mrn))), ', '
+        string_agg(
+            distinct master_patients.mrn, ', ' order by master_patients.mrn
         ) as mrn,
         case
             when bool_or(master_patients.patient_status = 'active') then 'active'
@@ -75,9 +75,16 @@ patients_without_sessions as (
 
 unioned as (
 
-    select * from per_patient_modality
-    union all by name
-    select * from patients_without_sessions
+    -- by column name, in both warehouses (PostgreSQL has no "union all by name")
+    {%- set columns = [
+        'nhs_number', 'mrn', 'modality', 'patient_status', 'is_on_master_list',
+        'reference_date', 'number_of_studies', 'number_of_scans', 'first_study_date',
+        'last_study_date', 'days_from_reference_to_first', 'days_from_reference_to_last',
+        'studies_before_reference', 'studies_on_or_after_reference', 'studies_without_date',
+    ] %}
+    select {{ columns | join(', ') }} from per_patient_modality
+    union all
+    select {{ columns | join(', ') }} from patients_without_sessions
 
 ),
 

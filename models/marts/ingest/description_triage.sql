@@ -31,7 +31,7 @@ per_description as (
     select
         study_description_normalised,
         min(description_decision) as description_decision,
-        mode(study_description order by study_description)
+        {{ most_frequent('study_description') }}
             as example_study_description,
         cast(count(*) as integer) as number_of_studies,
         cast(count(distinct mrn) as integer) as number_of_patients,

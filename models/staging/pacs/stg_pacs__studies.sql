@@ -24,13 +24,12 @@ renamed as (
         {{ normalise_person_name(dicom_person_name('patient_name')) }}
             as patient_name_normalised,
         {{ dicom_string('specific_character_set') }} as specific_character_set,
-        {{ dicom_code_list('modalities_in_study') }} as modalities,
         nullif(
             array_to_string({{ dicom_code_list('modalities_in_study') }}, '/'), ''
         ) as modalities_in_study,
 
         -- numerics
-        try_cast(trim(number_of_study_related_instances) as integer)
+        {{ try_cast_as('trim(number_of_study_related_instances)', 'integer') }}
             as number_of_study_related_instances,
 
         -- dates

@@ -24,17 +24,17 @@ renamed as (
         xsi_type,
         coalesce(
             nullif(upper(trim(modality)), ''),
-            upper(regexp_extract(xsi_type, 'xnat:([a-z]+)SessionData', 1))
+            upper({{ regex_group("xsi_type", 'xnat:([a-z]+)SessionData') }})
         ) as modality,
 
         -- numerics
         scan_count,
 
         -- dates
-        try_cast(nullif(trim(session_date), '') as date) as session_date,
+        {{ try_cast_as("nullif(trim(session_date), '')", 'date') }} as session_date,
 
         -- timestamps
-        try_cast(nullif(trim(insert_date), '') as timestamp) as inserted_at,
+        {{ try_cast_as("nullif(trim(insert_date), '')", 'timestamp') }} as inserted_at,
         synced_at,
         loaded_at
 

@@ -1,0 +1,18 @@
+"""Which warehouse a configuration names: the DuckDB file (``[warehouse] path``) or, when
+``[warehouse] url`` is set, the shared PostgreSQL database."""
+
+from __future__ import annotations
+
+from connectors.config import Settings
+from connectors.warehouse.postgres import PostgresWarehouse
+from connectors.warehouse.store import Warehouse
+
+
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The configured warehouse (nothing is connected until ``connect()``)."""
+    if settings.warehouse.url:
+        return PostgresWarehouse(settings.warehouse.url, settings.warehouse_dir)
+    return Warehouse(settings.warehouse_path)
+
+
+__all__ = ["open_warehouse"]

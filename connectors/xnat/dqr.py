@@ -6,27 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.errors import ConfigError, XnatUnreachable
+from connectors.xnat.calls import ClientCalls
 
 
-class DqrCalls:
+class DqrCalls(ClientCalls):
     """The DQR part of ``XnatClient``."""
-
-    settings: Any
-    project: str
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        per_study: bool,
-        ok: Any = (200,),
-        timeout: float | None = None,
-        _again: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        raise NotImplementedError  # XnatClient's
 
     def dqr_pacs_id(self) -> int:
         """The configured PACS (``[xnat] dqr_pacs``: id, label or AE title) in XNAT's DQR list."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from connectors.errors import XnatUnreachable
+from connectors.xnat.calls import ClientCalls
 from connectors.xnat.labels import xnat_label
 
 logger = logging.getLogger(__name__)
@@ -20,28 +20,10 @@ SESSION_COLUMNS = "ID,label,subject_ID,subject_label,date,modality,UID,xsiType,i
 PAGE_SIZE = 1000
 
 
-class SessionReads:
+class SessionReads(ClientCalls):
     """The reading part of ``XnatClient``."""
 
-    project: str
     _version: str | None
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        per_study: bool,
-        ok: Any = (200,),
-        timeout: float | None = None,
-        _again: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        raise NotImplementedError  # XnatClient's
-
-    def _get_json(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
-        raise NotImplementedError  # XnatClient's
 
     @property
     def version(self) -> str:

@@ -51,6 +51,7 @@ def _deletes(standin: StandinHandle) -> list[tuple[str, str, int]]:
     return [r for r in log if r[0] == "DELETE" and "JSESSION" not in r[1]]
 
 
+@pytest.mark.slow  # over 5 s (pytest --durations): not in the fast set
 def test_late_import_answer_is_followed_until_xnat_has_archived_it(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:
@@ -78,6 +79,7 @@ def test_late_import_answer_is_followed_until_xnat_has_archived_it(
     assert_nothing_lost(settings, standin_xnat, template.studies, runs=[run])
 
 
+@pytest.mark.slow  # over 5 s (pytest --durations): not in the fast set
 def test_archive_still_running_past_archive_wait_is_a_timeout_and_nothing_removed(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:

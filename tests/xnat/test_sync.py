@@ -107,6 +107,7 @@ def _seed_sessions(h: StandinHandle, n: int) -> None:
             h.store.archive(s, f"S{i % 50}", merge=False)
 
 
+@pytest.mark.slow  # over 5 s (pytest --durations): not in the fast set
 @pytest.mark.parametrize(
     ("version", "ignore_paging", "n"),
     [("1.8.5", False, 2500), ("1.8.10", True, 1500), ("1.8.10", False, 1500)],

@@ -3,12 +3,14 @@ saying who holds it), and creates the warehouse owner-only."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -37,6 +39,22 @@ def _hold_lock(path: str, ready, release, seconds: float = 30) -> None:  # type:
     held.release()
 
 
+@contextlib.contextmanager
+def _held_by(target: Callable[..., None], db: Path, *extra: Any) -> Iterator[None]:
+    """Another process (``target(db, ready, release, *extra)``) holds the warehouse while the
+    block runs; it lets go and exits afterwards."""
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=target, args=(str(db), ready, release, *extra))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        yield
+    finally:
+        release.set()
+        proc.join(30)
+
+
 def test_fresh_warehouse_has_every_raw_table_and_is_owner_only(tmp_path: Path) -> None:
     wh = Warehouse(tmp_path / "w" / "p.duckdb")
     wh.ensure()
@@ -54,17 +72,11 @@ def test_fresh_warehouse_has_every_raw_table_and_is_owner_only(tmp_path: Path) -
 
 def test_second_writer_gets_warehouse_busy_naming_the_holder(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(WarehouseBusy, match=r"warehouse busy: pacs2xnat load \(pid \d+"):
-            WarehouseLock(db).acquire("query")
-    finally:
-        release.set()
-        proc.join(30)
+    with (
+        _held_by(_hold_lock, db),
+        pytest.raises(WarehouseBusy, match=r"warehouse busy: pacs2xnat load \(pid \d+"),
+    ):
+        WarehouseLock(db).acquire("query")
     WarehouseLock(db).acquire("query")  # free again once the holder is gone
 
 
@@ -75,20 +87,12 @@ def test_a_taken_warehouse_is_waited_for_and_the_wait_names_the_holder(
     will wait, and goes on as soon as the holder lets go."""
     db = tmp_path / "p.duckdb"
     Warehouse(db).ensure()
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release, 1.0))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with _held_by(_hold_lock, db, 1.0):
         lock.set_wait(30)
         started = time.monotonic()
         with caplog.at_level(logging.INFO, "connectors.warehouse.lock"):
             Warehouse(db).append("runs", [_run_row("r1")])
         waited = time.monotonic() - started
-    finally:
-        release.set()
-        proc.join(30)
     assert waited < 30  # it did not wait out its limit: it went on when the holder let go
     assert re.search(
         r"warehouse in use by pacs2xnat load \(pid \d+, since .+\); waiting up to 30 s",
@@ -100,17 +104,11 @@ def test_a_taken_warehouse_is_waited_for_and_the_wait_names_the_holder(
 
 def test_the_wait_is_bounded_then_warehouse_busy(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(WarehouseBusy, match=r"pacs2xnat load \(pid .* within 0 s"):
-            Warehouse(db).append("runs", [_run_row("r1")])
-    finally:
-        release.set()
-        proc.join(30)
+    with (
+        _held_by(_hold_lock, db),
+        pytest.raises(WarehouseBusy, match=r"pacs2xnat load \(pid .* within 0 s"),
+    ):
+        Warehouse(db).append("runs", [_run_row("r1")])
 
 
 def test_the_lock_is_held_only_for_a_transaction(tmp_path: Path) -> None:
@@ -151,17 +149,12 @@ def _run_row(run_id: str) -> dict[str, object]:
 def test_duckdb_lock_from_another_process_is_warehouse_busy(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
     Warehouse(db).ensure()
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_duckdb, args=(str(db), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(WarehouseBusy, match="warehouse busy"), Warehouse(db).connect():
-            pass
-    finally:
-        release.set()
-        proc.join(30)
+    with (
+        _held_by(_hold_duckdb, db),
+        pytest.raises(WarehouseBusy, match="warehouse busy"),
+        Warehouse(db).connect(),
+    ):
+        pass
 
 
 def _hold_duckdb(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
@@ -203,17 +196,11 @@ def _plain_dbt_hold(path: str, ready, release) -> None:  # type: ignore[no-untyp
 
 def test_plain_dbt_build_holds_the_lock_until_it_exits(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_plain_dbt_hold, args=(str(db), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(WarehouseBusy, match=r"warehouse busy: dbt build \(pid \d+"):
-            Warehouse(db).append("runs", [_run_row("r1")])
-    finally:
-        release.set()
-        proc.join(30)
+    with (
+        _held_by(_plain_dbt_hold, db),
+        pytest.raises(WarehouseBusy, match=r"warehouse busy: dbt build \(pid \d+"),
+    ):
+        Warehouse(db).append("runs", [_run_row("r1")])
     Warehouse(db).append("runs", [_run_row("r1")])  # free once dbt has exited
 
 
@@ -221,16 +208,8 @@ def test_a_command_exits_3_naming_the_holder_when_its_wait_runs_out(
     workspace: Path, cli: CliRunner
 ) -> None:
     db = workspace / "warehouse" / "pacs2xnat.duckdb"
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(db), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with _held_by(_hold_lock, db):
         res = cli.invoke(app, ["--wait", "1", "failures"])
-    finally:
-        release.set()
-        proc.join(30)
     assert res.exit_code == 3, res.output
     assert re.search(r"warehouse in use by pacs2xnat load \(pid \d+.*waiting up to 1 s", res.stderr)
     assert re.search(r"warehouse busy: pacs2xnat load \(pid \d+.*within 1 s", res.stderr)

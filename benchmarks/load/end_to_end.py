@@ -81,7 +81,13 @@ def settings_for(spec: dict[str, Any]) -> Any:
             max_associations=spec["assoc"],
             retrieve_backend=spec.get("backend", "pynetdicom"),
         ),
-        xnat=XnatConfig(url=spec["xnat_url"], project=spec.get("project", "LOAD"), timeout=600.0),
+        xnat=XnatConfig(
+            url=spec["xnat_url"],
+            project=spec.get("project", "LOAD"),
+            timeout=600.0,
+            dqr_in_flight=spec.get("in_flight", 1),  # DQR mode (benchmarks/load/dqr.py)
+            dqr_poll_seconds=spec.get("poll", 5.0),
+        ),
         warehouse=WarehouseConfig(path=str(work / "wh" / "w.duckdb")),
         load=LoadConfig(work_dir=str(work / "tmp"), queue_size=2, retries=0),
     )
@@ -138,7 +144,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 )
         summary = run_load(
             RunContext(settings=settings, command="load", arguments=[]),
-            "direct",
+            spec.get("mode", "direct"),
             build_manifest=False,
         )
         if summary["loaded"] != len(studies):

@@ -206,6 +206,12 @@ def test_subjects_and_listings(standin_xnat: StandinHandle, tmp_path: Path) -> N
     rows = page.json()["ResultSet"]["Result"]
     assert [r["label"] for r in rows] == ["RA2"]
     assert set(rows[0]) == {"ID", "label", "UID", "URI"}
+    # a page carries no totalRecords (xnat-web ProjSubExptList: only when not paged), and
+    # limit=* is every row (SecureResource.buildOffsetFromParams)
+    assert "totalRecords" not in page.json()["ResultSet"]
+    every = requests.get(listing, params={**q, "limit": "*"}, auth=_auth(h), timeout=10)
+    assert [r["label"] for r in every.json()["ResultSet"]["Result"]] == ["RA0", "RA1", "RA2"]
+    assert every.json()["ResultSet"]["totalRecords"] == "3"
     wild = requests.get(listing, params={**q, "label": "RA*"}, auth=_auth(h), timeout=10)
     assert wild.json()["ResultSet"]["totalRecords"] == "3"
     none = requests.get(f"{h.url}/data/projects/NOPE/experiments", auth=_auth(h), timeout=10)

@@ -23,8 +23,18 @@ IMAGE_SESSION = "xnat:imageSessionData"
 
 def pages(version: str) -> bool:
     """Whether listings of this XNAT version honour ``limit``/``offset``: from 1.8.9 on; before
-    it they are ignored and every "page" is the whole list (as issue 13 reads xnat-web's
-    history; the stand-in takes the harsher side for every version before 1.8.9)."""
+    it they are ignored and every "page" is the whole list.
+
+    Sources: the paging is xnat-web's ``SecureResource.buildOffsetFromParams`` (it appends
+    ``LIMIT n OFFSET m`` to the listing's SQL; NrgXnat/xnat-web
+    src/main/java/org/nrg/xnat/restlet/resources/SecureResource.java), which the project
+    experiment list ``ProjSubExptList.represent`` calls ("//inject paging") in the later
+    xnat-web tree (read in the fork oncai/xnat, same path under .../restlet/resources/); the
+    older tree (NrgXnat/xnat-reboot, same file) builds ``qo.buildQuery()`` with no LIMIT, so
+    there ``limit``/``offset`` are ignored. The version it arrived in is not in the sources
+    read (no tag or build version beside those files); NRG's API documentation gives it
+    ("Paging RESTful tables": "Starting in XNAT 1.8.9, parameters (limit & offset) were
+    added"). Where that leaves an exact 1.8.x open, every version before 1.8.9 ignores it."""
     try:
         parts = tuple(int(p) for p in version.split(".")[:3])
     except ValueError:
@@ -79,8 +89,13 @@ def _select(
     fixed: bool = False,
 ) -> Answer:
     """Filters (wildcards), paging (when ``paged``) and the ``columns`` projection, as a
-    ResultSet (xnat-web XnatRestlet/QueryOrganizer listings: ``totalRecords`` is the count
-    before paging)."""
+    ResultSet (xnat-web QueryOrganizer listings). Paging as SecureResource.buildOffsetFromParams
+    does it: only when ``limit`` or ``offset`` is given; a missing ``offset`` is 0, a missing
+    ``limit`` 100 (DEFAULT_PAGE_SIZE), ``*`` for either means no paging. A paged answer has no
+    ``totalRecords`` (ProjSubExptList puts it in only ``if (!hasOffset)``), an unpaged one the
+    count of all rows. ``sortBy`` is ignored here (rows come in insertion order, i.e. by ID);
+    xnat-web sorts the table after the SQL LIMIT (SecureResource.representTable), i.e. within
+    a page, so it cannot be relied on to order the pages either."""
     for key, values in req.params.items():
         if key in CONTROL or not values:
             continue
@@ -89,17 +104,18 @@ def _select(
             rows = [r for r in rows if _date_in(r.get("date", ""), pattern)]
         else:
             rows = [r for r in rows if fnmatch.fnmatchcase(r.get(key, ""), pattern)]
-    total = len(rows)
-    if paged:
-        offset = int(req.param("offset") or 0)
-        limit = req.param("limit")
-        rows = rows[offset : offset + int(limit)] if limit else rows[offset:]
+    total, counted = len(rows), True
+    limit, offset = req.param("limit"), req.param("offset")
+    if paged and (limit is not None or offset is not None) and "*" not in (limit, offset):
+        start, size = int(offset or 0), int(limit or 100)
+        if start > 0 or size > 0:
+            rows, counted = rows[start : start + size], False
     cols_param = None if fixed else req.param("columns")
     cols = cols_param.split(",") if cols_param else default
     if "URI" not in cols and any("URI" in r for r in rows[:1]):
         cols = [*cols, "URI"]
     projected = [{c: r.get(c, "") for c in cols} for r in rows]
-    return result_set(projected, total=total, fmt=req.param("format"))
+    return result_set(projected, total=total, fmt=req.param("format"), counted=counted)
 
 
 def _date_in(iso: str, spec: str) -> bool:

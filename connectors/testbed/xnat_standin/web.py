@@ -93,26 +93,30 @@ def error(status: int, message: str) -> Answer:
 
 
 def result_set(
-    rows: list[dict[str, str]], total: int | None = None, title: str = "", fmt: str | None = None
+    rows: list[dict[str, str]],
+    total: int | None = None,
+    title: str = "",
+    fmt: str | None = None,
+    counted: bool = True,
 ) -> Answer:
     """A listing in the representation ``format=`` asks: json (the ResultSet), csv (a header
     row, every value quoted), xml (an XFTTable document) or html (a table). XNAT's restlets
     render every listing table in these four (xnat-web restlet/resources/SecureResource, its
     table representations chosen by ``format``; the XML layout here is ours, only its rows
-    and columns are XNAT's)."""
+    and columns are XNAT's). ``counted=False``: no ``totalRecords`` (a page of a paged listing:
+    ProjSubExptList and ExperimentListResource put it in only when no page was asked for)."""
     fmt = (fmt or "json").lower()
     if fmt in ("csv", "xml", "html"):
-        return _table(rows, total, fmt)
-    rs: dict[str, Any] = {
-        "Result": rows,
-        "totalRecords": str(len(rows) if total is None else total),
-    }
+        return _table(rows, total if counted else None, fmt, counted)
+    rs: dict[str, Any] = {"Result": rows}
+    if counted:
+        rs["totalRecords"] = str(len(rows) if total is None else total)
     if title:
         rs["title"] = title
     return as_json({"ResultSet": rs})
 
 
-def _table(rows: list[dict[str, str]], total: int | None, fmt: str) -> Answer:
+def _table(rows: list[dict[str, str]], total: int | None, fmt: str, counted: bool) -> Answer:
     columns = list(rows[0]) if rows else []
     if fmt == "csv":
         out = io.StringIO()
@@ -127,9 +131,10 @@ def _table(rows: list[dict[str, str]], total: int | None, fmt: str) -> Answer:
             "<row>" + "".join(f"<cell>{esc(str(r.get(c, '')))}</cell>" for c in columns) + "</row>"
             for r in rows
         )
+        count = f' totalRecords="{len(rows) if total is None else total}"' if counted else ""
         doc = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<ResultSet totalRecords="{len(rows) if total is None else total}">'
+            f"<ResultSet{count}>"
             f"<results><columns>{head}</columns><rows>{body}</rows></results></ResultSet>"
         )
         return Answer(200, doc.encode("utf-8"), "text/xml")

@@ -12,7 +12,15 @@ status ISSUED before the C-MOVE, and on success deletes the queue row; on failur
 history row becomes FAILED and the queue row goes back to its prior status with one more
 retry (a new history row next time), until ``dqrMaxPacsCMOVEAttempts``. Nothing in that
 thread sets RECEIVED: a successful request stays ISSUED, and the study is known to have
-arrived only by the archived session."""
+arrived only by the archived session.
+
+Where the stand-in is simpler than the plugin: it runs one dequeue worker for all requests
+(the plugin runs PacsDequeueThreads per PACS up to the ``threads`` of the PACS's availability
+window, PacsThreads.isOversubscribed, and sleeps ``(100 / utilizationPercent - 1)`` times a
+request's duration after it); and it pulls the study by C-GET into itself instead of the
+plugin's C-MOVE to the receiver ``aeTitle:port`` (checked and recorded, nothing listens on
+it), then archives at once (the plugin asks for a prearchive rebuild after the C-MOVE,
+submitPrearchiveSessionRebuildRequest)."""
 
 from __future__ import annotations
 

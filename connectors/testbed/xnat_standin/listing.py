@@ -23,18 +23,13 @@ IMAGE_SESSION = "xnat:imageSessionData"
 
 def pages(version: str) -> bool:
     """Whether listings of this XNAT version honour ``limit``/``offset``: from 1.8.9 on; before
-    it they are ignored and every "page" is the whole list.
-
-    Sources: the paging is xnat-web's ``SecureResource.buildOffsetFromParams`` (it appends
-    ``LIMIT n OFFSET m`` to the listing's SQL; NrgXnat/xnat-web
-    src/main/java/org/nrg/xnat/restlet/resources/SecureResource.java), which the project
-    experiment list ``ProjSubExptList.represent`` calls ("//inject paging") in the later
-    xnat-web tree (read in the fork oncai/xnat, same path under .../restlet/resources/); the
-    older tree (NrgXnat/xnat-reboot, same file) builds ``qo.buildQuery()`` with no LIMIT, so
-    there ``limit``/``offset`` are ignored. The version it arrived in is not in the sources
-    read (no tag or build version beside those files); NRG's API documentation gives it
-    ("Paging RESTful tables": "Starting in XNAT 1.8.9, parameters (limit & offset) were
-    added"). Where that leaves an exact 1.8.x open, every version before 1.8.9 ignores it."""
+    it they are ignored and every "page" is the whole list. The paging is xnat-web's
+    SecureResource.buildOffsetFromParams (``LIMIT n OFFSET m`` appended to the listing's SQL;
+    NrgXnat/xnat-web .../restlet/resources/SecureResource.java), called by ProjSubExptList
+    ("//inject paging") in the later tree (read in the fork oncai/xnat); the older one
+    (NrgXnat/xnat-reboot, ProjSubExptList.java) has no LIMIT: limit/offset ignored. The
+    sources read do not date it; NRG's API docs ("Paging RESTful tables") say "Starting in
+    XNAT 1.8.9". The stand-in takes every version before 1.8.9 as ignoring it."""
     try:
         parts = tuple(int(p) for p in version.split(".")[:3])
     except ValueError:

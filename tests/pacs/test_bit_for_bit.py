@@ -1,5 +1,6 @@
 """Bit for bit: every instance of the corpus (every SOP class family, every transfer syntax)
-comes out of a real PACS as the PACS holds it, over C-GET and C-MOVE, with both back ends.
+comes out of a real PACS as the PACS holds it, over C-GET and C-MOVE, with both back ends, and
+over WADO-RS (Orthanc's DICOMweb plugin, ``transfer-syntax=*``).
 
 Each retrieved file is compared with the file the PACS was seeded with: same SOP Instance UID,
 same transfer syntax, same pixel data bytes; none missing, none extra.
@@ -58,6 +59,8 @@ CASES = [
     pytest.param("corpus_orthanc", "c-move", "pynetdicom", 1),
     pytest.param("corpus_orthanc", "c-move", "pynetdicom", 2, id="c-move-2-workers"),
     pytest.param("corpus_orthanc", "c-move", "dcmtk", 1),
+    pytest.param("corpus_orthanc", "wado-rs", "pynetdicom", 1, id="wado-rs-1"),
+    pytest.param("corpus_orthanc", "wado-rs", "pynetdicom", 2, id="wado-rs-2"),
     pytest.param("corpus_orthanc", "c-get", "dcmtk", 1, marks=GETSCU),
     pytest.param("corpus_dcmqrscp", "c-get", "pynetdicom", 1, marks=DCMQRSCP),
     pytest.param("corpus_dcmqrscp", "c-move", "pynetdicom", 1, marks=DCMQRSCP),
@@ -77,9 +80,10 @@ def test_every_instance_arrives_as_the_pacs_holds_it(
     tmp_path: Path,
 ) -> None:
     server: Any = request.getfixturevalue(pacs)
+    web = {"protocol": "dicomweb", "dicomweb_url": server.dicomweb_url}
     settings = pacs_settings(
         server,
-        retrieve=method,
+        **(web if method == "wado-rs" else {"retrieve": method}),
         retrieve_backend=backend,
         move_destination=CORPUS_MOVE_AET,
         receive_port=corpus_move_port,

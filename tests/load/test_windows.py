@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from connectors.clock import use_clock
@@ -22,7 +25,13 @@ from connectors.testbed.orthanc import free_port
 from connectors.warehouse.runs import RunContext
 from connectors.windows import parse_windows
 from tests.support.fake_clock import FakeClock
-from tests.support.load_helpers import attempts, load_settings_for, pick_studies, write_manifest
+from tests.support.load_helpers import (
+    attempts,
+    expected_files,
+    load_settings_for,
+    pick_studies,
+    write_manifest,
+)
 from tests.support.xnat_fixtures import StandinHandle
 
 OFF_PEAK = ("Mon-Fri 19:00-07:00", "Sat-Sun 00:00-24:00")
@@ -157,3 +166,113 @@ def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
     assert sorted(a["study_instance_uid"] for a in attempts(settings)) == sorted(
         s.study_instance_uid for s in studies
     )
+
+
+def _over_wado(settings: Any, orthanc: Any, *, wait: bool = True) -> Any:
+    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url, "wait_for_window": wait}
+    return dataclasses.replace(settings, pacs=dataclasses.replace(settings.pacs, **web))
+
+
+def _wado_retrievals(caplog: pytest.LogCaptureFixture) -> dict[str, tuple[int, int, int]]:
+    """Study UID -> (files in the folder, retrieved by the last call, kept from before it),
+    from each study's "retrieved ... by WADO-RS" line (the counts of what was written)."""
+    out = {}
+    for r in caplog.records:
+        if r.name == "connectors.pacs.retrieve.wado" and r.msg.startswith("retrieved"):
+            uid, files, now, kept = r.args[:4]  # type: ignore[index,misc]
+            out[uid] = (files, now, kept)
+    return out
+
+
+def _uploaded_once(standin: StandinHandle, studies: list[Any]) -> None:
+    """What reached the import service: each instance once, every instance of the studies."""
+    assert standin.store.uploads is not None
+    sops = [str(pydicom.dcmread(BytesIO(b)).SOPInstanceUID) for b in standin.store.uploads]
+    assert len(sops) == len(set(sops)) == sum(expected_files(s) for s in studies)
+
+
+def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
+    """``n`` studies with at least five instances on the PACS (a window can end inside)."""
+    return [s for s in pick_studies(cohort, 40) if expected_files(s) >= 5][:n]
+
+
+@pytest.mark.orthanc
+def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """WADO-RS: the clock reaches 07:00 while the first study arrives (it moves a minute at
+    each look, one look per instance). The retrieval stops after the instance in flight, the
+    loader waits until 19:00, then asks only for what had not arrived; each instance is
+    retrieved once, each study reaches XNAT once, the pause is in the summary (``--json``)."""
+    studies = _deep_studies(pacs_cohort, 2)
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = _over_wado(settings, orthanc)
+    write_manifest(settings, pacs_cohort, studies)
+    standin_xnat.store.uploads, before = [], _imports(standin_xnat)
+    clock = FakeClock(at(0, "06:57"), step=MINUTE)
+    with use_clock(clock), caplog.at_level(logging.INFO):
+        summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (summary["loaded"], summary["failed"]) == (2, 0)
+    (pause,) = summary["pauses"]
+    assert pause["until"] == "2026-11-30T19:00"
+    got = _wado_retrievals(caplog)
+    assert sorted(got) == sorted(s.study_instance_uid for s in studies)
+    first = got[studies[0].study_instance_uid]
+    assert first[0] == expected_files(studies[0])
+    assert 0 < first[2] < first[0]  # part of it before the pause, kept ...
+    assert first[1] + first[2] == first[0]  # ... and only the rest after it
+    assert got[studies[1].study_instance_uid][2] == 0  # the second study started after it
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("a PACS window ended during a study" in m for m in messages)
+    assert _imports(standin_xnat) - before == 2
+    _uploaded_once(standin_xnat, studies)
+    assert sorted(a["study_instance_uid"] for a in attempts(settings)) == sorted(
+        s.study_instance_uid for s in studies
+    )
+
+
+@pytest.mark.orthanc
+def test_no_wait_mid_study_keeps_what_arrived_and_the_rerun_asks_only_for_the_rest(
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (study,) = _deep_studies(pacs_cohort, 1)
+    uid = study.study_instance_uid
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = _over_wado(settings, orthanc, wait=False)
+    write_manifest(settings, pacs_cohort, [study])
+    standin_xnat.store.uploads, before = [], _imports(standin_xnat)
+    with use_clock(FakeClock(at(0, "06:58"), step=MINUTE)), caplog.at_level(logging.INFO):
+        first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (first["loaded"], first["not_started"]) == (0, 1)
+    assert first["paused_until"] == "2026-11-30T19:00"
+    assert attempts(settings) == []  # nothing recorded: the manifest still holds it
+    paused = settings.work_dir / "paused"
+    kept = sorted(p.name for p in (paused / uid).iterdir())
+    assert 0 < len(kept) < expected_files(study)
+    record = json.loads((paused / f"{uid}.json").read_text())
+    assert record == {"study_instance_uid": uid, "instances_kept": len(kept),
+                      "paused_until": "2026-11-30T19:00"}  # fmt: skip
+    assert oct((paused / uid).stat().st_mode & 0o777) == "0o700"
+    assert _imports(standin_xnat) == before  # nothing sent yet
+    caplog.clear()
+    with use_clock(FakeClock(at(0, "19:05"), step=MINUTE)), caplog.at_level(logging.INFO):
+        second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (second["loaded"], second["failed"]) == (1, 0)
+    files, now, held = _wado_retrievals(caplog)[uid]
+    assert (files, held, now) == (expected_files(study), len(kept), files - len(kept))
+    assert not (paused / uid).exists()
+    assert not (paused / f"{uid}.json").exists()
+    assert _imports(standin_xnat) - before == 1
+    _uploaded_once(standin_xnat, [study])

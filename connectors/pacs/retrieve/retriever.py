@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -91,11 +92,18 @@ class Retriever:
             self._local.close()
 
     def retrieve(
-        self, study_instance_uid: str, dest: Path, expected: int | None = None
+        self,
+        study_instance_uid: str,
+        dest: Path,
+        expected: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
-        """Retrieve one study into ``dest`` (created owner-only)."""
+        """Retrieve one study into ``dest`` (created owner-only). ``stop`` (a PACS window's
+        end): over WADO-RS the retrieval ends after the instance in flight (``RetrievalPaused``)
+        and the next call on ``dest`` continues it (``resume.py``); over DIMSE it is not asked
+        (the study in hand finishes, the window stops the loader between studies)."""
         if self._wado is not None:
-            return self._wado.retrieve(study_instance_uid, dest, expected)
+            return self._wado.retrieve(study_instance_uid, dest, expected, stop)
         if self._local is not None:
             return self._local.retrieve(study_instance_uid, dest, expected)
         assert self._pool is not None, "use Retriever as a context manager"

@@ -99,13 +99,14 @@ class Retriever:
         stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
         """Retrieve one study into ``dest`` (created owner-only). ``stop`` (a PACS window's
-        end): over WADO-RS the retrieval ends after the instance in flight (``RetrievalPaused``)
-        and the next call on ``dest`` continues it (``resume.py``); over DIMSE it is not asked
-        (the study in hand finishes, the window stops the loader between studies)."""
+        end): over WADO-RS, and pynetdicom C-GET in this process, the retrieval ends after the
+        instance in flight (``RetrievalPaused``; C-GET by a C-CANCEL) and the next call on
+        ``dest`` continues it with only what is missing (``resume.py``); C-MOVE, dcmtk and
+        C-GET in worker processes do not ask it (the study in hand finishes)."""
         if self._wado is not None:
             return self._wado.retrieve(study_instance_uid, dest, expected, stop)
         if self._local is not None:
-            return self._local.retrieve(study_instance_uid, dest, expected)
+            return self._local.retrieve(study_instance_uid, dest, expected, stop)
         assert self._pool is not None, "use Retriever as a context manager"
         uid = study_instance_uid.strip()
         dest = Path(dest)

@@ -21,8 +21,8 @@ from connectors.config import Settings
 from connectors.errors import StudyFailed
 from connectors.pacs.dicomweb import DicomwebClient
 from connectors.pacs.retrieve.engine import RetrievedStudy
-from connectors.pacs.retrieve.resume import RetrievalPaused, held_in
-from connectors.pacs.storage import StudySink, file_name_for
+from connectors.pacs.retrieve.resume import RetrievalPaused, held_in, missing
+from connectors.pacs.storage import StudySink
 
 logger = logging.getLogger(__name__)
 
@@ -103,17 +103,11 @@ class WadoRetriever:
     ) -> bool:
         """A paused study continued: the series none of which arrived whole, the instances of
         a series part of which arrived one by one; nothing already in the folder again."""
-        by_series: dict[str, list[str]] = {}
-        for series, sop in client.instances(uid):
-            by_series.setdefault(series, []).append(sop)
-        for series, sops in by_series.items():
-            missing = [sop for sop in sops if file_name_for(sop) not in held]
-            if not missing:
-                continue
-            if len(missing) == len(sops) and series:
+        for series, sops in missing(client.instances(uid), held):
+            if sops is None:
                 paths = [f"/series/{series}"]
             else:
-                paths = [f"/series/{series}/instances/{sop}" for sop in missing]
+                paths = [f"/series/{series}/instances/{sop}" for sop in sops]
             for path in paths:
                 if not client.retrieve(uid, sink, stop, path):
                     return False

@@ -153,7 +153,8 @@ class AssociationRetriever:
         resumable = self.method == "c-get" and self._dcmtk is None
         cancel = Canceller(stop if resumable else None)
         kept = held_in(dest) if resumable else set()
-        sink.files = len(kept)  # a paused study's instances count as received
+        if kept:  # a paused study's instances count as received (their syntax too)
+            sink.rescan()
         with self._slots:
             if self._dcmtk is not None:
                 outcome, ok = self._run_dcmtk(sink, expected)

@@ -165,6 +165,7 @@ def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
     assert 0 < kept <= expected_files(studies[1])  # (the instance in flight may be the last)
     # the rerun's sync and build leave the loaded study out of the manifest
     write_manifest(settings, pacs_cohort, studies[1:])
+    caplog.clear()
     with (
         use_clock(FakeClock(at(0, "19:05"), step=MINUTE)),
         caplog.at_level(logging.INFO, logger="connectors.pacs.retrieve.engine"),

@@ -62,8 +62,8 @@ def held_in(folder: Path) -> set[str]:
 def missing(listing: list[tuple[str, str]], held: set[str]) -> list[tuple[str, list[str] | None]]:
     """Per series of ``listing`` ((Series UID, SOP Instance UID) of every instance the PACS
     holds), what is not among ``held`` (file names): None when none of the series arrived (ask
-    for the whole series), else its missing SOP Instance UIDs (ask for each); whole series
-    are left out."""
+    for the whole series), else its missing SOP Instance UIDs (ask for each); a series that
+    arrived whole is left out."""
     by_series: dict[str, list[str]] = {}
     for series, sop in listing:
         by_series.setdefault(series, []).append(sop)

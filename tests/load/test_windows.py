@@ -220,9 +220,12 @@ def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
 
 
 @pytest.mark.orthanc
-@pytest.mark.parametrize("protocol", ["dicomweb", "c-get"])
+@pytest.mark.parametrize(
+    ("protocol", "associations"), [("dicomweb", 1), ("c-get", 1), ("c-get", 2), ("dicomweb", 2)]
+)
 def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
     protocol: str,
+    associations: int,
     orthanc: Any,
     pacs_cohort: Cohort,
     standin_xnat: StandinHandle,
@@ -233,11 +236,11 @@ def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_conti
     minute at each look, one look per instance). The retrieval stops after the instance in
     flight (C-GET: a C-CANCEL), the loader waits until 19:00, then asks only for what had not
     arrived; each instance is retrieved once, each study reaches XNAT once, the pause is in the
-    summary (what ``--json`` prints)."""
+    summary (what ``--json`` prints). With two associations (C-GET: in threads, as with any
+    windows) both studies are in hand when the window ends, and at least one is part way."""
     studies = _deep_studies(pacs_cohort, 2)
-    settings = load_settings_for(
-        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
-    )
+    pacs = {"windows": OFF_PEAK, "max_associations": associations}
+    settings = load_settings_for(tmp_path, orthanc, standin_xnat, pacs=pacs)
     settings = _over(protocol, settings, orthanc)
     write_manifest(settings, pacs_cohort, studies)
     standin_xnat.store.uploads, before = [], _imports(standin_xnat)
@@ -247,16 +250,16 @@ def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_conti
     assert (summary["loaded"], summary["failed"]) == (2, 0)
     (pause,) = summary["pauses"]
     assert pause["until"] == "2026-11-30T19:00"
-    got = _retrievals(caplog)
-    assert got == {
-        studies[0].study_instance_uid: (
-            expected_files(studies[0]),
-            got[studies[0].study_instance_uid][1],
-        ),
-        studies[1].study_instance_uid: (expected_files(studies[1]), 0),  # started after it
+    got = _retrievals(caplog)  # study -> (instances it was retrieved with, kept of those)
+    assert {uid: files for uid, (files, _) in got.items()} == {
+        s.study_instance_uid: expected_files(s) for s in studies
     }
-    kept = got[studies[0].study_instance_uid][1]
-    assert 0 < kept < expected_files(studies[0])  # part of it before the pause, kept
+    first, second = (got[s.study_instance_uid] for s in studies)
+    if associations == 1:
+        assert 0 < first[1] < first[0]  # part of it before the pause, kept
+        assert second[1] == 0  # started after the pause
+    else:  # which of the two studies in hand the window's end met part way is the threads'
+        assert any(0 < kept < files for files, kept in (first, second))
     messages = [r.getMessage() for r in caplog.records]
     assert any("a PACS window ended during a study" in m for m in messages)
     assert _imports(standin_xnat) - before == 2

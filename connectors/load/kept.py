@@ -4,7 +4,9 @@ The instances that arrived move from the run's folder (removed when the run ends
 ``<work_dir>/paused/<StudyInstanceUID>/``, owner-only, with a record beside it
 (``<StudyInstanceUID>.json``: how many instances, when, until when the PACS is closed). The
 next load that retrieves the study takes the folder back into its own run folder and asks the
-PACS only for the rest (``pacs/retrieve/resume.py``); the study is uploaded once, whole.
+PACS only for the rest (``pacs/retrieve/resume.py``); the study is uploaded once, whole. The
+next direct load removes the folders of studies no longer in the manifest (they left it, or
+another loader loaded them: ``discard_unwanted``).
 """
 
 from __future__ import annotations
@@ -71,3 +73,25 @@ def take_kept(work_dir: Path, uid: str, dest: Path) -> int:
     n = sum(1 for f in dest.iterdir() if f.suffix == ".dcm")
     logger.info("continuing a study paused in an earlier run: %d instance(s) kept", n)
     return n
+
+
+def discard_unwanted(work_dir: Path, wanted: set[str]) -> int:
+    """Remove the kept instances (and record) of every paused study not in ``wanted`` (the
+    manifest: it left it, or another loader loaded it); how many were removed."""
+    home = work_dir / PAUSED
+    if not home.is_dir():
+        return 0
+    gone = 0
+    for child in home.iterdir():
+        uid = child.name.removesuffix(".json")
+        if uid in wanted:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+            gone += 1
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+    if gone:
+        logger.info("removed the kept instances of %d paused studies no longer to load", gone)
+    return gone

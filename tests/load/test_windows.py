@@ -307,3 +307,29 @@ def test_no_wait_mid_study_keeps_what_arrived_and_the_rerun_asks_only_for_the_re
     assert not (paused / f"{uid}.json").exists()
     assert _imports(standin_xnat) - before == 1
     _uploaded_once(standin_xnat, [study])
+
+
+@pytest.mark.orthanc
+def test_what_a_paused_study_kept_is_removed_once_it_leaves_the_manifest(
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    (study,) = _deep_studies(pacs_cohort, 1)
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = _over("dicomweb", settings, orthanc, wait=False)
+    write_manifest(settings, pacs_cohort, [study])
+    with use_clock(FakeClock(at(0, "06:58"), step=MINUTE)):
+        first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    paused = settings.work_dir / "paused"
+    assert first["not_started"] == 1
+    assert sorted(p.name for p in paused.iterdir()) == sorted(
+        [study.study_instance_uid, f"{study.study_instance_uid}.json"]
+    )
+    write_manifest(settings, pacs_cohort, [])  # e.g. withdrawn from the cohort meanwhile
+    before = _imports(standin_xnat)
+    with use_clock(FakeClock(at(0, "19:05"))):
+        second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (second["studies"], second["loaded"]) == (0, 0)
+    assert list(paused.iterdir()) == []
+    assert _imports(standin_xnat) == before

@@ -6,11 +6,15 @@ range that ends before it starts covers the two ends of the day: ``Mon-Fri 19:00
 before 07:00 and from 19:00 on, Monday to Friday (so with the weekend entry every night and
 the whole weekend are open). No entries (the default): always open.
 
-``WindowGate.admit()`` is asked before each patient's C-FIND and before each study's retrieval:
-a study already in hand always finishes. Outside a window it waits for the next one (the
-clock's ``sleep``, so tests never sleep) or, with ``wait=False`` (``--no-wait``), says no; the
-caller stops starting work, and a rerun continues with what is left (the query plan's
-``is_due``, the manifest without what XNAT holds), so nothing is asked or retrieved twice.
+``WindowGate.admit()`` is asked before each patient's C-FIND and before each study's retrieval;
+``closed_now()`` after each instance of a study in hand over WADO-RS or pynetdicom C-GET (in
+threads when windows are configured): at a window's end the instance in flight finishes, what
+arrived stays, and the study continues with only the rest after the pause
+(``pacs/retrieve/resume.py``; over C-MOVE or dcmtk the study in hand finishes).
+Outside a window it waits for the next one (the clock's ``sleep``, so tests never sleep) or,
+with ``wait=False`` (``--no-wait``), says no; the caller stops starting work, and a rerun
+continues with what is left (the query plan's ``is_due``, the manifest without what XNAT
+holds, a paused study's folder: ``load/kept.py``), so nothing is asked or retrieved twice.
 """
 
 from __future__ import annotations
@@ -188,6 +192,11 @@ class WindowGate:
             if self.on_resume is not None:
                 self.on_resume()
             return True
+
+    def closed_now(self) -> bool:
+        """Whether a window has ended (asked after each instance of a study in hand: the
+        retrieval stops there, ``pacs/retrieve/resume.py``); never with no windows."""
+        return not self.windows.always_open and not self.windows.open_at(self.clock.now())
 
     def summary(self) -> dict[str, object]:
         """What a run's summary says of the windows (nothing when none are configured)."""

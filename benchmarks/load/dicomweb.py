@@ -7,9 +7,11 @@
 Retrieval, for an uncompressed set and a JPEG 2000 lossless set (the same pixels compressed
 with pydicom + openjpeg; skipped with a note when those are missing): WADO-RS (ours, 1 and 4
 connections), C-GET (ours, 1 and 4 associations; dcmtk getscu per study, the baseline), C-MOVE
-(ours, 1 association). Each variant in its own process, ``--repeat`` interleaved rounds, each
-keeping its fastest (the machine is shared: the ratios within one run are what count). Every
-WADO-RS study of the run is checked byte for byte against the files Orthanc was given.
+(ours, 1 association); WADO-RS and C-GET again with ``[pacs] windows`` configured (the
+window's end looked for after every instance: its cost; C-GET then runs in threads). Each
+variant in its own process, ``--repeat`` interleaved rounds, each keeping its fastest (the
+machine is shared: the ratios within one run are what count). Every WADO-RS study of the run
+is checked byte for byte against the files Orthanc was given.
 
 Query: QIDO-RS against C-FIND (ours: ``find_patient`` on a reused association or HTTP session)
 for ``--patients`` patients with one study each, on 1 and 4 threads.
@@ -44,7 +46,13 @@ VARIANTS: list[tuple[str, dict]] = [
     ("ours C-GET, 1 association", {"method": "c-get", "assocs": 1}),
     ("ours C-GET, 4 associations (processes)", {"method": "c-get", "assocs": 4}),
     ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
+    # [pacs] windows configured: the window's end is looked for after every instance
+    ("ours WADO-RS, 1 connection, windows", {"protocol": "dicomweb", "assocs": 1, "window": 1}),
+    ("ours C-GET, 1 association, windows", {"method": "c-get", "assocs": 1, "window": 1}),
+    ("ours C-GET, 4 associations, windows", {"method": "c-get", "assocs": 4, "window": 1}),
 ]
+#: open all week, but not "no windows": the gate works out the time after every instance
+ALL_WEEK = ["Mon-Sun 00:00-24:00"]
 
 
 def worker(spec: dict) -> dict:
@@ -53,6 +61,7 @@ def worker(spec: dict) -> dict:
 
     from connectors.config import settings_from_dict
     from connectors.pacs.retrieve import Retriever
+    from connectors.windows import gate_for
 
     settings = settings_from_dict(
         {
@@ -64,14 +73,16 @@ def worker(spec: dict) -> dict:
                 "max_associations": spec["assocs"],
                 "move_destination": MOVE_AET,
                 "receive_port": spec["receive_port"],
+                "windows": ALL_WEEK if spec.get("window") else [],
             }
         }
     )
     out = Path(spec["out"])
+    stop = gate_for(ALL_WEEK).closed_now if spec.get("window") else None
     with Retriever(settings) as r, ThreadPoolExecutor(spec["assocs"]) as pool:
         t = time.perf_counter()
         jobs = [
-            pool.submit(r.retrieve, uid, out / f"s{i}", spec["expected"])
+            pool.submit(r.retrieve, uid, out / f"s{i}", spec["expected"], stop)
             for i, uid in enumerate(spec["uids"])
         ]
         total = sum(j.result().bytes for j in jobs)

@@ -28,7 +28,8 @@ from connectors.errors import Pacs2XnatError, StudyFailed, Unavailable
 from connectors.load.claims import BUSY as CLAIMED_ELSEWHERE
 from connectors.load.claims import MINE
 from connectors.load.context import LoadContext, Outcome, Study
-from connectors.pacs.retrieve import Retriever
+from connectors.load.kept import after_pause, take_kept
+from connectors.pacs.retrieve import RetrievalPaused, Retriever
 from connectors.pacs.throttle import REFUSALS_PER_STUDY, Ticket, is_refusal
 from connectors.xnat.zipstream import ZipProgress, zip_stream
 
@@ -46,7 +47,7 @@ class _Retrieved:
     error: StudyFailed | None = None
     fatal: BaseException | None = None
     skipped: bool = False  # left the manifest before it was started
-    left: bool = False  # not started: outside the PACS windows with --no-wait
+    left: bool = False  # not started, or paused mid-study (kept.py): outside a window, --no-wait
     claimed_elsewhere: bool = False  # another loader has it (claims.py): nothing to record
 
 
@@ -186,6 +187,8 @@ def _produce(
         _put(ready, _Retrieved(study, utcnow(), claimed_elsewhere=True), stop)
         return
     dest = work / uid
+    take_kept(ctx.rc.settings.work_dir, uid, dest)  # a folder a paused earlier run left
+    window_ended = None if ctx.gate.windows.always_open else ctx.gate.closed_now
     attempt = refusals = 0
     throttle = ctx.throttle
     while True:
@@ -195,12 +198,17 @@ def _produce(
             # [pacs] caps and the adaptive back-off; one of the team's max_associations
             with throttle.slot() as ticket, ctx.claims.association():
                 # the Retriever checks the count against the PACS's (and the manifest's) number
-                got = retriever.retrieve(uid, dest, study.expected)
+                got = retriever.retrieve(uid, dest, study.expected, stop=window_ended)
             throttle.answered(ticket, got.seconds, got.files, got.bytes)
             files = sorted(p for p in Path(got.folder).rglob("*") if p.is_file())
             conversions = (got.as_stored, got.converted, got.lossy_converted)
             item = _Retrieved(study, started, Path(got.folder), files, got.bytes, conversions)
             _put(ready, item, stop)
+            return
+        except RetrievalPaused as p:  # a window ended mid-study: what arrived stays in dest
+            if after_pause(ctx, uid, dest, p.files):  # the next window opened: only the rest
+                continue
+            _put(ready, _Retrieved(study, started, left=True), stop)  # kept for the rerun
             return
         except StudyFailed as e:
             shutil.rmtree(dest, ignore_errors=True)

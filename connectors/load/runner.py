@@ -21,6 +21,7 @@ from connectors.errors import EXIT_SOME_FAILED, ConfigError
 from connectors.load.claims import open_claims
 from connectors.load.context import LoadContext, Outcome, Study
 from connectors.load.display import by_reason, print_plan, print_summary, progress
+from connectors.load.kept import discard_unwanted
 from connectors.load.manifest_watch import ManifestWatch
 from connectors.load.retry_policy import RetryPolicy
 from connectors.warehouse.builds import Selection, refresh
@@ -87,6 +88,8 @@ def run_load(
             summary["dry_run"] = True
             summary["would_load"] = sum(1 for s in studies if s.ingest_action == "load")
             return summary
+        if mode == "direct":  # paused studies' kept instances the manifest no longer wants
+            discard_unwanted(settings.work_dir, {str(r["study_instance_uid"]) for r in rows})
         method = "dqr" if mode == "dqr" else settings.pacs.retrieve
         start = utcnow()
         ctx = LoadContext(rc, client, mode, method, policy)

@@ -12,7 +12,10 @@ Credentials come from the environment only: ``DICOMWEB_TOKEN`` (bearer), else
 - ``DicomwebClient.retrieve(uid, sink)``: WADO-RS ``GET /studies/{uid}`` with
   ``Accept: multipart/related; type="application/dicom"; transfer-syntax=*`` (the stored
   transfer syntax, byte for byte), the response streamed and each part written as it completes
-  (``StudySink``: one instance in memory at a time), named by its SOP Instance UID.
+  (``StudySink``: one instance in memory at a time), named by its SOP Instance UID; with
+  ``stop`` (a PACS window ends, ``windows.py``) it ends after the instance in flight.
+- ``DicomwebClient.instances(uid)``: the study's (series, instance) UIDs, so a paused study
+  is continued with only what is missing (``retrieve/wado.py``).
 
 HTTP 401/403 and no connection are ``PacsUnreachable`` (exit 3); 429 and 5xx a transient
 ``QueryFailed`` / ``StudyFailed("retrieve_failed")``; 404 on a study is ``not_found_on_pacs``.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import Any
 
@@ -155,9 +158,14 @@ class DicomwebClient:
 
     # -- WADO-RS ---------------------------------------------------------------------------
 
-    def retrieve(self, uid: str, sink: StudySink) -> None:
-        """The whole study into ``sink``, streamed part by part, as the server stores it."""
-        resp = self._get(f"/studies/{uid}", stream=True, headers={"Accept": ACCEPT_DICOM})
+    def retrieve(
+        self, uid: str, sink: StudySink, stop: Callable[[], bool] | None = None, path: str = ""
+    ) -> bool:
+        """The whole study (or ``path`` below it: ``/series/{s}``, ``/series/{s}/instances/{i}``)
+        into ``sink``, streamed part by part, as the server stores it. ``stop`` is asked after
+        each instance written: when it says so the transfer ends there (the instance in flight
+        is finished, the rest is not read) and False is returned; True when all arrived."""
+        resp = self._get(f"/studies/{uid}{path}", stream=True, headers={"Accept": ACCEPT_DICOM})
         with resp:
             if resp.status_code in (204, 404):
                 raise StudyFailed("not_found_on_pacs", f"study {uid} is not on the PACS (WADO-RS)")
@@ -169,10 +177,45 @@ class DicomwebClient:
             try:
                 for part in _parts(resp.iter_content(CHUNK), boundary):
                     sink.write(_sop_uid(part), part)
+                    if stop is not None and stop():
+                        return False
             except (requests.RequestException, OSError) as e:
                 raise StudyFailed(
                     "retrieve_failed", f"study {uid}: the WADO-RS transfer broke off ({e})"
                 ) from None
+        return True
+
+    def instances(self, uid: str) -> list[tuple[str, str]]:
+        """(Series Instance UID, SOP Instance UID) of every instance of the study (QIDO-RS at
+        instance level, paged): what a paused retrieval still needs is told from this."""
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            params = {"includefield": ["SeriesInstanceUID", "SOPInstanceUID"],
+                      "limit": str(PAGE), "offset": str(offset)}  # fmt: skip
+            resp = self._get(f"/studies/{uid}/instances", params=params)
+            if resp.status_code in (204, 404):
+                return out
+            if resp.status_code != 200:
+                raise StudyFailed(
+                    "retrieve_failed", f"study {uid}: QIDO-RS answered HTTP {resp.status_code}"
+                )
+            try:
+                page = [Dataset.from_json(obj) for obj in resp.json()]
+            except (ValueError, TypeError, KeyError) as e:
+                raise StudyFailed(
+                    "retrieve_failed", f"QIDO-RS answer not DICOM JSON: {e}"
+                ) from None
+            before = len(out)
+            for ds in page:
+                sop = str(ds.get("SOPInstanceUID") or "")
+                if sop and sop not in seen:
+                    seen.add(sop)
+                    out.append((str(ds.get("SeriesInstanceUID") or ""), sop))
+            if len(page) < PAGE or len(out) == before:  # the last page, or offset ignored
+                return out
+            offset += len(page)
 
 
 def _boundary(content_type: str) -> bytes:

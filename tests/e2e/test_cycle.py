@@ -22,6 +22,7 @@ from connectors.testbed.workbooks import write_master_list
 from connectors.warehouse.backend import open_warehouse
 from connectors.warehouse.store import Warehouse
 from tests.support.fake_clock import FakeClock
+from tests.support.load_helpers import expected_files
 from tests.support.pacs_fixtures import write_query_config
 
 pytestmark = pytest.mark.slow  # end to end: tests/project/test_markers.py
@@ -233,3 +234,62 @@ def _assert_logs_hold_no_secrets(workspace: Path, password: str, cohort: Cohort)
         assert password not in text, log
         found = [n for n in names if n.lower() in text.lower()]
         assert found == [], (log, found)
+
+
+class _EndsOnceLoading(FakeClock):
+    """06:00 on a Monday (inside "Mon-Fri 19:00-07:00") until the load's first instance is on
+    disk, then 07:00: the window ends while the load is in the middle of a study."""
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(dt.datetime(2026, 11, 30, 6, 0))
+        self.work = work
+
+    def now(self) -> dt.datetime:
+        if self.t.hour < 7 and self.work.is_dir() and any(self.work.rglob("*.dcm")):
+            self.t = dt.datetime(2026, 11, 30, 7, 0)
+        return super().now()
+
+
+def test_a_run_paused_in_the_middle_of_its_load_continues_loading_each_study_once(
+    workspace: Path, orthanc: Any, standin_xnat: Any, pacs_cohort: Cohort
+) -> None:
+    """One patient (five studies), over DICOMweb, --no-wait: the window ends while the load
+    has studies part way; the run is recorded 'paused' with what arrived kept, and the next run
+    at 19:05 continues its load: every selected study in XNAT once, sent once."""
+    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
+    _config(workspace, orthanc, standin_xnat, windows=["Mon-Fri 19:00-07:00"], **web)
+    patient = min(pacs_cohort.patients, key=lambda p: len(pacs_cohort.studies_of(p.mrn)))
+    master = write_master_list(pacs_cohort, workspace / "master.xlsx", patients=[patient])
+    cli = CliRunner()
+    assert cli.invoke(app, ["patients", "import", str(master)]).exit_code == 0
+    work = load_settings(workspace / "pacs2xnat.toml").work_dir
+    with use_clock(_EndsOnceLoading(work)):
+        res = cli.invoke(app, ["--json", "run", "--no-wait"])
+    assert res.exit_code == 0, res.output
+    assert '"paused_until": "2026-11-30T19:00"' in res.output
+    (paused,) = _runs(workspace)
+    assert paused[1] == "paused"
+    assert paused[3]["steps_done"] == ["query", "build", "export"]
+    assert paused[3]["steps"]["load"]["loaded"] == 0
+    records = [json.loads(p.read_text()) for p in (work / "paused").glob("*.json")]
+    files = {s.study_instance_uid: expected_files(s) for s in pacs_cohort.studies_of(patient.mrn)}
+    assert records  # the study in hand, part way
+    assert all(0 < r["instances_kept"] < files[r["study_instance_uid"]] for r in records)
+    assert standin_xnat.store.sessions == {}
+
+    with use_clock(FakeClock(dt.datetime(2026, 11, 30, 19, 5))):
+        res = cli.invoke(app, ["run", "--no-wait", "--until", "load"])  # the rest: as always
+    assert res.exit_code == 0, res.output
+    went_on = _runs(workspace)[1]
+    assert went_on[1] == "success"
+    assert went_on[3]["resumed_after"] == ["query", "build", "export"]
+    assert went_on[3]["steps_done"] == ["query", "build", "export", "load"]
+    selected = _warehouse(workspace).read_relation(
+        "main.pacs_study_selection", "where selection_status = 'selected'"
+    )
+    assert 0 < len(selected) == went_on[3]["steps"]["load"]["loaded"]
+    uids = sorted(s.uid for s in standin_xnat.store.sessions.values())
+    assert uids == sorted(r["study_instance_uid"] for r in selected)  # each study once
+    imports = [r for r in standin_xnat.server.app.request_log if r[1] == "/data/services/import"]
+    assert len(imports) == len(selected)  # each sent once
+    assert list((work / "paused").iterdir()) == []  # what was kept went into the upload

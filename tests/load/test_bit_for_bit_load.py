@@ -1,7 +1,8 @@
 """Bit for bit through the whole loader: the corpus (every SOP class family and transfer
-syntax) in a real Orthanc, ``load`` in direct mode over C-GET and C-MOVE with both back ends,
-into the stand-in XNAT. What reached the import service is read instance by instance: same SOP
-Instance UID, transfer syntax and pixel data bytes as the PACS holds; none missing, none extra.
+syntax) in a real Orthanc, ``load`` in direct mode over C-GET and C-MOVE with both back ends
+and over WADO-RS (Orthanc's DICOMweb plugin), into the stand-in XNAT. What reached the import
+service is read instance by instance: same SOP Instance UID, transfer syntax and pixel data
+bytes as the PACS holds; none missing, none extra.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ def write_corpus_manifest(settings: Any, corpus: list[CorpusInstance]) -> int:
 @pytest.mark.orthanc
 @pytest.mark.parametrize(
     ("method", "backend", "associations"),
-    [("c-get", "pynetdicom", 2), ("c-move", "pynetdicom", 1), ("c-move", "dcmtk", 1)],
+    [
+        ("c-get", "pynetdicom", 2),
+        ("c-move", "pynetdicom", 1),
+        ("c-move", "dcmtk", 1),
+        ("wado-rs", "pynetdicom", 2),
+    ],
 )
 def test_what_reaches_xnat_is_what_the_pacs_holds(
     method: str,
@@ -58,6 +64,9 @@ def test_what_reaches_xnat_is_what_the_pacs_holds(
     standin_xnat.store.uploads = []
     pacs = {"retrieve": method, "retrieve_backend": backend, "max_associations": associations,
             "move_destination": CORPUS_MOVE_AET, "receive_port": corpus_move_port}  # fmt: skip
+    if method == "wado-rs":
+        pacs = {**pacs, "retrieve": "c-get", "protocol": "dicomweb",
+                "dicomweb_url": corpus_orthanc.dicomweb_url}  # fmt: skip
     settings = load_settings_for(tmp_path, corpus_orthanc, standin_xnat, pacs)
     n = write_corpus_manifest(settings, corpus)
     rc = RunContext(settings=settings, command="load", arguments=[])

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
+import re
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from connectors.clock import use_clock
@@ -22,7 +26,13 @@ from connectors.testbed.orthanc import free_port
 from connectors.warehouse.runs import RunContext
 from connectors.windows import parse_windows
 from tests.support.fake_clock import FakeClock
-from tests.support.load_helpers import attempts, load_settings_for, pick_studies, write_manifest
+from tests.support.load_helpers import (
+    attempts,
+    expected_files,
+    load_settings_for,
+    pick_studies,
+    write_manifest,
+)
 from tests.support.xnat_fixtures import StandinHandle
 
 OFF_PEAK = ("Mon-Fri 19:00-07:00", "Sat-Sun 00:00-24:00")
@@ -102,9 +112,9 @@ def test_a_load_across_a_window_end_pauses_and_resumes_loading_each_study_once(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The clock passes 07:00 Monday after two studies: the loader waits until 19:00 (the
-    fake clock's sleep), then loads the other two; each study once, the pause logged and in
-    the summary (what --json prints)."""
+    """The clock passes 07:00 Monday during the loader's work (C-GET: during a study, which
+    then pauses part way): the loader waits until 19:00 (the fake clock's sleep), then loads
+    the rest; each study once, the pause logged and in the summary (what --json prints)."""
     studies = pick_studies(pacs_cohort, 4)
     settings = load_settings_for(
         tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
@@ -114,7 +124,7 @@ def test_a_load_across_a_window_end_pauses_and_resumes_loading_each_study_once(
     with use_clock(clock), caplog.at_level(logging.WARNING, logger="connectors.windows"):
         summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
     assert (summary["loaded"], summary["failed"]) == (4, 0)
-    assert summary["pauses"] == [{"at": "2026-11-30T07:00", "until": "2026-11-30T19:00"}]
+    assert [p["until"] for p in summary["pauses"]] == ["2026-11-30T19:00"]
     assert "paused_until" not in summary
     assert clock.slept >= 11 * 3600
     recorded = attempts(settings)
@@ -129,31 +139,197 @@ def test_a_load_across_a_window_end_pauses_and_resumes_loading_each_study_once(
 
 @pytest.mark.orthanc
 def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
-    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """C-GET, --no-wait: the first study (2 instances) loads, the window ends during the
+    second (a C-CANCEL; what arrived is kept), the third is not started. The rerun loads the
+    second with only its missing instances, and the third; each study sent once."""
     studies = pick_studies(pacs_cohort, 3, offset=4)
     settings = load_settings_for(
         tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
     )
-    settings = dataclasses.replace(
-        settings, pacs=dataclasses.replace(settings.pacs, wait_for_window=False)
-    )
+    settings = _over("c-get", settings, orthanc, wait=False)
     write_manifest(settings, pacs_cohort, studies)
     before = _imports(standin_xnat)
-    with use_clock(FakeClock(at(0, "06:59"), step=MINUTE)):
+    with use_clock(FakeClock(at(0, "06:56"), step=MINUTE)):
         first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
     assert (first["loaded"], first["not_started"]) == (1, 2)
     assert first["paused_until"] == "2026-11-30T19:00"
-    assert len(attempts(settings)) == 1  # the studies not started have no attempt row
+    assert [a["study_instance_uid"] for a in attempts(settings)] == [studies[0].study_instance_uid]
+    part_way = studies[1].study_instance_uid
+    kept = len(list((settings.work_dir / "paused" / part_way).iterdir()))
+    assert 0 < kept <= expected_files(studies[1])  # (the instance in flight may be the last)
     # the rerun's sync and build leave the loaded study out of the manifest
-    loaded = {a["study_instance_uid"] for a in attempts(settings)}
-    write_manifest(
-        settings, pacs_cohort, [s for s in studies if s.study_instance_uid not in loaded]
-    )
-    with use_clock(FakeClock(at(0, "19:05"), step=MINUTE)):
+    write_manifest(settings, pacs_cohort, studies[1:])
+    caplog.clear()
+    with (
+        use_clock(FakeClock(at(0, "19:05"), step=MINUTE)),
+        caplog.at_level(logging.INFO, logger="connectors.pacs.retrieve.engine"),
+    ):
         second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
     assert (second["loaded"], second["failed"], second.get("pauses")) == (2, 0, [])
-    assert _imports(standin_xnat) - before == 3  # each study retrieved and sent once
+    assert _retrievals(caplog) == {
+        part_way: (expected_files(studies[1]), kept),  # only the rest asked for
+        studies[2].study_instance_uid: (expected_files(studies[2]), 0),
+    }
+    assert _imports(standin_xnat) - before == 3  # each study sent once
     assert sorted(a["study_instance_uid"] for a in attempts(settings)) == sorted(
         s.study_instance_uid for s in studies
     )
+
+
+def _over(protocol: str, settings: Any, orthanc: Any, *, wait: bool = True) -> Any:
+    """The settings over WADO-RS ("dicomweb") or pynetdicom C-GET in this process ("c-get")."""
+    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
+    pacs = {**(web if protocol == "dicomweb" else {"retrieve": "c-get"}), "wait_for_window": wait}
+    return dataclasses.replace(settings, pacs=dataclasses.replace(settings.pacs, **pacs))
+
+
+RETRIEVED = re.compile(
+    r"^retrieved (\S+)(?: by WADO-RS)?: (\d+) files \((?:(\d+) now, )?(\d+) kept"
+)
+
+
+def _retrievals(caplog: pytest.LogCaptureFixture) -> dict[str, tuple[int, int]]:
+    """Study UID -> (instances it was retrieved with, of those kept from before a pause),
+    from each study's "retrieved" line: the counts of what was written. Over WADO-RS also
+    checks that the instances written now are exactly the rest."""
+    out = {}
+    for r in caplog.records:
+        if (m := RETRIEVED.match(r.getMessage())) is not None:
+            files, now, kept = int(m[2]), m[3], int(m[4])
+            assert now is None or int(now) + kept == files
+            out[m[1]] = (files, kept)
+    return out
+
+
+def _uploaded_once(standin: StandinHandle, studies: list[Any]) -> None:
+    """What reached the import service: each instance once, every instance of the studies."""
+    assert standin.store.uploads is not None
+    sops = [str(pydicom.dcmread(BytesIO(b)).SOPInstanceUID) for b in standin.store.uploads]
+    assert len(sops) == len(set(sops)) == sum(expected_files(s) for s in studies)
+
+
+def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
+    """``n`` studies with at least five instances on the PACS (a window can end inside)."""
+    return [s for s in pick_studies(cohort, 40) if expected_files(s) >= 5][:n]
+
+
+@pytest.mark.orthanc
+@pytest.mark.parametrize(
+    ("protocol", "associations"), [("dicomweb", 1), ("c-get", 1), ("c-get", 2), ("dicomweb", 2)]
+)
+def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
+    protocol: str,
+    associations: int,
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """WADO-RS and C-GET: the clock reaches 07:00 while the first study arrives (it moves a
+    minute at each look, one look per instance). The retrieval stops after the instance in
+    flight (C-GET: a C-CANCEL), the loader waits until 19:00, then asks only for what had not
+    arrived; each instance is retrieved once, each study reaches XNAT once, the pause is in the
+    summary (what ``--json`` prints). With two associations (C-GET: in threads, as with any
+    windows) both studies are in hand when the window ends, and at least one is part way."""
+    studies = _deep_studies(pacs_cohort, 2)
+    pacs = {"windows": OFF_PEAK, "max_associations": associations}
+    settings = load_settings_for(tmp_path, orthanc, standin_xnat, pacs=pacs)
+    settings = _over(protocol, settings, orthanc)
+    write_manifest(settings, pacs_cohort, studies)
+    standin_xnat.store.uploads, before = [], _imports(standin_xnat)
+    clock = FakeClock(at(0, "06:57"), step=MINUTE)
+    with use_clock(clock), caplog.at_level(logging.INFO):
+        summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (summary["loaded"], summary["failed"]) == (2, 0)
+    (pause,) = summary["pauses"]
+    assert pause["until"] == "2026-11-30T19:00"
+    got = _retrievals(caplog)  # study -> (instances it was retrieved with, kept of those)
+    assert {uid: files for uid, (files, _) in got.items()} == {
+        s.study_instance_uid: expected_files(s) for s in studies
+    }
+    first, second = (got[s.study_instance_uid] for s in studies)
+    if associations == 1:
+        assert 0 < first[1] < first[0]  # part of it before the pause, kept
+        assert second[1] == 0  # started after the pause
+    else:  # which of the two studies in hand the window's end met part way is the threads'
+        assert any(0 < kept < files for files, kept in (first, second))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("a PACS window ended during a study" in m for m in messages)
+    assert _imports(standin_xnat) - before == 2
+    _uploaded_once(standin_xnat, studies)
+    assert sorted(a["study_instance_uid"] for a in attempts(settings)) == sorted(
+        s.study_instance_uid for s in studies
+    )
+
+
+@pytest.mark.orthanc
+def test_no_wait_mid_study_keeps_what_arrived_and_the_rerun_asks_only_for_the_rest(
+    orthanc: Any,
+    pacs_cohort: Cohort,
+    standin_xnat: StandinHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (study,) = _deep_studies(pacs_cohort, 1)
+    uid = study.study_instance_uid
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = _over("dicomweb", settings, orthanc, wait=False)
+    write_manifest(settings, pacs_cohort, [study])
+    standin_xnat.store.uploads, before = [], _imports(standin_xnat)
+    with use_clock(FakeClock(at(0, "06:58"), step=MINUTE)), caplog.at_level(logging.INFO):
+        first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (first["loaded"], first["not_started"]) == (0, 1)
+    assert first["paused_until"] == "2026-11-30T19:00"
+    assert attempts(settings) == []  # nothing recorded: the manifest still holds it
+    paused = settings.work_dir / "paused"
+    kept = sorted(p.name for p in (paused / uid).iterdir())
+    assert 0 < len(kept) < expected_files(study)
+    record = json.loads((paused / f"{uid}.json").read_text())
+    assert record == {"study_instance_uid": uid, "instances_kept": len(kept),
+                      "paused_until": "2026-11-30T19:00"}  # fmt: skip
+    assert oct((paused / uid).stat().st_mode & 0o777) == "0o700"
+    assert _imports(standin_xnat) == before  # nothing sent yet
+    caplog.clear()
+    with use_clock(FakeClock(at(0, "19:05"), step=MINUTE)), caplog.at_level(logging.INFO):
+        second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (second["loaded"], second["failed"]) == (1, 0)
+    assert _retrievals(caplog)[uid] == (expected_files(study), len(kept))
+    assert not (paused / uid).exists()
+    assert not (paused / f"{uid}.json").exists()
+    assert _imports(standin_xnat) - before == 1
+    _uploaded_once(standin_xnat, [study])
+
+
+@pytest.mark.orthanc
+def test_what_a_paused_study_kept_is_removed_once_it_leaves_the_manifest(
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+) -> None:
+    (study,) = _deep_studies(pacs_cohort, 1)
+    settings = load_settings_for(
+        tmp_path, orthanc, standin_xnat, pacs={"windows": OFF_PEAK, "max_associations": 1}
+    )
+    settings = _over("dicomweb", settings, orthanc, wait=False)
+    write_manifest(settings, pacs_cohort, [study])
+    with use_clock(FakeClock(at(0, "06:58"), step=MINUTE)):
+        first = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    paused = settings.work_dir / "paused"
+    assert first["not_started"] == 1
+    assert sorted(p.name for p in paused.iterdir()) == sorted(
+        [study.study_instance_uid, f"{study.study_instance_uid}.json"]
+    )
+    write_manifest(settings, pacs_cohort, [])  # e.g. withdrawn from the cohort meanwhile
+    before = _imports(standin_xnat)
+    with use_clock(FakeClock(at(0, "19:05"))):
+        second = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    assert (second["studies"], second["loaded"]) == (0, 0)
+    assert list(paused.iterdir()) == []
+    assert _imports(standin_xnat) == before

@@ -1,5 +1,6 @@
 """Bit for bit: every instance of the corpus (every SOP class family, every transfer syntax)
-comes out of a real PACS as the PACS holds it, over C-GET and C-MOVE, with both back ends.
+comes out of a real PACS as the PACS holds it, over C-GET and C-MOVE, with both back ends, and
+over WADO-RS (Orthanc's DICOMweb plugin, ``transfer-syntax=*``).
 
 Each retrieved file is compared with the file the PACS was seeded with: same SOP Instance UID,
 same transfer syntax, same pixel data bytes; none missing, none extra.
@@ -7,6 +8,8 @@ same transfer syntax, same pixel data bytes; none missing, none extra.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from connectors.pacs.retrieve import Retriever
+from connectors.pacs.retrieve import RetrievalPaused, Retriever
 from connectors.testbed.corpus import CorpusInstance
 from tests.support.corpus_fixtures import CORPUS_MOVE_AET
 from tests.support.pacs_fixtures import pacs_settings
@@ -58,6 +61,8 @@ CASES = [
     pytest.param("corpus_orthanc", "c-move", "pynetdicom", 1),
     pytest.param("corpus_orthanc", "c-move", "pynetdicom", 2, id="c-move-2-workers"),
     pytest.param("corpus_orthanc", "c-move", "dcmtk", 1),
+    pytest.param("corpus_orthanc", "wado-rs", "pynetdicom", 1, id="wado-rs-1"),
+    pytest.param("corpus_orthanc", "wado-rs", "pynetdicom", 2, id="wado-rs-2"),
     pytest.param("corpus_orthanc", "c-get", "dcmtk", 1, marks=GETSCU),
     pytest.param("corpus_dcmqrscp", "c-get", "pynetdicom", 1, marks=DCMQRSCP),
     pytest.param("corpus_dcmqrscp", "c-move", "pynetdicom", 1, marks=DCMQRSCP),
@@ -77,9 +82,10 @@ def test_every_instance_arrives_as_the_pacs_holds_it(
     tmp_path: Path,
 ) -> None:
     server: Any = request.getfixturevalue(pacs)
+    web = {"protocol": "dicomweb", "dicomweb_url": server.dicomweb_url}
     settings = pacs_settings(
         server,
-        retrieve=method,
+        **(web if method == "wado-rs" else {"retrieve": method}),
         retrieve_backend=backend,
         move_destination=CORPUS_MOVE_AET,
         receive_port=corpus_move_port,
@@ -96,6 +102,37 @@ def test_every_instance_arrives_as_the_pacs_holds_it(
         }
         for job, held in jobs.items():
             got = job.result()
+            assert got.files == len(held)
+            diff = differences(got.folder, held)
+            if diff:
+                problems[held[0].modality] = diff
+    assert problems == {}
+
+
+def _nth_look(n: int) -> Callable[[], bool]:
+    """A window that ends at the ``n``-th look (and stays ended)."""
+    looks = itertools.count(1)
+    return lambda: next(looks) >= n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["wado-rs", "c-get"])
+def test_a_study_paused_part_way_and_continued_arrives_as_the_pacs_holds_it(
+    method: str, corpus: list[CorpusInstance], corpus_orthanc: Any, tmp_path: Path
+) -> None:
+    """Each corpus study is stopped after its second instance (a window's end: WADO-RS stops
+    reading, C-GET sends a C-CANCEL), then continued into the same folder: only the rest is
+    asked for, and the folder holds every instance as stored, none twice, none extra."""
+    web = {"protocol": "dicomweb", "dicomweb_url": corpus_orthanc.dicomweb_url}
+    pacs = web if method == "wado-rs" else {"retrieve": "c-get"}
+    settings = pacs_settings(corpus_orthanc, max_associations=1, **pacs)  # C-GET: this process
+    problems: dict[str, list[str]] = {}
+    with Retriever(settings) as r:
+        for n, (uid, held) in enumerate(by_study(corpus).items()):
+            with pytest.raises(RetrievalPaused) as paused:
+                r.retrieve(uid, tmp_path / str(n), len(held), stop=_nth_look(2))
+            assert 0 < paused.value.files < len(held)
+            got = r.retrieve(uid, tmp_path / str(n), len(held))
             assert got.files == len(held)
             diff = differences(got.folder, held)
             if diff:

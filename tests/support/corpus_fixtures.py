@@ -3,7 +3,8 @@ pytest plugin registered by tests/conftest.py); all session-scoped, built once p
 
 - ``corpus``: 4 studies × 6–7 instances, every SOP class family and transfer syntax there.
 - ``corpus_orthanc``: a real Orthanc holding it (C-MOVE destination ``CORPUS_MOVE_AET`` at
-  ``corpus_move_port``); ``corpus_dcmqrscp``: dcmtk's dcmqrscp holding it, same destination.
+  ``corpus_move_port``; its DICOMweb plugin at ``dicomweb_url``); ``corpus_dcmqrscp``:
+  dcmtk's dcmqrscp holding it, same destination.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def corpus_orthanc(
     server = Orthanc(
         tmp_path_factory.mktemp("corpus_orthanc"),
         modalities={CORPUS_MOVE_AET: (CORPUS_MOVE_AET, "127.0.0.1", corpus_move_port)},
+        dicomweb=True,  # WADO-RS too (Debian's orthanc-dicomweb)
     )
     server.start()
     try:

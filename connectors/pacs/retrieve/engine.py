@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,12 @@ from connectors.pacs.retrieve.dimse import (
 from connectors.pacs.retrieve.holdings import ContextGroup, StudyHoldings, learn, plan
 from connectors.pacs.retrieve.judge import judge, raise_nothing_found
 from connectors.pacs.retrieve.pace import fast_reactor
+from connectors.pacs.retrieve.resume import (
+    Canceller,
+    RetrievalPaused,
+    held_in,
+    remaining_identifiers,
+)
 from connectors.pacs.storage import StudySink, encoded_instance, register_storage_class
 from connectors.pacs.storage_scp import MoveReceiver
 
@@ -128,24 +135,41 @@ class AssociationRetriever:
     # -- the API ---------------------------------------------------------------------------
 
     def retrieve(
-        self, study_instance_uid: str, dest: Path, expected: int | None = None
+        self,
+        study_instance_uid: str,
+        dest: Path,
+        expected: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
-        """Retrieve one study into ``dest`` (created owner-only); see the module docstring."""
+        """Retrieve one study into ``dest`` (created owner-only); see the module docstring.
+        pynetdicom C-GET only: ``stop`` (a window's end) is asked after each sub-operation and
+        cancels the C-GET (``RetrievalPaused``); called again on the same folder it asks only
+        for what is missing (``resume.py``)."""
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
         sink = StudySink(uid, dest)
+        resumable = self.method == "c-get" and self._dcmtk is None
+        cancel = Canceller(stop if resumable else None)
+        kept = held_in(dest) if resumable else set()
+        if kept:  # a paused study's instances count as received (their syntax too)
+            sink.rescan()
         with self._slots:
             if self._dcmtk is not None:
                 outcome, ok = self._run_dcmtk(sink, expected)
+            elif resumable:
+                outcome, ok = self._c_get_study(sink, expected, cancel, kept)
             else:
                 outcome, ok = self._run_pynetdicom(sink, expected)
         seconds = time.monotonic() - started
+        if cancel.cancelled and not sink.disk_full:  # each file that arrived is whole
+            raise RetrievalPaused(uid, dest, len(held_in(dest)))
         judge(self.settings, sink, outcome, expected, lost=not ok)
         logger.info(
-            "retrieved %s: %d files, %.1f MB in %.1f s", uid, sink.files, sink.bytes / 1e6, seconds
-        )
+            "retrieved %s: %d files (%d kept from before a pause), %.1f MB in %.1f s",
+            uid, sink.files, len(kept), sink.bytes / 1e6, seconds,
+        )  # fmt: skip
         return RetrievedStudy(
             uid, dest, sink.files, sink.bytes, expected, seconds, *sink.conversions()
         )
@@ -272,9 +296,16 @@ class AssociationRetriever:
             return 0xC210
         return sink.write(*got)
 
-    def _c_get_study(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
+    def _c_get_study(
+        self,
+        sink: StudySink,
+        expected: int | None,
+        cancel: Canceller | None = None,
+        kept: set[str] | None = None,
+    ) -> tuple[SubOperations, bool]:
         """Learn what the study holds, then C-GET it on associations whose storage contexts let
-        the PACS send each instance as stored (``holdings.py``), series by series if split."""
+        the PACS send each instance as stored (``holdings.py``), series by series if split;
+        with ``kept`` (a paused study's files) only what is not in the folder yet."""
         assoc = self._checkout_idle()
         if assoc is None:  # none open yet: ask on a Find-only association, then open the right one
             asker = self._open(find_only=True)
@@ -302,10 +333,15 @@ class AssociationRetriever:
                     assoc = self._checkout(group)
                 uid = sink.study_instance_uid
                 ids = [series_identifier(uid, s) for s in group.series or ()] or [identifier(uid)]
+                if kept:  # a paused study continued: only what has not arrived
+                    ids = remaining_identifiers(assoc, uid, kept, group.series)
                 with fast_reactor(assoc):
                     for ident in ids:
-                        outcomes.append(self._c_get(assoc, sink, ident))
+                        outcomes.append(self._c_get(assoc, sink, ident, cancel))
                         if not assoc.is_established or outcomes[-1].final_status is None:
+                            return merge(outcomes), False
+                        if cancel is not None and cancel.cancelled:  # a long pause ahead:
+                            _release(assoc)  # released, never kept idle
                             return merge(outcomes), False
             outcome = merge(outcomes)
             ok = assoc.is_established and outcome.final_status is not None
@@ -315,9 +351,14 @@ class AssociationRetriever:
             self._checkin(assoc, healthy=ok)
         return outcome, ok
 
-    def _c_get(self, assoc: Association, sink: StudySink, ident: Any) -> SubOperations:
+    def _c_get(
+        self, assoc: Association, sink: StudySink, ident: Any, cancel: Canceller | None = None
+    ) -> SubOperations:
         self._sinks[id(assoc)] = sink
-        return consume(assoc.send_c_get(ident, _GET_MODEL))
+        responses = assoc.send_c_get(ident, _GET_MODEL, msg_id=1)
+        if cancel is not None and cancel.stop is not None:
+            responses = cancel.watch(assoc, responses, _GET_MODEL, 1)
+        return consume(responses)
 
     # -- C-MOVE ----------------------------------------------------------------------------
 

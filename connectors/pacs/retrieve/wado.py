@@ -4,7 +4,8 @@ connections at once (one session per thread).
 
 Each instance lands as ``dest/<SOPInstanceUID>.dcm`` exactly as the server sent it (asked for
 with ``transfer-syntax=*``: the stored transfer syntax, no transcoding); the count is checked
-against ``expected`` as for C-GET (``retrieve_incomplete`` when short).
+against ``expected`` as for C-GET (``retrieve_incomplete`` when short). A window's end stops it
+between instances (``stop``); the next call continues with what is missing (``resume.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from connectors.config import Settings
 from connectors.errors import StudyFailed
 from connectors.pacs.dicomweb import DicomwebClient
 from connectors.pacs.retrieve.engine import RetrievedStudy
+from connectors.pacs.retrieve.resume import RetrievalPaused, held_in, missing
 from connectors.pacs.storage import StudySink
 
 logger = logging.getLogger(__name__)
@@ -50,26 +53,62 @@ class WadoRetriever:
             c.close()
 
     def retrieve(
-        self, study_instance_uid: str, dest: Path, expected: int | None = None
+        self,
+        study_instance_uid: str,
+        dest: Path,
+        expected: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
+        """The study into ``dest``. With ``stop`` (a PACS window's end) the transfer ends after
+        the instance in flight and ``RetrievalPaused`` is raised; called again on the same
+        folder it asks only for the instances not there yet (``resume.py``)."""
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        held = held_in(dest)
         sink = StudySink(uid, dest)
         started = time.monotonic()
         with self._slots:
-            self._client().retrieve(uid, sink)
+            client = self._client()
+            if held:
+                complete = self._continue(client, uid, sink, held, stop)
+            else:
+                complete = client.retrieve(uid, sink, stop)
         seconds = time.monotonic() - started
-        counts = f"{sink.files} of {'?' if expected is None else expected} files received"
-        kw: dict[str, Any] = {"files_expected": expected, "files_received": sink.files}
+        files = len(held_in(dest))
+        if not complete and not sink.disk_full and not sink.errors:
+            raise RetrievalPaused(uid, dest, files)
+        counts = f"{files} of {'?' if expected is None else expected} files received"
+        kw: dict[str, Any] = {"files_expected": expected, "files_received": files}
         if sink.disk_full:
             raise StudyFailed("disk_full", f"study {uid}: disk full in {dest}; {counts}", **kw)
-        if sink.files == 0:
+        if files == 0:
             raise StudyFailed("no_images_on_pacs", f"study {uid}: WADO-RS sent no instances", **kw)
-        if sink.errors or (expected is not None and sink.files < expected):
+        if sink.errors or (expected is not None and files < expected):
             raise StudyFailed("retrieve_incomplete", f"study {uid}: {counts}", **kw)
         logger.info(
-            "retrieved %s by WADO-RS: %d files, %.1f MB in %.1f s",
-            uid, sink.files, sink.bytes / 1e6, seconds,
+            "retrieved %s by WADO-RS: %d files (%d now, %d kept from before a pause), "
+            "%.1f MB in %.1f s",
+            uid, files, sink.files, len(held), sink.bytes / 1e6, seconds,
         )  # fmt: skip
-        return RetrievedStudy(uid, dest, sink.files, sink.bytes, expected, seconds)
+        return RetrievedStudy(uid, dest, files, sink.bytes, expected, seconds)
+
+    def _continue(
+        self,
+        client: DicomwebClient,
+        uid: str,
+        sink: StudySink,
+        held: set[str],
+        stop: Callable[[], bool] | None,
+    ) -> bool:
+        """A paused study continued: the series none of which arrived whole, the instances of
+        a series part of which arrived one by one; nothing already in the folder again."""
+        for series, sops in missing(client.instances(uid), held):
+            if sops is None:
+                paths = [f"/series/{series}"]
+            else:
+                paths = [f"/series/{series}/instances/{sop}" for sop in sops]
+            for path in paths:
+                if not client.retrieve(uid, sink, stop, path):
+                    return False
+        return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from connectors.errors import StudyFailed
 from connectors.load.retry_policy import RetryPolicy
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve.dimse import consume, find_study, identifier
+from connectors.pacs.retrieve.engine import AssociationRetriever
 from connectors.pacs.retrieve.holdings import learn
 from connectors.seams.pynetdicom_dimse import peer_gone
 from connectors.testbed.cohort import Cohort
@@ -50,15 +52,17 @@ def _associate(proxy: FaultProxy, model: str) -> Association:
     return open_association(settings, make_ae(settings, [model, CTImageStorage]))
 
 
-def _hold_then_drop(proxy: FaultProxy) -> threading.Thread:
+def _hold_then_drop(proxy: FaultProxy, *, then_answer: bool = False) -> threading.Thread:
     """From now on the PACS's answers wait in the proxy; once one waits, every connection is
-    reset (the held answer is never sent)."""
+    reset (the held answer is never sent), and new ones answered again if ``then_answer``."""
     proxy.paused.set()
 
     def drop() -> None:
         while proxy.held == 0:
             time.sleep(0.01)
         proxy.drop()
+        if then_answer:
+            proxy.paused.clear()
 
     t = threading.Thread(target=drop, daemon=True)
     t.start()
@@ -117,3 +121,23 @@ def test_a_c_get_or_c_move_ends_as_a_lost_association_when_the_pacs_closes(
     outcome = consume(send(assoc, identifier(_study(pacs_cohort)), model))
     assert outcome.final_status is None  # judged "the association was lost": retrieve_failed
     assert peer_gone(assoc)
+
+
+def test_an_idle_association_lost_while_asking_is_replaced_and_the_study_retrieved(
+    proxy: FaultProxy, pacs_files: list[Path], tmp_path: Path
+) -> None:
+    """The C-GET association kept open between studies: the PACS closes it just as the next
+    study's holdings are asked on it. A new association asks again and retrieves the study."""
+    by_study: dict[str, list[Path]] = {}
+    for f in pacs_files:
+        by_study.setdefault(f.parent.name, []).append(f)
+    first, second = sorted(by_study)[:2]
+    settings = pacs_settings(proxy, max_associations=1, dimse_timeout=HOUR, network_timeout=HOUR)
+    with AssociationRetriever(settings) as r:
+        r.retrieve(first, tmp_path / "first")
+        opened = proxy.connections
+        dropper = _hold_then_drop(proxy, then_answer=True)
+        got = r.retrieve(second, tmp_path / "second", len(by_study[second]))
+    dropper.join()
+    assert got.files == len(by_study[second])
+    assert proxy.connections > opened  # the lost one replaced

@@ -18,11 +18,13 @@ import typer
 from connectors import console
 from connectors.app.cli_admin import patients_app, rules_app
 from connectors.app.invocation import exit_codes, invocation, no_wait_override, settings, state
+from connectors.app.wait_option import WAIT_HELP, WaitGroup
 from connectors.app.warehouse_cli import warehouse_app
 from connectors.errors import EXIT_OK, StepFailed
-from connectors.warehouse.lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, set_wait
+from connectors.warehouse.lock import set_wait
 
 app = typer.Typer(
+    cls=WaitGroup,  # every command takes --wait SECONDS too (wait_option.py)
     name="pacs2xnat",
     help="Quarterly PACS -> XNAT ingestion of the head-and-neck cancer imaging cohort.",
     no_args_is_help=True,
@@ -68,8 +70,7 @@ def _main(
             "--wait",
             min=0,
             metavar="SECONDS",
-            help="How long to wait for a warehouse another command is using before exit 3 "
-            f"(default ${WAIT_ENV}, else {DEFAULT_WAIT_SECONDS:.0f}).",
+            help=WAIT_HELP,
         ),
     ] = None,
 ) -> None:

@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from connectors.app.invocation import invocation
+from connectors.app.wait_option import WaitGroup
 
-patients_app = typer.Typer(help="The master patient list.", no_args_is_help=True)
+patients_app = typer.Typer(cls=WaitGroup, help="The master patient list.", no_args_is_help=True)
 rules_app = typer.Typer(
-    help="The include/exclude rules on study descriptions.", no_args_is_help=True
+    cls=WaitGroup, help="The include/exclude rules on study descriptions.", no_args_is_help=True
 )
 
 

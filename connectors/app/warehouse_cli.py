@@ -9,9 +9,12 @@ from rich.table import Table
 
 from connectors import console
 from connectors.app.invocation import exit_codes, invocation
+from connectors.app.wait_option import WaitGroup
 from connectors.errors import ConfigError
 
-warehouse_app = typer.Typer(help="The warehouse itself: moving it.", no_args_is_help=True)
+warehouse_app = typer.Typer(
+    cls=WaitGroup, help="The warehouse itself: moving it.", no_args_is_help=True
+)
 
 
 @warehouse_app.command("copy")

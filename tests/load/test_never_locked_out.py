@@ -102,13 +102,6 @@ def _plain_dbt_build(project: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    run=False,  # it would wait out its 240 s timeout in CI's 20-minute budget
-    reason="passes on its own branch; merged with the bit-for-bit retrieval, the study's "
-    "holdings C-FIND is the first request the held proxy keeps from Orthanc, Orthanc closes the "
-    "idle association after its DicomScpTimeout (30 s), and pynetdicom notices only after the "
-    "test's dimse_timeout (300 s), past the test's 240 s wait: open, named in the session note",
-)
 def test_the_admin_works_while_a_load_runs(
     template: Template, proxy: FaultProxy, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:

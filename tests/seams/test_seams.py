@@ -40,6 +40,37 @@ def test_pynetdicom_dimse_still_queues_messages_the_way_the_guard_reads_them() -
     assert dimse.get_msg(block=False) == (None, None)  # the guard answers an empty queue too
 
 
+def test_pynetdicom_still_says_where_the_guard_reads_that_the_peer_has_gone() -> None:
+    """The attributes ``peer_gone`` reads, on an association that never connected (its DUL
+    thread not started, state Sta1: gone); and pynetdicom's blocking wait still reads the
+    association's ``dimse_timeout``."""
+    assoc = _association()
+    assert assoc.is_aborted is False
+    assert assoc.is_released is False
+    assert assoc.acse.is_aborted() is False
+    assert assoc.dul.state_machine.current_state == "Sta1"
+    assert assoc.dul.is_alive() is False
+    assoc.dimse_timeout = 12.5
+    assert assoc.dimse.dimse_timeout == 12.5
+    assert pynetdicom_dimse.peer_gone(assoc)
+
+
+@pytest.mark.timeout(30)
+def test_the_guarded_wait_hands_over_what_came_then_ends_at_once_when_the_peer_is_gone() -> None:
+    """An hour's dimse_timeout, the peer gone: the queued response first, then (None, None)
+    at once (the test's timeout is the bound)."""
+    from pynetdicom.dimse_primitives import C_FIND
+
+    assoc = _association()
+    assoc.dimse_timeout = 3600
+    pynetdicom_dimse.guard_responses(assoc)
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 1, 0x0000
+    assoc.dimse.msg_queue.put((1, rsp))
+    assert assoc.dimse.get_msg(block=True) == (1, rsp)
+    assert assoc.dimse.get_msg(block=True) == (None, None)
+
+
 def test_the_guard_leaves_responses_for_the_waiting_send_and_hands_requests_on() -> None:
     from io import BytesIO
 

@@ -1,7 +1,9 @@
 """A TCP proxy in front of the real PACS, for faults the PACS itself cannot be asked for: it
 relays bytes both ways over real sockets, and can slow the PACS's answers down (``delay``
-seconds per relayed chunk) or cut the first connection after the PACS sent ``cut_after``
-bytes (an association dropped in the middle of a C-GET, with a TCP reset)."""
+seconds per relayed chunk), hold them (``paused``; ``held`` counts the answers waiting), cut the
+first connection after the PACS sent ``cut_after`` bytes (an association dropped in the middle
+of a C-GET, with a TCP reset), or ``drop()`` every open connection (a PACS that closes while we
+wait for its answer)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class FaultProxy:
         self.paused = threading.Event()
         self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
         self.cuts = 0
+        self.held = 0  # answers from the PACS waiting in the proxy right now (while paused)
         self.connections = 0
         self.open_now = 0  # connections open right now, and the most ever open at once
         self.most_open = 0
@@ -59,8 +62,13 @@ class FaultProxy:
                 if not data:
                     break
                 if from_pacs:
-                    while self.paused.is_set() and not self._closed:
-                        time.sleep(0.05)
+                    if self.paused.is_set():
+                        with self._lock:
+                            self.held += 1
+                        while self.paused.is_set() and not self._closed:
+                            time.sleep(0.05)
+                        with self._lock:
+                            self.held -= 1
                     if self.delay:
                         time.sleep(self.delay)
                     sent += len(data)
@@ -82,6 +90,18 @@ class FaultProxy:
             if not from_pacs:  # our side ended the connection (released or aborted)
                 with self._lock:
                     self.open_now -= 1
+
+    def drop(self) -> None:
+        """Reset every connection open now, both ways (the held answers are never sent)."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes the pipe thread blocked on it
+            with contextlib.suppress(OSError):
+                s.close()
 
     def close(self) -> None:
         self._closed = True

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from connectors.app.cli import app
 from connectors.clock import utcnow
 from connectors.errors import WarehouseBusy
+from connectors.testbed.cohort import make_cohort
+from connectors.testbed.workbooks import write_master_list
 from connectors.warehouse import lock
 from connectors.warehouse.lock import WarehouseLock
 from connectors.warehouse.schema import RAW_TABLES
@@ -204,12 +206,23 @@ def test_plain_dbt_build_holds_the_lock_until_it_exits(tmp_path: Path) -> None:
     Warehouse(db).append("runs", [_run_row("r1")])  # free once dbt has exited
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--wait", "1", "failures"],
+        ["failures", "--wait", "1"],  # the command's own --wait
+        ["--wait", "600", "failures", "--wait", "1"],  # ... wins over the global one
+        ["patients", "import", "{master}", "--wait", "1"],  # a sub-command's too
+    ],
+    ids=["global", "per-command", "per-command-wins", "sub-command"],
+)
 def test_a_command_exits_3_naming_the_holder_when_its_wait_runs_out(
-    workspace: Path, cli: CliRunner
+    workspace: Path, cli: CliRunner, argv: list[str]
 ) -> None:
     db = workspace / "warehouse" / "pacs2xnat.duckdb"
+    master = write_master_list(make_cohort(2, seed=3), workspace / "master.xlsx")
     with _held_by(_hold_lock, db):
-        res = cli.invoke(app, ["--wait", "1", "failures"])
+        res = cli.invoke(app, [a.format(master=master) for a in argv])
     assert res.exit_code == 3, res.output
     assert re.search(r"warehouse in use by pacs2xnat load \(pid \d+.*waiting up to 1 s", res.stderr)
     assert re.search(r"warehouse busy: pacs2xnat load \(pid \d+.*within 1 s", res.stderr)

@@ -1,5 +1,8 @@
-"""The DIMSE side of a retrieve: the identifier, reading C-GET/C-MOVE responses, and the
-C-FIND that tells "not on the PACS" from "no images" when a retrieve brought nothing."""
+"""The DIMSE side of a retrieve: the identifier, reading C-GET/C-MOVE responses, the C-FIND
+that tells "not on the PACS" from "no images" when a retrieve brought nothing, and the error for
+an association the PACS closed while we waited for an answer (``association_lost``: transient,
+so the retry policy tries the study again; the wait ends at once, see
+``connectors/seams/pynetdicom_dimse.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
+
+from connectors.errors import StudyFailed
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +94,21 @@ _SUBOP_KEYS = (
 )
 
 
+def association_lost(uid: str, during: str) -> StudyFailed:
+    """The PACS closed or aborted the association (or the connection) while we waited for its
+    answer to ``during``: a transient ``retrieve_failed``."""
+    return StudyFailed(
+        "retrieve_failed",
+        f"study {uid}: the PACS closed the association while we waited for its answer to "
+        f"{during}; the study is retried",
+    )
+
+
+def answered(status: Any) -> bool:
+    """Whether a ``send_c_*()`` status is the PACS's (an empty one: the association died)."""
+    return bool(status) and "Status" in status
+
+
 def find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
     """A study-level C-FIND on the same association: None when the PACS does not know it."""
     q = Dataset()
@@ -98,10 +118,14 @@ def find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
     found: dict[str, Any] | None = None
     try:
         for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
-            if status and int(status.get("Status", -1)) in PENDING and ident is not None:
+            if not answered(status):
+                raise association_lost(uid, "the C-FIND asking whether the study exists")
+            if int(status.get("Status", -1)) in PENDING and ident is not None:
                 n = ident.get("NumberOfStudyRelatedInstances")
                 found = {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}
-    except (ValueError, RuntimeError) as e:  # no Find context accepted: cannot tell
+    except RuntimeError as e:  # "must be established": the PACS closed it
+        raise association_lost(uid, "the C-FIND asking whether the study exists") from e
+    except ValueError as e:  # no Find context accepted: cannot tell
         logger.debug("C-FIND after an empty retrieve not possible: %s", e)
         return {"NumberOfStudyRelatedInstances": None}
     return found

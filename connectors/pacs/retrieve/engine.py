@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from connectors.config import Settings
-from connectors.errors import ConfigError
+from connectors.errors import ConfigError, StudyFailed
 from connectors.pacs.net import make_ae, open_association
 from connectors.pacs.retrieve.dcmtk import DcmtkBackend
 from connectors.pacs.retrieve.dimse import (
@@ -307,17 +307,22 @@ class AssociationRetriever:
         the PACS send each instance as stored (``holdings.py``), series by series if split;
         with ``kept`` (a paused study's files) only what is not in the folder yet."""
         assoc = self._checkout_idle()
-        if assoc is None:  # none open yet: ask on a Find-only association, then open the right one
+        held = None
+        if assoc is not None:
+            try:
+                held = learn(assoc, sink.study_instance_uid)
+            except StudyFailed:  # the PACS closed the idle association just now: a new one
+                self._checkin(assoc, healthy=False)
+                assoc = None
+        if held is None:  # none open: ask on a Find-only association, then open the right one
             asker = self._open(find_only=True)
             try:
                 held = learn(asker, sink.study_instance_uid)
             finally:
                 _release(asker)
-            groups = plan(held)
+        groups = plan(held)
+        if assoc is None:
             assoc = self._checkout(groups[0])
-        else:
-            held = learn(assoc, sink.study_instance_uid)
-            groups = plan(held)
         for sop in held.sop_classes:  # a class pynetdicom does not list: take it as is
             register_storage_class(sop)
         sink.stored = held.instance_syntax

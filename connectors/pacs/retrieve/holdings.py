@@ -6,7 +6,8 @@ and must transcode (or refuse, 0xC000) every instance stored otherwise. So each 
 study holds gets one context per transfer syntax (the stored ones first when the PACS says
 which, never a lossy one it does not store), within the 128 contexts an association may carry.
 
-``learn(assoc, uid)`` asks, cheapest first: the study's SOP Classes in Study (Orthanc answers);
+``learn(assoc, uid)`` (``StudyFailed``, transient, when the PACS closes the association meanwhile)
+asks, cheapest first: the study's SOP Classes in Study (Orthanc answers);
 else the series' SOP Class UID and Modality, and the image level's SOP Class UID and Transfer
 Syntax UID (0002,0010) when the series level gave no class; a modality only gives its family of
 SOP classes (``MODALITY_CLASSES``); nothing at all gives pynetdicom's 120 common storage classes.
@@ -28,6 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from connectors.pacs.retrieve.dimse import answered, association_lost
 from connectors.pacs.storage import LOSSY, TRANSFER_SYNTAXES
 
 logger = logging.getLogger(__name__)
@@ -108,12 +110,19 @@ class ContextGroup:
 
 
 def _find(assoc: Any, query: Dataset) -> list[Dataset]:
+    """The matches; ``StudyFailed`` (transient) if the PACS closed the association meanwhile:
+    never guessed holdings for a study we could not ask about."""
     found = []
+    during = f"the {query.QueryRetrieveLevel}-level C-FIND asking what the study holds"
     try:
         for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if status and int(status.get("Status", -1)) in _PENDING and ident is not None:
+            if not answered(status):
+                raise association_lost(str(query.StudyInstanceUID), during)
+            if int(status.get("Status", -1)) in _PENDING and ident is not None:
                 found.append(ident)
-    except (ValueError, RuntimeError) as e:  # no Find context accepted: cannot ask
+    except RuntimeError as e:  # "must be established": the PACS closed it
+        raise association_lost(str(query.StudyInstanceUID), during) from e
+    except ValueError as e:  # no Find context accepted: cannot ask
         logger.debug("C-FIND for the study's holdings not possible: %s", e)
     return found
 

@@ -139,3 +139,19 @@ __all__ = [
     "open_association",
     "set_tcp_nodelay",
 ]
+
+
+def release_quietly(assoc: Association) -> None:
+    """Release an association that may already be dead (then nothing is left to do)."""
+    try:
+        assoc.release()
+    except Exception as e:
+        logger.debug("release failed: %s", e)
+
+
+def abort_quietly(assoc: Association) -> None:
+    """Abort an association that may already be dead (then nothing is left to do)."""
+    try:
+        assoc.abort()
+    except Exception as e:
+        logger.debug("abort failed: %s", e)

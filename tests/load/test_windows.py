@@ -35,6 +35,7 @@ from tests.support.load_helpers import (
 )
 from tests.support.xnat_fixtures import StandinHandle
 
+MOVE_AET = "P2X_WINDOWS"  # our storage SCP as Orthanc knows it (C-MOVE)
 OFF_PEAK = ("Mon-Fri 19:00-07:00", "Sat-Sun 00:00-24:00")
 MONDAY = dt.date(2026, 11, 30)
 MINUTE = dt.timedelta(minutes=1)
@@ -183,9 +184,16 @@ def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
 
 
 def _over(protocol: str, settings: Any, orthanc: Any, *, wait: bool = True) -> Any:
-    """The settings over WADO-RS ("dicomweb") or pynetdicom C-GET in this process ("c-get")."""
-    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
-    pacs = {**(web if protocol == "dicomweb" else {"retrieve": "c-get"}), "wait_for_window": wait}
+    """The settings over WADO-RS ("dicomweb") or pynetdicom C-GET or C-MOVE (to our storage
+    SCP, registered in Orthanc) in this process ("c-get", "c-move")."""
+    how: dict[str, Any] = {"retrieve": protocol}
+    if protocol == "dicomweb":
+        how = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
+    elif protocol == "c-move":
+        port = free_port()
+        orthanc.add_modality(MOVE_AET, MOVE_AET, "127.0.0.1", port)
+        how = {**how, "move_destination": MOVE_AET, "receive_port": port}
+    pacs = {**how, "wait_for_window": wait}
     return dataclasses.replace(settings, pacs=dataclasses.replace(settings.pacs, **pacs))
 
 
@@ -221,7 +229,8 @@ def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
 
 @pytest.mark.orthanc
 @pytest.mark.parametrize(
-    ("protocol", "associations"), [("dicomweb", 1), ("c-get", 1), ("c-get", 2), ("dicomweb", 2)]
+    ("protocol", "associations"),
+    [("dicomweb", 1), ("c-get", 1), ("c-get", 2), ("dicomweb", 2), ("c-move", 1), ("c-move", 2)],
 )
 def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
     protocol: str,
@@ -232,9 +241,9 @@ def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_conti
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """WADO-RS and C-GET: the clock reaches 07:00 while the first study arrives (it moves a
-    minute at each look, one look per instance). The retrieval stops after the instance in
-    flight (C-GET: a C-CANCEL), the loader waits until 19:00, then asks only for what had not
+    """WADO-RS, C-GET and C-MOVE: the clock reaches 07:00 while the first study arrives (it
+    moves a minute at each look, one look per instance). The retrieval stops after the instance
+    in flight (DIMSE: a C-CANCEL), the loader waits until 19:00, then asks only for what had not
     arrived; each instance is retrieved once, each study reaches XNAT once, the pause is in the
     summary (what ``--json`` prints). With two associations (C-GET: in threads, as with any
     windows) both studies are in hand when the window ends, and at least one is part way."""

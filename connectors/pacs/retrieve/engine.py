@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed
-from connectors.pacs.net import make_ae, open_association
+from connectors.pacs.net import abort_quietly, make_ae, open_association, release_quietly
 from connectors.pacs.retrieve.dcmtk import DcmtkBackend
 from connectors.pacs.retrieve.dimse import (
     SubOperations,
@@ -127,7 +127,7 @@ class AssociationRetriever:
             self._closed = True
             idle, self._idle = self._idle, []
         for _group, assoc in idle:
-            _release(assoc)
+            release_quietly(assoc)
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver = None
@@ -142,15 +142,15 @@ class AssociationRetriever:
         stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
         """Retrieve one study into ``dest`` (created owner-only); see the module docstring.
-        pynetdicom C-GET only: ``stop`` (a window's end) is asked after each sub-operation and
-        cancels the C-GET (``RetrievalPaused``); called again on the same folder it asks only
-        for what is missing (``resume.py``)."""
+        pynetdicom C-GET and C-MOVE: ``stop`` (a window's end) is asked after each sub-operation
+        and cancels the retrieval (``RetrievalPaused``); called again on the same folder it asks
+        only for what is missing (``resume.py``)."""
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
         sink = StudySink(uid, dest)
-        resumable = self.method == "c-get" and self._dcmtk is None
+        resumable = self._dcmtk is None
         cancel = Canceller(stop if resumable else None)
         kept = held_in(dest) if resumable else set()
         if kept:  # a paused study's instances count as received (their syntax too)
@@ -158,10 +158,10 @@ class AssociationRetriever:
         with self._slots:
             if self._dcmtk is not None:
                 outcome, ok = self._run_dcmtk(sink, expected)
-            elif resumable:
+            elif self.method == "c-get":
                 outcome, ok = self._c_get_study(sink, expected, cancel, kept)
             else:
-                outcome, ok = self._run_pynetdicom(sink, expected)
+                outcome, ok = self._c_move_study(sink, expected, cancel, kept)
         seconds = time.monotonic() - started
         if cancel.cancelled and not sink.disk_full:  # each file that arrived is whole
             raise RetrievalPaused(uid, dest, len(held_in(dest)))
@@ -174,22 +174,42 @@ class AssociationRetriever:
             uid, dest, sink.files, sink.bytes, expected, seconds, *sink.conversions()
         )
 
-    def _run_pynetdicom(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
-        if self.method == "c-get":
-            return self._c_get_study(sink, expected)
+    def _c_move_study(
+        self,
+        sink: StudySink,
+        expected: int | None,
+        cancel: Canceller | None = None,
+        kept: set[str] | None = None,
+    ) -> tuple[SubOperations, bool]:
+        """C-MOVE the study to our storage SCP (its classes learnt first, for the SCP); with
+        ``kept`` (a paused study's files) only what is not in the folder yet."""
         assoc = self._checkout(None)
         ok = False
+        outcomes: list[SubOperations] = []
         try:
-            with fast_reactor(assoc):
-                outcome = self._c_move(assoc, sink)
+            held = learn(assoc, sink.study_instance_uid)
+            sink.stored = held.instance_syntax
+            assert self._receiver is not None, "use AssociationRetriever as a context manager"
+            if held.source in ("study", "series", "image"):
+                self._receiver.accept_classes(held.sop_classes)
+            uid = sink.study_instance_uid
+            ids = remaining_identifiers(assoc, uid, kept) if kept else [identifier(uid)]
+            with fast_reactor(assoc), self._receiver.expecting(sink):
+                for ident in ids:
+                    outcomes.append(self._c_move(assoc, ident, cancel))
+                    if not assoc.is_established or outcomes[-1].final_status is None:
+                        return merge(outcomes), False
+                    if cancel is not None and cancel.cancelled:  # a long pause ahead:
+                        release_quietly(assoc)  # released, never kept idle
+                        return merge(outcomes), False
             if self._registry is not None:  # other workers may have received some of it
                 sink.rescan()
-            ok = assoc.is_established and outcome.final_status is not None
+            ok = assoc.is_established and merge(outcomes).final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
                 raise_nothing_found(assoc, sink.study_instance_uid, expected)
         finally:
             self._checkin(assoc, healthy=ok)
-        return outcome, ok
+        return merge(outcomes), ok
 
     def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
         assert self._dcmtk is not None
@@ -202,7 +222,7 @@ class AssociationRetriever:
             try:
                 raise_nothing_found(assoc, sink.study_instance_uid, expected)
             finally:
-                _release(assoc)
+                release_quietly(assoc)
         return outcome, ok
 
     # -- associations ----------------------------------------------------------------------
@@ -246,11 +266,11 @@ class AssociationRetriever:
                 else:
                     surplus = []
             for _g, old in surplus:
-                _release(old)
+                release_quietly(old)
             if assoc is not None:
-                _release(assoc)
+                release_quietly(assoc)
         else:
-            _abort(assoc)
+            abort_quietly(assoc)
 
     def _open(self, *, find_only: bool = False, group: ContextGroup | None = None) -> Association:
         ae = make_ae(self.settings)
@@ -273,7 +293,7 @@ class AssociationRetriever:
         assoc = open_association(self.settings, ae, ext_neg=ext_neg, evt_handlers=handlers)
         model = _GET_MODEL if self.method == "c-get" else _MOVE_MODEL
         if not find_only and not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
-            _release(assoc)
+            release_quietly(assoc)
             raise ConfigError(
                 f"[pacs] retrieve = {self.method!r}: the PACS accepted the association but not "
                 f"the Study Root {self.method.upper()} model"
@@ -319,7 +339,7 @@ class AssociationRetriever:
             try:
                 held = learn(asker, sink.study_instance_uid)
             finally:
-                _release(asker)
+                release_quietly(asker)
         groups = plan(held)
         if assoc is None:
             assoc = self._checkout(groups[0])
@@ -346,7 +366,7 @@ class AssociationRetriever:
                         if not assoc.is_established or outcomes[-1].final_status is None:
                             return merge(outcomes), False
                         if cancel is not None and cancel.cancelled:  # a long pause ahead:
-                            _release(assoc)  # released, never kept idle
+                            release_quietly(assoc)  # released, never kept idle
                             return merge(outcomes), False
             outcome = merge(outcomes)
             ok = assoc.is_established and outcome.final_status is not None
@@ -367,34 +387,13 @@ class AssociationRetriever:
 
     # -- C-MOVE ----------------------------------------------------------------------------
 
-    def _c_move(self, assoc: Association, sink: StudySink) -> SubOperations:
-        assert self._receiver is not None, "use AssociationRetriever as a context manager"
-        held = learn(assoc, sink.study_instance_uid)  # its SOP classes, for our storage SCP
-        sink.stored = held.instance_syntax
-        if held.source in ("study", "series", "image"):
-            self._receiver.accept_classes(held.sop_classes)
-        with self._receiver.expecting(sink):
-            responses = assoc.send_c_move(
-                identifier(sink.study_instance_uid),
-                self.settings.pacs.move_destination,
-                _MOVE_MODEL,
-            )
-            return consume(responses)
+    def _c_move(self, assoc: Association, ident: Any, cancel: Canceller | None) -> SubOperations:
+        move = self.settings.pacs.move_destination
+        responses = assoc.send_c_move(ident, move, _MOVE_MODEL, msg_id=1)
+        if cancel is not None and cancel.stop is not None:
+            responses = cancel.watch(assoc, responses, _MOVE_MODEL, 1)
+        return consume(responses)
 
 
 _GET_MODEL = StudyRootQueryRetrieveInformationModelGet
 _MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
-
-
-def _release(assoc: Association) -> None:
-    try:
-        assoc.release()
-    except Exception as e:  # releasing a dead association: nothing left to do
-        logger.debug("release failed: %s", e)
-
-
-def _abort(assoc: Association) -> None:
-    try:
-        assoc.abort()
-    except Exception as e:  # aborting a dead association: nothing left to do
-        logger.debug("abort failed: %s", e)

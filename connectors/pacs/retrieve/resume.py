@@ -2,9 +2,9 @@
 left: the instances that arrived stay in the study's folder, named by SOP Instance UID
 (``storage.file_name_for``), so the folder itself says where the retrieval is; continuing it
 asks the PACS only for what is not there (``missing``: WADO-RS series or instances,
-``wado.py``; C-GET series- or image-level identifiers, ``remaining_identifiers``, from a
-C-FIND of the study's instances), and the study is uploaded once, whole. A C-GET in progress
-is stopped by a C-CANCEL after a sub-operation (``Canceller``).
+``wado.py``; C-GET/C-MOVE series- or image-level identifiers, ``remaining_identifiers``, from
+a C-FIND of the study's instances), and the study is uploaded once, whole. A C-GET or C-MOVE
+in progress is stopped by a C-CANCEL after a sub-operation (``Canceller``).
 
 ``RetrievalPaused`` is raised by ``Retriever.retrieve(..., stop=...)`` when ``stop()`` said so
 after an instance was written; the loader (``load/direct.py``) waits for the next window (or,
@@ -76,9 +76,9 @@ def missing(listing: list[tuple[str, str]], held: set[str]) -> list[tuple[str, l
 
 
 class Canceller:
-    """C-GET at a window's end: after each sub-operation's pending response ``stop`` is asked;
-    when it says so a C-CANCEL goes to the PACS, which ends the C-GET after the sub-operations
-    in flight (status 0xFE00); what arrived stays in the folder."""
+    """C-GET or C-MOVE at a window's end: after each sub-operation's pending response ``stop`` is
+    asked; when it says so a C-CANCEL goes to the PACS, which ends the retrieval after the
+    sub-operations in flight (status 0xFE00); what arrived stays in the folder."""
 
     def __init__(self, stop: Callable[[], bool] | None) -> None:
         self.stop = stop
@@ -92,7 +92,7 @@ class Canceller:
             if self.stop is None or self.cancelled or not status:
                 continue
             if int(status.get("Status", -1)) in PENDING and self.stop():
-                logger.info("a PACS window ended: C-CANCEL of the C-GET in progress")
+                logger.info("a PACS window ended: C-CANCEL of the retrieval in progress")
                 assoc.send_c_cancel(msg_id, query_model=model)
                 self.cancelled = True
 

@@ -41,9 +41,9 @@ class Retriever:
         0.5x C-MOVE in threads on the shared 2-core machine, benchmarks/load/README.md).
         ``shared``: the associations are a team-wide count (several loaders on one
         PostgreSQL warehouse, ``load/claims.py``): retrieval runs in this process's threads and
-        no association stays open between studies. With ``[pacs] windows`` C-GET runs in this
-        process's threads too, so a window's end can stop a study after the instance in flight
-        (``retrieve(..., stop=...)``: a worker process cannot be asked)."""
+        no association stays open between studies. With ``[pacs] windows`` C-GET and C-MOVE run
+        in this process's threads too, so a window's end can stop a study after the instance in
+        flight (``retrieve(..., stop=...)``: a worker process cannot be asked)."""
         pacs = settings.pacs
         self.settings = settings
         self._wado = WadoRetriever(settings) if pacs.protocol == "dicomweb" else None
@@ -55,7 +55,7 @@ class Retriever:
             and pacs.retrieve_backend == "pynetdicom"
             and pacs.max_associations > 1
             and (pacs.retrieve == "c-get" or move_in_processes)
-            and not (pacs.retrieve == "c-get" and pacs.windows)
+            and not pacs.windows
         )
         self._registry: Path | None = None
         self._pool: WorkerPool | None = None
@@ -102,10 +102,10 @@ class Retriever:
         stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
         """Retrieve one study into ``dest`` (created owner-only). ``stop`` (a PACS window's
-        end): over WADO-RS and pynetdicom C-GET the retrieval ends after the instance in
-        flight (``RetrievalPaused``; C-GET by a C-CANCEL) and the next call on ``dest``
-        continues it with only what is missing (``resume.py``); C-MOVE, dcmtk, and C-GET in
-        worker processes (no ``[pacs] windows``) do not ask it: the study in hand finishes."""
+        end): over WADO-RS and pynetdicom C-GET and C-MOVE the retrieval ends after the
+        instance in flight (``RetrievalPaused``; DIMSE by a C-CANCEL) and the next call on
+        ``dest`` continues it with only what is missing (``resume.py``); dcmtk, and worker
+        processes (no ``[pacs] windows``) do not ask it: the study in hand finishes."""
         if self._wado is not None:
             return self._wado.retrieve(study_instance_uid, dest, expected, stop)
         if self._local is not None:

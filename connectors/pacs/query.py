@@ -37,8 +37,7 @@ from connectors.pacs.query_record import (
     collect,
     outcome_rows,
 )
-from connectors.warehouse.builds import Selection, refresh, up_to_date
-from connectors.warehouse.dbt import import_in_background
+from connectors.warehouse.builds import Selection, refresh
 from connectors.windows import WindowGate, gate_for
 
 if TYPE_CHECKING:
@@ -214,9 +213,6 @@ def run_query(
     if not gate.admit():
         return {"patients_queried": 0, "patients_failed": 0, "studies_found": 0,
                 **gate.summary()}  # fmt: skip
-    # dbt's import overlaps the check below and the build's fingerprinting (benchmarks/query)
-    if not up_to_date(rc, PLAN_MODELS):
-        import_in_background()
     # Fail fast (exit 3) when the PACS is down or refuses us, before the dbt build.
     if settings.pacs.protocol == "dicomweb":
         web = DicomwebClient(settings.pacs)

@@ -62,24 +62,15 @@ def refresh(
         return _refresh(rc, selection, force=force, quiet=quiet)
 
 
-def up_to_date(rc: RunContext, selection: Selection) -> bool:
-    """Whether ``refresh(rc, selection)`` would skip dbt as things stand (a hint, measured
-    without the writer lock: a command may start importing dbt early when it will not)."""
-    return _up_to_date(rc, selection, _inputs(rc, dbt_vars(rc)))
-
-
-def _up_to_date(rc: RunContext, selection: Selection, inputs: str) -> bool:
-    done = _done_since_last_change(rc, inputs)
-    wanted = resolve(selection, rc.project_dir)
-    return done is not None and wanted is not None and wanted <= done
-
-
 def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) -> BuildResult:
     vars_ = dbt_vars(rc)
     inputs = _inputs(rc, vars_)
-    if not force and _up_to_date(rc, selection, inputs):
-        logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
-        return BuildResult(success=True, skipped=True)
+    if not force:
+        done = _done_since_last_change(rc, inputs)
+        wanted = resolve(selection, rc.project_dir)
+        if done is not None and wanted is not None and wanted <= done:
+            logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
+            return BuildResult(success=True, skipped=True)
     started = clock.utcnow()
     try:
         result = run_dbt(

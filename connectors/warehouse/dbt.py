@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,21 +53,6 @@ class BuildResult:
     skipped: bool = False  # nothing changed since the builds that covered it
     nodes: list[str] = field(default_factory=list)  # unique ids that ran successfully
     listed: list[str] = field(default_factory=list)  # `dbt ls --output json`: unique ids
-
-
-def import_in_background() -> threading.Thread:
-    """Start importing dbt (~3 s of CPU on this machine) in a daemon thread, so a command that
-    will build can overlap it with its own start-up and network waits (``pacs2xnat query``
-    opens an association meanwhile); ``run_dbt``'s own import then finds it done or waits
-    for it (Python's import lock)."""
-
-    def _import() -> None:
-        with contextlib.suppress(Exception):  # run_dbt's own import reports any failure
-            import dbt.cli.main  # noqa: F401
-
-    thread = threading.Thread(target=_import, daemon=True, name="dbt-import")
-    thread.start()
-    return thread
 
 
 def run_dbt(

@@ -29,15 +29,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Results written per transaction at most (each patient's rows stay together), and how long
-#: the writer waits at least to fill a transaction (a kill loses at most this much work, asked
-#: again). Each transaction opens the warehouse file and checkpoints it on close (the file is
-#: free between transactions), ~50-150 ms on a busy machine: the writer also waits
-#: ``WRITE_SHARE`` times as long as the last one took (at most ``WRITE_DELAY_MAX``), so
-#: writing takes at most a tenth of the run instead of half of a core (benchmarks/query).
+#: the writer waits to fill a transaction (a kill loses at most this much work, asked again).
 WRITE_BATCH = 200
 WRITE_DELAY_SECONDS = 0.25
-WRITE_SHARE = 9.0
-WRITE_DELAY_MAX = 2.0
 
 
 @dataclass(frozen=True)
@@ -150,11 +144,10 @@ def collect(
     running, fatal = n_workers, None
     progress = progress_bar(total)
     update = next(progress)
-    delay = WRITE_DELAY_SECONDS
     while running:
         batch: list[PatientOutcome] = []
         item = results.get()
-        deadline = time.monotonic() + delay
+        deadline = time.monotonic() + WRITE_DELAY_SECONDS
         while True:
             if item is None:
                 running -= 1
@@ -183,10 +176,7 @@ def collect(
             else:
                 tally.failed += 1
                 logger.info("query failed: %s", o.error)
-        wrote = time.monotonic()
         append_or_journal(rc.warehouse, tables)  # one short transaction, or the journal
-        wrote = time.monotonic() - wrote
-        delay = min(WRITE_DELAY_MAX, max(WRITE_DELAY_SECONDS, WRITE_SHARE * wrote))
         update(
             completed=tally.queried + tally.failed,
             info=f"{tally.studies} studies, {tally.failed} failed",

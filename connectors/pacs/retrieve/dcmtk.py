@@ -186,6 +186,14 @@ class DcmtkMoveReceiver:
         p = self.settings.pacs
         self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(".storescp", dir=self.settings.work_dir))
+        try:  # storescp would fail on a taken port, after a listener there looked like it
+            with socket.socket() as probe:
+                probe.bind(("", p.receive_port))
+        except OSError as e:
+            raise ConfigError(
+                f"[pacs] receive_port {p.receive_port}: cannot listen there for C-MOVE "
+                f"({e.strerror})"
+            ) from None
         aet = p.move_destination or p.calling_aet
         args = [self.tool, "--fork", "+B", "+xa", "-aet", aet, "-od", str(self.folder)]
         args += ["-ta", _secs(p.acse_timeout), "-td", _secs(p.dimse_timeout), str(p.receive_port)]

@@ -184,36 +184,37 @@ class DcmtkMoveReceiver:
 
     def start(self, timeout: float = 10.0) -> None:
         p = self.settings.pacs
-        self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(".storescp", dir=self.settings.work_dir))
         try:  # storescp would fail on a taken port, after a listener there looked like it
             with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as storescp does
                 probe.bind(("", p.receive_port))
         except OSError as e:
             raise ConfigError(
                 f"[pacs] receive_port {p.receive_port}: cannot listen there for C-MOVE "
                 f"({e.strerror})"
             ) from None
+        self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(".storescp", dir=self.settings.work_dir))
+        log = self.folder.with_suffix(".log")  # not a pipe: a full one would stop storescp
         aet = p.move_destination or p.calling_aet
         args = [self.tool, "--fork", "+B", "+xa", "-aet", aet, "-od", str(self.folder)]
         args += ["-ta", _secs(p.acse_timeout), "-td", _secs(p.dimse_timeout), str(p.receive_port)]
-        self._proc = subprocess.Popen(
-            args,
-            cwd=self.folder,
-            env=dict(os.environ, TCP_NODELAY="1"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with open(log, "wb") as err:
+            self._proc = subprocess.Popen(
+                args,
+                cwd=self.folder,
+                env=dict(os.environ, TCP_NODELAY="1"),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = (self._proc.stderr.read() if self._proc.stderr else b"").decode(
-                    errors="replace"
-                )
+                text = log.read_text(errors="replace")
                 self.stop()
                 raise ConfigError(
                     f"[pacs] receive_port {p.receive_port}: storescp cannot listen there for "
-                    f"C-MOVE: {_tail(err)}"
+                    f"C-MOVE: {_tail(text)}"
                 )
             with (
                 contextlib.suppress(OSError),
@@ -248,11 +249,11 @@ class DcmtkMoveReceiver:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait()
-            if self._proc.stderr is not None:
-                self._proc.stderr.close()
             self._proc = None
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.folder.with_suffix(".log").unlink()
             self.folder = None
 
 

@@ -8,9 +8,9 @@
 
 pynetdicom C-GET and C-MOVE with several associations run one association per worker process
 (``workers.py``: they would share one GIL in threads; for C-MOVE each worker runs a storage SCP
-on the same port, ``storage_scp.py``: 1.46x C-MOVE in threads on 20 studies x 100 images,
-benchmarks/load); everything else runs in this process (``engine.py``). Both leave the same
-folder and raise the same errors.
+on the same port, ``storage_scp.py``: 0.97-1.46x C-MOVE in threads on 20-30 studies x 100
+images, benchmarks/load); everything else runs in this process (``engine.py``). Both leave the
+same folder and raise the same errors.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class Retriever:
     def __init__(
         self, settings: Settings, *, move_in_processes: bool = True, shared: bool = False
     ) -> None:
-        """``move_in_processes``: C-MOVE in worker processes too (measured 1.46x C-MOVE in
-        threads on 264 MB, 0.86x on 95 MB where the workers' start-up weighs most,
+        """``move_in_processes``: C-MOVE in worker processes too (measured 0.97-1.46x C-MOVE
+        in threads on 264-396 MB, 0.86x on 95 MB where the workers' start-up weighs most,
         benchmarks/load/README.md); False keeps it in this process's threads.
         ``shared``: the associations are a team-wide count (several loaders on one
         PostgreSQL warehouse, ``load/claims.py``): retrieval runs in this process's threads and

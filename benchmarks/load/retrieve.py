@@ -96,6 +96,43 @@ def run_getscu(port: int, uids: list[str], out: Path, nodelay: bool) -> float:
     return time.perf_counter() - t
 
 
+def run_movescu(port: int, uids: list[str], out: Path, receive_port: int, k: int) -> float:
+    """dcmtk's C-MOVE, ``k`` at once: one ``storescp --fork`` on the destination's port and
+    ``k`` threads each running ``movescu`` for its share of the studies, ``TCP_NODELAY=1``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = dict(os.environ, TCP_NODELAY="1")
+    out.mkdir(parents=True)
+    scp = subprocess.Popen(
+        ["/usr/bin/storescp", "--fork", "+B", "+xa", "-aet", MOVE_AET, "-od", str(out),
+         str(receive_port)],
+        cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)  # listening
+
+        def move(uid: str) -> None:
+            subprocess.run(
+                [
+                    *("/usr/bin/movescu", "-aet", "BENCH", "-aec", "ORTHANC", "-S"),
+                    *("-aem", MOVE_AET, "-k", "QueryRetrieveLevel=STUDY"),
+                    *("-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(port)),
+                ],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(k) as pool:
+            list(pool.map(move, uids))
+        return time.perf_counter() - t
+    finally:
+        scp.terminate()
+        scp.wait()
+
+
 def worker(spec: dict) -> dict:
     """One variant, in this (child) process: returns seconds and bytes."""
     out = Path(spec["out"])
@@ -122,8 +159,6 @@ def worker(spec: dict) -> dict:
     # the benchmark's only switch: associations in threads of this process
     if spec.get("threads"):
         r: Any = AssociationRetriever(settings)
-    elif spec.get("procs"):  # C-MOVE in worker processes (Retriever's move_in_processes)
-        r = Retriever(settings, move_in_processes=True)
     else:
         r = Retriever(settings)
     with r, ThreadPoolExecutor(spec["assocs"]) as pool:
@@ -210,6 +245,7 @@ def main() -> None:
         help="a checkout of another commit: its Retriever runs the same pynetdicom variants "
         "in the same run (rows named [folder]), to measure a change against what it changes",
     )
+    ap.add_argument("--only", default="", help="run only the variants whose name holds this")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -253,13 +289,16 @@ VARIANTS: list[tuple[str, dict]] = [
     ("ours C-GET, 2 associations in threads", {"method": "c-get", "assocs": 2, "threads": True}),
     ("ours C-GET, 2 associations in processes (default)", {"method": "c-get", "assocs": 2}),
     ("ours C-MOVE, 1 association", {"method": "c-move", "assocs": 1}),
-    ("ours C-MOVE, 2 associations in threads (default)", {"method": "c-move", "assocs": 2}),
-    ("ours C-MOVE, 2 associations in processes", {"method": "c-move", "assocs": 2, "procs": True}),
+    ("ours C-MOVE, 2 associations in threads", {"method": "c-move", "assocs": 2, "threads": True}),
+    ("ours C-MOVE, 2 associations in processes (default)", {"method": "c-move", "assocs": 2}),
     ("ours dcmtk C-GET, 1 association", {"method": "c-get", "assocs": 1, "backend": "dcmtk"}),
     ("ours dcmtk C-GET, 2 associations", {"method": "c-get", "assocs": 2, "backend": "dcmtk"}),
     ("ours dcmtk C-MOVE, 1 association", {"method": "c-move", "assocs": 1, "backend": "dcmtk"}),
+    ("ours dcmtk C-MOVE, 2 associations", {"method": "c-move", "assocs": 2, "backend": "dcmtk"}),
 ]
 BASELINE = "getscu per study, TCP_NODELAY=1"
+#: C-MOVE's baseline at the same number of moves at once, and the rows measured against it
+MOVE_BASELINE = "movescu into storescp, {k} at once, TCP_NODELAY=1"
 
 
 def run_variants(
@@ -287,7 +326,16 @@ def run_variants(
             shutil.rmtree(d, ignore_errors=True)
             secs = run_getscu(port, subset, d, nodelay)
             keep(name, {"seconds": secs, "bytes": d_size(), "rss_mb": None})
+        for n_moves in (1, 2):
+            shutil.rmtree(d, ignore_errors=True)
+            secs = run_movescu(port, uids, d, receive_port, n_moves)
+            keep(
+                MOVE_BASELINE.format(k=n_moves),
+                {"seconds": secs, "bytes": d_size(), "rss_mb": None},
+            )
         for name, extra in VARIANTS:
+            if args.only and args.only not in name:
+                continue
             shutil.rmtree(d, ignore_errors=True)
             spec = {"kind": "ours", "name": name, "port": port, "uids": uids, "out": str(d)}
             spec.update(receive_port=receive_port, **extra)
@@ -296,7 +344,7 @@ def run_variants(
                 base = Path(args.compare_with)
                 keep(f"{name} [{base.name}]", child_rss_wrapper(spec, base))
     shutil.rmtree(d, ignore_errors=True)
-    order = [BASELINE, "getscu per study, Nagle on"]
+    order = [BASELINE, "getscu per study, Nagle on", *(MOVE_BASELINE.format(k=k) for k in (1, 2))]
     for n, _ in VARIANTS:
         order += [n, *(f"{n} [{Path(args.compare_with).name}]" for _ in [1] if args.compare_with)]
     return [best[n] for n in order if n in best]
@@ -331,14 +379,25 @@ def big_study(args: argparse.Namespace, tmp: Path, orthanc: Orthanc, receive_por
 def print_table(rows: list[dict]) -> None:
     base = next(r for r in rows if r["name"] == BASELINE)
     base_rate = base["bytes"] / base["seconds"]
-    print(f"| {'variant':<52} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | RSS MB |")
-    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|--------|")
+    moves = {
+        k: r["bytes"] / r["seconds"]
+        for k in (1, 2)
+        for r in rows
+        if r["name"] == MOVE_BASELINE.format(k=k)
+    }
+    print(
+        f"| {'variant':<52} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | "
+        f"{'x movescu':>9} | RSS MB |"
+    )
+    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 11}|--------|")
     for r in rows:
         rate = r["bytes"] / r["seconds"]
         rss = f"{r['rss_mb']:.0f}" if r.get("rss_mb") else "-"
+        k = 2 if "2 assoc" in r["name"] else 1
+        vs_move = f"{rate / moves[k]:9.2f}" if "C-MOVE" in r["name"] and k in moves else " " * 9
         print(
             f"| {r['name']:<52} | {r['bytes'] / 1e6:6.0f} | {r['seconds']:6.2f} | "
-            f"{rate / 1e6:6.1f} | {rate / base_rate:8.2f} | {rss:>6} |"
+            f"{rate / 1e6:6.1f} | {rate / base_rate:8.2f} | {vs_move} | {rss:>6} |"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -128,6 +129,24 @@ def test_retrieves_every_instance_from_orthanc(
     for study in got:
         assert study.expected == expected[study.study_instance_uid] == study.files
         assert_same_instances(study, studies[study.study_instance_uid])
+
+
+@pytest.mark.orthanc
+def test_dcmtk_c_move_says_when_its_receive_port_is_taken(
+    orthanc: Any, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """The dcmtk back end's storescp needs ``receive_port``: another listener there is a
+    ConfigError naming it, before any C-MOVE is asked."""
+    require_binary("/usr/bin/storescp", "dcmtk")
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = pacs_settings(orthanc, retrieve="c-move", retrieve_backend="dcmtk",
+                                 move_destination=MOVE_AET, receive_port=port)  # fmt: skip
+        with Retriever(settings) as r, pytest.raises(ConfigError, match=f"receive_port {port}"):
+            r.retrieve(sorted(studies)[0], tmp_path / "s")
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").glob("*.dcm"))
 
 
 @pytest.mark.orthanc

@@ -7,13 +7,16 @@ makes a C-GET 50x slower) and ``+B`` (bit-preserving: each instance is written t
 arrives). Files land in a hidden staging folder inside ``dest`` and are renamed to
 ``<SOPInstanceUID>.dcm``, so both back ends leave the same folder behind.
 
-C-MOVE runs ``movescu +P receive_port``: it listens on our port for the PACS's sub-operations,
-so only one C-MOVE runs at a time with this back end; ``+xa`` accepts every transfer syntax
-the PACS proposes, so instances arrive as stored. Debian's getscu 3.6.7 cannot do the same for
-C-GET: it proposes one preferred transfer syntax per SOP class (no ``+xa``, no configuration
-file), so a PACS must transcode what it stores otherwise (or refuse it): with the dcmtk back
-end, prefer C-MOVE for compressed studies. With ``+B`` dcmtk 3.6.7's movescu ignores
-``-od`` and writes to its working directory, so both tools run inside the staging folder.
+C-MOVE: one dcmtk ``storescp --fork +B +xa`` listens on ``receive_port`` for the back end's
+whole life (``DcmtkMoveReceiver``: a child process per PACS association, every transfer syntax
+the PACS proposes accepted, so instances arrive as stored) and several ``movescu`` (no storage
+SCP of their own) run at once, up to ``max_associations``; when one ends, the files of its
+study (by Study Instance UID in each file's header) are taken from storescp's folder.
+Debian's getscu 3.6.7 cannot do the same for C-GET: it proposes one preferred transfer syntax
+per SOP class (no ``+xa``, no configuration file), so a PACS must transcode what it stores
+otherwise (or refuse it): with the dcmtk back end, prefer C-MOVE for compressed studies. With
+``+B`` dcmtk 3.6.7's getscu ignores ``-od`` and writes to its working directory, so it runs
+inside the staging folder (storescp inside its own).
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
+import tempfile
 import threading
+import time
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
 from connectors.config import Settings
@@ -67,7 +74,23 @@ class DcmtkBackend:
         self.settings = settings
         self.method = settings.pacs.retrieve
         self.tool = find_tool("getscu" if self.method == "c-get" else "movescu")
-        self._move_lock = threading.Lock()  # movescu listens on receive_port: one at a time
+        self._receiver: DcmtkMoveReceiver | None = None
+        self._start_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the C-MOVE receiver, if one was started."""
+        with self._start_lock:
+            receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.stop()
+
+    def _move_receiver(self) -> DcmtkMoveReceiver:
+        with self._start_lock:
+            if self._receiver is None:
+                receiver = DcmtkMoveReceiver(self.settings)
+                receiver.start()
+                self._receiver = receiver
+            return self._receiver
 
     def run(self, sink: StudySink) -> tuple[int | None, list[int], str]:
         """Retrieve ``sink``'s study into its folder.
@@ -79,27 +102,30 @@ class DcmtkBackend:
         staging = sink.folder / ".dcmtk"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
-        args = [self.tool, "-v", "+B", "-S", "-aet", p.calling_aet, "-aec", p.called_aet]
+        args = [self.tool, "-v", "-S", "-aet", p.calling_aet, "-aec", p.called_aet]
         args += ["-to", _secs(p.acse_timeout), "-ta", _secs(p.acse_timeout)]
-        args += ["-td", _secs(p.dimse_timeout), "-od", str(staging)]
+        args += ["-td", _secs(p.dimse_timeout)]
+        if self.method == "c-get":
+            args += ["+B", "-od", str(staging)]
         args += [
             "-k",
             "QueryRetrieveLevel=STUDY",
             "-k",
             f"StudyInstanceUID={sink.study_instance_uid}",
         ]
-        if self.method == "c-move":
-            # +xa: accept every transfer syntax the PACS proposes, so it sends what it stores
-            args += ["-aem", p.move_destination, "+P", str(p.receive_port), "+xa"]
+        receiver = None
+        if self.method == "c-move":  # the PACS sends to our storescp, not to movescu
+            receiver = self._move_receiver()
+            args += ["-aem", p.move_destination]
         args += [p.host, str(p.port)]
         env = dict(os.environ, TCP_NODELAY="1")
-        lock = self._move_lock if self.method == "c-move" else contextlib.nullcontext()
         try:
-            with lock:
-                done = subprocess.run(
-                    args, capture_output=True, text=True, env=env, check=False, cwd=staging
-                )
+            done = subprocess.run(
+                args, capture_output=True, text=True, env=env, check=False, cwd=staging
+            )
         finally:
+            if receiver is not None:
+                receiver.take(sink.study_instance_uid, staging)
             self._collect(staging, sink)
         log = done.stdout + done.stderr
         if any(s in log for s in _ASSOC_FAILED) and "Association Accepted" not in log:
@@ -139,6 +165,106 @@ class DcmtkBackend:
                 sink.disk_full = True
             sink.errors += 1
             sink.last_error = e.strerror or str(e)
+
+
+class DcmtkMoveReceiver:
+    """dcmtk's ``storescp`` on ``[pacs] receive_port`` (``--fork``: one child per association,
+    so the PACS's C-MOVEs of several studies are received at once; ``+B`` bit-preserving,
+    ``+xa`` every transfer syntax), writing into one folder; ``take`` moves a study's files out
+    once its C-MOVE has ended (storescp answers each C-STORE after writing the file, and the
+    PACS answers the C-MOVE after the last C-STORE, so they are all there)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tool = find_tool("storescp")
+        self.folder: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._studies: dict[str, str] = {}  # file name -> its Study Instance UID
+        self._lock = threading.Lock()
+
+    def start(self, timeout: float = 10.0) -> None:
+        p = self.settings.pacs
+        try:  # storescp would fail on a taken port, after a listener there looked like it
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as storescp does
+                probe.bind(("", p.receive_port))
+        except OSError as e:
+            raise ConfigError(
+                f"[pacs] receive_port {p.receive_port}: cannot listen there for C-MOVE "
+                f"({e.strerror})"
+            ) from None
+        self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(".storescp", dir=self.settings.work_dir))
+        log = self.folder.with_suffix(".log")  # not a pipe: a full one would stop storescp
+        aet = p.move_destination or p.calling_aet
+        args = [self.tool, "--fork", "+B", "+xa", "-aet", aet, "-od", str(self.folder)]
+        args += ["-ta", _secs(p.acse_timeout), "-td", _secs(p.dimse_timeout), str(p.receive_port)]
+        with open(log, "wb") as err:
+            self._proc = subprocess.Popen(
+                args,
+                cwd=self.folder,
+                env=dict(os.environ, TCP_NODELAY="1"),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                text = log.read_text(errors="replace")
+                self.stop()
+                raise ConfigError(
+                    f"[pacs] receive_port {p.receive_port}: storescp cannot listen there for "
+                    f"C-MOVE: {_tail(text)}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", p.receive_port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"[pacs] receive_port {p.receive_port}: storescp did not start")
+
+    def take(self, study_uid: str, into: Path) -> None:
+        """Move every file of ``study_uid`` received so far from storescp's folder ``into``."""
+        assert self.folder is not None
+        with self._lock:
+            for f in self.folder.iterdir():
+                uid = self._studies.get(f.name) or _study_uid(f)
+                if uid is None:
+                    continue  # still being written (another study's): read it next time
+                if uid != study_uid:
+                    self._studies[f.name] = uid
+                    continue
+                self._studies.pop(f.name, None)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f, into / f.name)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._proc = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.folder.with_suffix(".log").unlink()
+            self.folder = None
+
+
+def _study_uid(path: Path) -> str | None:
+    """The Study Instance UID in a received file's header (None while it cannot be read)."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+    except Exception:  # half-written, or not DICOM
+        return None
+    value = ds.get("StudyInstanceUID")
+    return str(value).strip() if value else None
 
 
 _NAME_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*\.)?([0-9][0-9.]*)$")

@@ -131,6 +131,8 @@ class AssociationRetriever:
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver = None
+        if self._dcmtk is not None:
+            self._dcmtk.close()
 
     # -- the API ---------------------------------------------------------------------------
 

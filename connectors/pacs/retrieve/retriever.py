@@ -6,11 +6,11 @@
     with Retriever(settings) as r:                       # reuses associations
         got = r.retrieve(study_uid, dest, expected=n)    # thread-safe, <= max_associations at once
 
-pynetdicom C-GET with several associations runs one association per worker process
-(``workers.py``: they would share one GIL in threads); C-MOVE does too with
-``move_in_processes`` (each worker then runs a storage SCP on the same port, ``storage_scp.py``;
-off by default: slower than threads as measured so far); everything else runs in this process
-(``engine.py``). Both leave the same folder and raise the same errors.
+pynetdicom C-GET and C-MOVE with several associations run one association per worker process
+(``workers.py``: they would share one GIL in threads; for C-MOVE each worker runs a storage SCP
+on the same port, ``storage_scp.py``: 0.97-1.46x C-MOVE in threads on 20-30 studies x 100
+images, benchmarks/load); everything else runs in this process (``engine.py``). Both leave the
+same folder and raise the same errors.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ class Retriever:
     """Whole studies to disk with at most ``max_associations`` associations at once."""
 
     def __init__(
-        self, settings: Settings, *, move_in_processes: bool = False, shared: bool = False
+        self, settings: Settings, *, move_in_processes: bool = True, shared: bool = False
     ) -> None:
-        """``move_in_processes``: C-MOVE in worker processes too (off by default: measured
-        0.5x C-MOVE in threads on the shared 2-core machine, benchmarks/load/README.md).
+        """``move_in_processes``: C-MOVE in worker processes too (measured 0.97-1.46x C-MOVE
+        in threads on 264-396 MB, 0.86x on 95 MB where the workers' start-up weighs most,
+        benchmarks/load/README.md); False keeps it in this process's threads.
         ``shared``: the associations are a team-wide count (several loaders on one
         PostgreSQL warehouse, ``load/claims.py``): retrieval runs in this process's threads and
         no association stays open between studies. With ``[pacs] windows`` C-GET and C-MOVE run

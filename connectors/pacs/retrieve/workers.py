@@ -3,9 +3,9 @@
 Measured in benchmarks/load: two pynetdicom associations in threads of one process get ~1.5x
 one association (each association runs two Python threads that take turns on the GIL); in two
 processes they get ~3x, near dcmtk's getscu. ``Retriever`` uses this pool for pynetdicom C-GET
-when ``max_associations`` > 1, and for C-MOVE with ``move_in_processes``: each worker then also
-runs a storage SCP on the same ``receive_port`` (``SO_REUSEPORT``), the studies routed through
-``registry`` (``storage_scp.py``).
+and C-MOVE when ``max_associations`` > 1 (``move_in_processes=False``: C-MOVE in threads): each
+C-MOVE worker then also runs a storage SCP on the same ``receive_port`` (``SO_REUSEPORT``), the
+studies routed through ``registry`` (``storage_scp.py``).
 
 Each worker is a spawned process holding a one-association ``Retriever``; a job is
 ``(study uid, dest, expected)`` and the answer a plain tuple, rebuilt into ``RetrievedStudy``

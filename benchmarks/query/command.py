@@ -1,0 +1,227 @@
+"""Benchmark: the whole ``pacs2xnat query`` command against dcmtk ``findscu`` on the same
+number of reused associations, in one run on the same Orthanc.
+
+    .venv/bin/python benchmarks/query/command.py                     # 1,000 patients x 10 studies
+    .venv/bin/python benchmarks/query/command.py --patients 10000 --studies 2
+    .venv/bin/python benchmarks/query/command.py --assoc 1 2 --repeat 2
+
+Orthanc (Debian, ``TCP_NODELAY=1``) holds P patients x S studies (headers only). A fresh
+workspace imports the cohort's master list (``pacs2xnat patients import``); its warehouse is
+kept aside, so every round starts from it (every patient due, the plan not yet built).
+
+- **ours**: ``pacs2xnat --json --config … query`` in a child process with
+  ``max_associations = K``: start-up, the plan's dbt build, the C-FINDs, every answer
+  committed. Its summary's ``plan_seconds`` is dbt's share.
+- **findscu**: the same study-level identifiers (the plan's window per patient, all ten
+  return keys) written as query files, split over K ``findscu`` processes each sending its
+  share over one association, ``TCP_NODELAY=1``.
+
+One untimed run first for one patient (``--mrn``: dbt's full parse); then the rounds are
+interleaved (``--repeat``, the order of the trees alternating with ``--compare-with``) and the
+best of each kept. Figures in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import duckdb  # noqa: E402
+from bench import synthetic, write_headers  # type: ignore[import-not-found]  # noqa: E402
+from pydicom.dataset import FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
+
+from connectors.pacs.find import Window, study_query  # noqa: E402
+from connectors.testbed.orthanc import Orthanc  # noqa: E402
+from connectors.testbed.workbooks import write_master_list  # noqa: E402
+from connectors.warehouse.dbt import copy_project  # noqa: E402
+
+CLI = [sys.executable, "-m", "connectors.app.cli"]
+WAREHOUSE = Path("warehouse") / "pacs2xnat.duckdb"
+
+
+def clean_env(tree: Path = ROOT, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS2XNAT", "XNAT_"))}
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env["PYTHONPATH"] = str(tree)
+    env.update(extra)
+    return env
+
+
+def write_config(project: Path, orthanc: Orthanc, assoc: int) -> Path:
+    path = project / f"pacs2xnat-{assoc}.toml"
+    path.write_text(
+        f'[pacs]\nhost = "{orthanc.host}"\nport = {orthanc.port}\ncalled_aet = "{orthanc.aet}"\n'
+        f'calling_aet = "PACS2XNAT"\nmax_associations = {assoc}\n\n'
+        '[xnat]\nurl = "http://127.0.0.1:9"\nproject = "BENCH"\n\n'
+        f'[warehouse]\npath = "{WAREHOUSE}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def timed(cmd: list[str], *, env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + sys of the child) and its stdout."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{cmd[3:]} failed:\n{err.read()[-3000:]}")
+        return wall, usage.ru_utime + usage.ru_stime, out.read()
+
+
+def ours(
+    project: Path, pristine: Path, config: Path, tree: Path = ROOT, extra: Sequence[str] = ()
+) -> tuple[float, float, dict[str, Any]]:
+    """The whole command on a copy of the pristine warehouse; ``tree``: whose code runs it."""
+    shutil.copy2(pristine, project / WAREHOUSE)
+    wall, cpu, out = timed([*CLI, "--json", "--config", str(config), "query", *extra],
+                           env=clean_env(tree), cwd=project)  # fmt: skip
+    return wall, cpu, json.loads(out)
+
+
+def query_files(project: Path, folder: Path) -> list[Path]:
+    """The identifiers ``pacs2xnat query`` sends (the plan's windows), as findscu query files."""
+    with duckdb.connect(str(project / WAREHOUSE), read_only=True) as con:
+        plan = con.execute(
+            "select mrn, window_from from main.pacs_query_plan order by mrn"
+        ).fetchall()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (mrn, window_from) in enumerate(plan):
+        ds = study_query(str(mrn), Window(window_from, None))
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"q{i:06d}.dcm"
+        ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
+        paths.append(path)
+    return paths
+
+
+#: Queries per findscu process: Orthanc dropped findscu's association (broken pipe) ~30 queries
+#: into a 5,000-file run; each of the K lanes then runs one findscu per chunk, one after another.
+FINDSCU_CHUNK = 500
+
+
+def findscu(orthanc: Orthanc, files: list[Path], assoc: int) -> tuple[float, float, int]:
+    """K lanes at once, each sending its share of the queries on reused associations (one
+    findscu process, so one association, per ``FINDSCU_CHUNK`` queries)."""
+    env = clean_env(TCP_NODELAY="1")
+    totals = [(0, 0.0)] * assoc
+
+    def lane(k: int) -> None:
+        mine = files[k::assoc]
+        found, cpu = 0, 0.0
+        for i in range(0, len(mine), FINDSCU_CHUNK):
+            chunk = [str(f) for f in mine[i : i + FINDSCU_CHUNK]]
+            cmd = ["findscu", "-v", "-S", "-aet", "PACS2XNAT", "-aec", orthanc.aet,
+                   orthanc.host, str(orthanc.port), *chunk]  # fmt: skip
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            assert p.stderr is not None
+            err = p.stderr.read()
+            _, status, usage = os.wait4(p.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"findscu failed:\n{err[-2000:].decode(errors='replace')}")
+            found += err.count(b"(Pending)")
+            cpu += usage.ru_utime + usage.ru_stime
+        totals[k] = (found, cpu)
+
+    t = time.monotonic()
+    lanes = [threading.Thread(target=lane, args=(k,)) for k in range(assoc)]
+    for th in lanes:
+        th.start()
+    for th in lanes:
+        th.join()
+    return time.monotonic() - t, sum(c for _, c in totals), sum(f for f, _ in totals)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--patients", type=int, default=1000)
+    ap.add_argument("--studies", type=int, default=10)
+    ap.add_argument("--assoc", type=int, nargs="+", default=[2])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--compare-with",
+        help="a checkout of another commit: its `pacs2xnat query` runs too, in the same rounds "
+        "(rows named [folder]), to measure a change against what it changes",
+    )
+    args = ap.parse_args()
+    trees = [("pacs2xnat query", ROOT)]
+    if args.compare_with:
+        other = Path(args.compare_with).resolve()
+        trees.append((f"pacs2xnat query [{other.name}]", other))
+    with tempfile.TemporaryDirectory(prefix="bench-query-cmd-") as tmp:
+        work = Path(tmp)
+        cohort, studies = synthetic(args.patients, args.studies)
+        files = write_headers(cohort, studies, work / "dicom")
+        project = copy_project(work / "project")
+        master = write_master_list(cohort, project / "inputs" / "master_patient_list.xlsx")
+        with Orthanc(work / "orthanc") as orthanc:
+            t = time.monotonic()
+            orthanc.upload(files)
+            print(f"Orthanc holds {len(files)} studies ({time.monotonic() - t:.0f} s)", flush=True)
+            configs = {k: write_config(project, orthanc, k) for k in args.assoc}
+            timed([*CLI, "--quiet", "--config", str(configs[args.assoc[0]]), "patients", "import",
+                   str(master)], env=clean_env(), cwd=project)  # fmt: skip
+            pristine = work / "pristine.duckdb"
+            shutil.copy2(project / WAREHOUSE, pristine)
+            # one untimed run first: dbt's partial parse then serves every timed one (the first
+            # build of a day, with a new `today` var, parses the whole project: several s more)
+            first = ["--mrn", cohort.patients[0].mrn]  # the plan is built whole either way
+            wall, _cpu, _summary = ours(project, pristine, configs[args.assoc[0]], ROOT, first)
+            print(f"  warm-up (dbt's full parse): {wall:.2f} s", flush=True)
+            queries: list[Path] = []
+            best: dict[tuple[str, int], tuple[float, float, int, float]] = {}
+            for round_ in range(args.repeat):
+                for k in args.assoc:
+                    for name, tree in trees[:: 1 if round_ % 2 == 0 else -1]:
+                        wall, cpu, summary = ours(project, pristine, configs[k], tree)
+                        plan, found = summary.get("plan_seconds"), summary.get("studies_found")
+                        print(f"  {name} K={k}: {wall:.2f} s (plan {plan} s, {found} studies)",
+                              flush=True)  # fmt: skip
+                        if not queries:
+                            queries = query_files(project, work / "queries")
+                        entry = (wall, cpu, int(summary["studies_found"]), summary["plan_seconds"])
+                        if (name, k) not in best or wall < best[name, k][0]:
+                            best[name, k] = entry
+                    fwall, fcpu, found = findscu(orthanc, queries, k)
+                    print(f"  findscu K={k}: {fwall:.2f} s ({found} studies)", flush=True)
+                    if ("findscu", k) not in best or fwall < best["findscu", k][0]:
+                        best["findscu", k] = (fwall, fcpu, found, 0.0)
+    print(f"\n`pacs2xnat query` (whole command) vs findscu, {args.patients} patients × "
+          f"{args.studies} studies, Orthanc 1.10, TCP_NODELAY=1, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'contender':34} {'assoc':>5} {'wall s':>7} {'CPU s':>6} {'studies':>8} "
+          f"{'plan s':>6} {'vs findscu':>10}")  # fmt: skip
+    for k in args.assoc:
+        f = best["findscu", k]
+        print(f"{'findscu, K processes':34} {k:5d} {f[0]:7.2f} {f[1]:6.1f} {f[2]:8d} {'':>6} "
+              f"{'1.00×':>10}")  # fmt: skip
+        for name, _tree in trees:
+            o = best[name, k]
+            print(f"{name:34} {k:5d} {o[0]:7.2f} {o[1]:6.1f} {o[2]:8d} {o[3]:6.2f} "
+                  f"{f[0] / o[0]:9.2f}×")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -6,9 +6,8 @@ one instance in memory at a time; ``connectors/pacs/storage.py``). The count is 
 operation counts. Failures are ``StudyFailed`` with a reason category from
 ``seeds/failure_reasons.csv``; no association at all is ``PacsUnreachable`` (exit 3).
 
-Speed (benchmarks/load/README.md): TCP_NODELAY on our sockets and a fast DUL reactor while a
-transfer runs (``pacs/net.py``, ``pace.py``) double pynetdicom's throughput; the optional dcmtk
-back end (``dcmtk.py``) reaches getscu's.
+Speed (benchmarks/load): TCP_NODELAY and a fast DUL reactor while a transfer runs (``net.py``,
+``pace.py``) double pynetdicom's throughput; the dcmtk back end (``dcmtk.py``) reaches getscu's.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ class SessionReads(ClientCalls):
         date, modality and UID; the ``columns=`` listing gives them all, paged. Before XNAT
         1.8.9 ``limit``/``offset`` are ignored and every "page" is the whole list: such a
         version gets one unpaged request; and whatever the version says, an answer longer
-        than a page, a page that repeats the first, or ``totalRecords`` reached ends it, so
+        than a page, a page that repeats a row of an earlier one (offset ignored, or pages in
+        no stable order: then it is read unpaged), or ``totalRecords`` reached ends it, so
         each session is yielded once.
         """
         query = {"xsiType": IMAGE_SESSION, "columns": SESSION_COLUMNS, "sortBy": "ID"}
@@ -71,8 +72,10 @@ class SessionReads(ClientCalls):
             key = [r.get("ID") for r in rows[:1]]
             if offset == 0:
                 first = key
-            elif rows and key == first:  # offset ignored: read the whole list once more
-                logger.info("XNAT ignores offset (version %s): reading it unpaged", self.version)
+            elif rows and (key == first or any(r.get("ID") in seen for r in rows)):
+                # offset ignored, or pages cut from rows in no stable order (one seen again
+                # means another may never be seen): read the whole list once more
+                logger.info("XNAT's pages overlap (version %s): reading it unpaged", self.version)
                 data = self._get_json(path, "list sessions", query)
                 rows = data.get("ResultSet", {}).get("Result", [])
                 yield from (r for r in rows if r.get("ID") not in seen)

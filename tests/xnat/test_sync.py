@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,32 @@ def test_sync_finishes_with_exactly_every_session_with_or_without_paging(
     assert (rows, distinct) == (n, n)
     listings = [r for r in h.server.app.request_log if r[1] == "/data/projects/HNC/experiments"]
     assert len(listings) <= 4
+
+
+def test_sync_misses_no_session_when_xnat_pages_in_no_stable_order(
+    standin_xnat_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether real XNAT's listing SQL orders rows before its LIMIT the sources leave open
+    (``listing._select``); when each page is cut from rows in another order, one page repeats
+    a session of an earlier one and another is never seen: the sync notices the repeat, reads
+    the list unpaged, and writes every session exactly once."""
+    h = standin_xnat_factory(version="1.8.10")
+    h.store.page_order = random.Random(7)
+    _seed_sessions(h, 120)
+    settings = dataclasses.replace(
+        xnat_settings(h), warehouse=WarehouseConfig(path=str(tmp_path / "wh" / "w.duckdb"))
+    )
+    rc = RunContext(settings=settings, command="sync", arguments=[])
+    with XnatClient(settings) as client, caplog.at_level(logging.INFO):
+        done = sync_sessions(rc, client, page_size=50)
+    assert done["sessions"] == 120
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    ids = {
+        r[0]
+        for r in con.execute(
+            "select session_id from raw.xnat_sessions where run_id = ?", [rc.run_id]
+        ).fetchall()
+    }
+    con.close()
+    assert ids == set(h.store.sessions)
+    assert any("pages overlap" in r.getMessage() for r in caplog.records)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+import random
 from typing import Any
 
 from connectors.testbed.xnat_standin.store import Scan, Session, Store, Subject
@@ -22,14 +23,12 @@ IMAGE_SESSION = "xnat:imageSessionData"
 
 
 def pages(version: str) -> bool:
-    """Whether listings of this XNAT version honour ``limit``/``offset``: from 1.8.9 on; before
-    it they are ignored and every "page" is the whole list. The paging is xnat-web's
-    SecureResource.buildOffsetFromParams (``LIMIT n OFFSET m`` appended to the listing's SQL;
-    NrgXnat/xnat-web .../restlet/resources/SecureResource.java), called by ProjSubExptList
-    ("//inject paging") in the later tree (read in the fork oncai/xnat); the older one
-    (NrgXnat/xnat-reboot, ProjSubExptList.java) has no LIMIT: limit/offset ignored. The
-    sources read do not date it; NRG's API docs ("Paging RESTful tables") say "Starting in
-    XNAT 1.8.9". The stand-in takes every version before 1.8.9 as ignoring it."""
+    """Whether this XNAT version's listings honour ``limit``/``offset`` (from 1.8.9; before, every
+    "page" is the whole list): xnat-web SecureResource.buildOffsetFromParams (``LIMIT n OFFSET
+    m`` on the listing's SQL; .../restlet/resources/SecureResource.java), called by
+    ProjSubExptList ("//inject paging") in the later tree (fork oncai/xnat); the older one
+    (NrgXnat/xnat-reboot) has no LIMIT. The sources do not date it; NRG's API docs ("Paging
+    RESTful tables") say "Starting in XNAT 1.8.9"; every version before is taken as ignoring it."""
     try:
         parts = tuple(int(p) for p in version.split(".")[:3])
     except ValueError:
@@ -38,14 +37,12 @@ def pages(version: str) -> bool:
 
 
 def register(r: Router, store: Store, paged: Any = True) -> None:
-    """``paged``: a bool, or a callable answering whether this request's listing pages.
-
-    Each route imitates a NrgXnat/xnat-web restlet (org.nrg.xnat.restlet.resources): project
-    list and item (ProjectListResource, ProjectResource), subjects (ProjectSubjectList,
-    SubjectResource: PUT creates, 201 new / 200 existing), experiments (the project and
-    subject experiment lists; ExperimentResource for one, DELETE with removeFiles), scans
-    (ScanList, ScanResource), a scan's resources and files (files/CatalogResourceList,
-    files/FileList). Listings render through SecureResource's table representations."""
+    """``paged``: a bool, or a callable answering whether this request's listing pages. Each
+    route imitates a NrgXnat/xnat-web restlet (org.nrg.xnat.restlet.resources): projects
+    (ProjectListResource, ProjectResource), subjects (ProjectSubjectList, SubjectResource: PUT
+    creates, 201 new / 200 existing), experiments (project and subject lists; ExperimentResource,
+    DELETE with removeFiles), scans (ScanList, ScanResource), resources and files
+    (files/CatalogResourceList, files/FileList); listings render as SecureResource's tables."""
     h = _Handlers(store, paged if callable(paged) else (lambda: paged))
     r.add("GET", "/data/projects", h.projects)
     r.add("GET", "/data/projects/{p}", h.project)
@@ -82,15 +79,17 @@ def _select(
     default: list[str],
     paged: bool = True,
     fixed: bool = False,
+    order: random.Random | None = None,
 ) -> Answer:
     """Filters (wildcards), paging (when ``paged``) and the ``columns`` projection, as a
     ResultSet (xnat-web QueryOrganizer listings). Paging as SecureResource.buildOffsetFromParams
     does it: only when ``limit`` or ``offset`` is given; a missing ``offset`` is 0, a missing
     ``limit`` 100 (DEFAULT_PAGE_SIZE), ``*`` for either means no paging. A paged answer has no
     ``totalRecords`` (ProjSubExptList puts it in only ``if (!hasOffset)``), an unpaged one the
-    count of all rows. ``sortBy`` is ignored here (rows come in insertion order, i.e. by ID);
-    xnat-web sorts the table after the SQL LIMIT (SecureResource.representTable), i.e. within
-    a page, so it cannot be relied on to order the pages either."""
+    count of all rows. ``sortBy`` is ignored (rows in insertion order, i.e. by ID); xnat-web
+    sorts after the SQL LIMIT (SecureResource.representTable), within a page: whether the SQL
+    has an ORDER BY the sources read leave open, so with ``order`` (``Store.page_order``) a
+    paged listing is cut from rows in an arbitrary order each time, the harsher case."""
     for key, values in req.params.items():
         if key in CONTROL or not values:
             continue
@@ -103,6 +102,7 @@ def _select(
     limit, offset = req.param("limit"), req.param("offset")
     if paged and (limit is not None or offset is not None) and "*" not in (limit, offset):
         start, size = int(offset or 0), int(limit or 100)
+        rows = order.sample(rows, total) if order else rows
         if start > 0 or size > 0:
             rows, counted = rows[start : start + size], False
     cols_param = None if fixed else req.param("columns")
@@ -244,7 +244,7 @@ class _Handlers:
         default = ["ID", "project", "date", "xsiType", "label", "insert_date"]
         if p is None:
             default += ["subject_ID", "subject_label"]
-        return _select(req, rows, default, paged=self.paged())
+        return _select(req, rows, default, self.paged(), order=self.store.page_order)
 
     def _find_session(self, req: Request) -> Session | None:
         p, e = req.args.get("p"), req.args["e"]

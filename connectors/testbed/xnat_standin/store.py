@@ -7,6 +7,7 @@ scan the SOP Instance UIDs (so re-sending a file adds nothing, as in XNAT) and t
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,6 +184,8 @@ class Store:
         #: set to a list to keep every DICOM file the import service received, byte for byte
         #: (tests that check what reached XNAT as the PACS holds it)
         self.uploads: list[bytes] | None = None
+        #: set to a Random to cut each paged listing from rows in an arbitrary order (``listing``)
+        self.page_order: random.Random | None = None
         # (project, label) of sessions being archived now: a second archive of one gets 423
         # "Duplicate archive attempt" (xnat-web PrearcSessionArchiver.call, its lock())
         self.archiving: set[tuple[str, str]] = set()

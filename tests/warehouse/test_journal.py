@@ -106,3 +106,37 @@ def test_a_replay_cut_short_writes_nothing_twice(tmp_path: Path) -> None:
     assert not journal.pending(wh.path)
     with wh.connect(read_only=True) as con:
         assert con.execute("select count(*) from raw.journal_entries").fetchone() == (2,)
+
+
+def test_once_the_journal_holds_rows_a_write_tries_briefly_instead_of_waiting_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the warehouse (an admin's builds one after another), the
+    first row waits JOURNAL_WAIT_SECONDS and is journaled; the next ones, the journal not yet
+    written, try for JOURNAL_RETRY_SECONDS only (the load is not slowed by a wait per row)."""
+    waits: list[float] = []
+    real = WarehouseLock.acquire
+
+    def acquire(self: WarehouseLock, command: str, wait: float = 0.0) -> None:
+        waits.append(wait)
+        real(self, command, wait)
+
+    monkeypatch.setattr(WarehouseLock, "acquire", acquire)
+    monkeypatch.setattr(journal, "JOURNAL_WAIT_SECONDS", 0.5)  # the fixture's 0.2 is the retry's
+    wh = Warehouse(tmp_path / "w" / "p.duckdb")
+    wh.ensure()
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(wh.path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        waits.clear()
+        assert not journal.append_or_journal(wh, {"ingest_attempts": [_attempt(1)]})
+        assert not journal.append_or_journal(wh, {"ingest_attempts": [_attempt(2)]})
+    finally:
+        release.set()
+        proc.join(30)
+    assert waits == [0.5, journal.JOURNAL_RETRY_SECONDS]
+    assert journal.append_or_journal(wh, {"ingest_attempts": [_attempt(3)]})
+    assert _attempt_ids(wh) == ["a1", "a2", "a3"]

@@ -1,8 +1,8 @@
 """Benchmark: how long the admin's commands wait for the DuckDB warehouse while a real
 `pacs2xnat load` runs, against the same commands with no load running (the baseline).
 
-    .venv/bin/python benchmarks/admin_wait/run.py            # 40 patients, 3 baseline rounds
-    .venv/bin/python benchmarks/admin_wait/run.py --quick    # 20 patients, 1 round, no load-alone
+    .venv/bin/python benchmarks/admin_wait/run.py            # 60 studies, 3 baseline rounds
+    .venv/bin/python benchmarks/admin_wait/run.py --quick    # 25 studies, 1 round, no load alone
 
 One real Orthanc holds a synthetic cohort and the stand-in XNAT runs in its own process
 (``benchmarks/load/bed.py``); the loader reaches the PACS through a proxy adding ``--latency``
@@ -11,8 +11,9 @@ seconds each way, so the load lasts minutes without burning CPU. A template work
 
 1. **baseline**: ``report``, ``failures``, ``build --force``, ``export`` in turn, ``--rounds``
    times, nothing else running;
-2. **during a load**: ``pacs2xnat load`` starts, and the same four commands run in turn, again
-   and again, until it exits (a command counts if it started while the load ran);
+2. **during a load**: ``pacs2xnat load --limit STUDIES`` starts, and the same four commands
+   run in turn, again and again, until it exits (a command counts if it started while the
+   load ran);
 3. (unless ``--quick``) **the load alone**, into another XNAT project from another copy of the
    workspace: the baseline of the load's own wall time.
 
@@ -91,14 +92,15 @@ def timed(config: Path, ws: Path, args: list[str], tag: str) -> Ran:
     return Ran(args[0], wall, done.returncode, float(seen["waited"]), int(seen["waits"]))
 
 
-def load(bed: Bed, ws: Path, config: Path, admin: bool, ran: list[Ran]) -> Load:
-    """One `load`; with ``admin`` the four commands run in turn until it exits."""
+def load(ws: Path, config: Path, studies: int, admin: bool, ran: list[Ran]) -> Load:
+    """One `load --limit studies`; with ``admin`` the four commands run in turn until it
+    exits."""
     out, waits = ws / "load.json", ws / "wait-load.json"
     env = clean_env(BENCH_WAIT_OUT=str(waits))
     started = time.monotonic()
     with open(out, "w", encoding="utf-8") as stdout, open(ws / "load.err", "wb") as stderr:
         proc = subprocess.Popen(
-            [*TIMED, "--json", "--config", str(config), "load"],
+            [*TIMED, "--json", "--config", str(config), "load", "--limit", str(studies)],
             cwd=ws,
             env=env,
             stdout=stdout,
@@ -133,14 +135,15 @@ def load(bed: Bed, ws: Path, config: Path, admin: bool, ran: list[Ran]) -> Load:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--patients", type=int, default=40)
+    ap.add_argument("--patients", type=int, default=20)
+    ap.add_argument("--studies", type=int, default=60, help="load --limit")
     ap.add_argument("--instances", type=int, default=4, help="at most, per series")
     ap.add_argument("--latency", type=float, default=0.1, help="seconds, one way, to the PACS")
     ap.add_argument("--rounds", type=int, default=3, help="baseline rounds of the 4 commands")
-    ap.add_argument("--quick", action="store_true", help="20 patients, 1 round, no load alone")
+    ap.add_argument("--quick", action="store_true", help="25 studies, 1 round, no load alone")
     args = ap.parse_args()
     if args.quick:
-        args.patients, args.rounds = 20, 1
+        args.studies, args.rounds = 25, 1
     load_before = os.getloadavg()[0]
     ran: list[Ran] = []
     with (
@@ -156,14 +159,14 @@ def main() -> int:
         for r in range(args.rounds):
             for name, cmd in COMMANDS.items():
                 ran.append(timed(config, ws, cmd, f"{name}-base{r}"))
-        with_admin = load(bed, ws, config, True, ran)
+        with_admin = load(ws, config, args.studies, True, ran)
         print(f"load with admin commands: {with_admin.wall:.1f} s", file=sys.stderr)
         alone = None
         if not args.quick:
             ws2 = bed.workspace("alone")
             config2 = bed.config(ws2, xnat_project="ALONE", pacs_port=proxy.port)
             timed(config2, ws2, ["build"], "first")
-            alone = load(bed, ws2, config2, False, [])
+            alone = load(ws2, config2, args.studies, False, [])
         proxy.close()
     report(ran, with_admin, alone, args, load_before)
     ok = all(r.code in (0, 1) for r in ran)

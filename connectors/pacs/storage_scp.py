@@ -10,7 +10,9 @@ With ``registry`` (a folder), several worker processes each run one on the same 
 not bound to one GIL. An association may then land in another worker than the one that asked
 for the study: each study being moved has a symlink ``registry/<Study UID>`` to its folder, and
 a receiver writes an instance of a study it is not moving itself into that folder. The asking
-worker counts its folder once the C-MOVE has ended (``StudySink.rescan``).
+worker counts its folder once the C-MOVE has ended (``StudySink.rescan``). A SOP class outside
+pynetdicom's list that a worker accepts for its study is named in ``registry/.classes/`` so
+that every worker's SCP accepts it before the next association is negotiated.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import re
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pynetdicom import build_context, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -45,6 +48,7 @@ from connectors.pacs.storage import (
 
 logger = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+_CLASSES = ".classes"  # in the registry: SOP classes outside pynetdicom's list being moved
 
 
 class SharedContexts(list):  # type: ignore[type-arg]
@@ -68,12 +72,20 @@ class MoveServer(ThreadedAssociationServer):
 
 
 class ReusePortServer(MoveServer):
-    """With ``SO_REUSEPORT``: one listener per worker process on the same port."""
+    """With ``SO_REUSEPORT``: one listener per worker process on the same port; ``before_each``
+    runs as each association comes in, before it is negotiated."""
+
+    before_each: Callable[[], None] | None = None
 
     def server_bind(self) -> None:
         if self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.before_each is not None:
+            self.before_each()
+        super().process_request(request, client_address)
 
 
 class MoveReceiver:
@@ -108,6 +120,8 @@ class MoveReceiver:
                 f"[pacs] receive_port {port}: cannot listen there for C-MOVE ({e.strerror})"
             ) from None
         server.contexts = SharedContexts(server.contexts)
+        if isinstance(server, ReusePortServer):  # another worker may have asked for a class
+            server.before_each = self._classes_of_other_workers
         threading.Thread(target=server.serve_forever, daemon=True, name="move-scp").start()
         self._server = server  # type: ignore[assignment]  # make_server built a MoveServer
         logger.debug("storage SCP listening on port %d", port)
@@ -124,6 +138,19 @@ class MoveReceiver:
                 logger.info("accepting SOP class %s, outside pynetdicom's list", sop)
                 register_storage_class(sop)
                 self._server.contexts.append(build_context(sop, self._syntaxes))
+                if self.registry is not None:  # the PACS may send it to another worker's SCP
+                    (self.registry / _CLASSES).mkdir(mode=0o700, exist_ok=True)
+                    (self.registry / _CLASSES / sop).touch()
+
+    def _classes_of_other_workers(self) -> None:
+        """The classes another worker's study holds (``registry/.classes/<UID>``), accepted
+        here too before the PACS's association is negotiated."""
+        assert self.registry is not None
+        try:
+            named = {f.name for f in (self.registry / _CLASSES).iterdir() if _UID.match(f.name)}
+        except FileNotFoundError:
+            return
+        self.accept_classes(named)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -12,11 +12,14 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from connectors import PROJECT_ROOT
+from connectors.config import Settings
 from connectors.errors import StudyFailed
 from connectors.load.retry_policy import RetryPolicy
 from connectors.pacs.retrieve import Retriever
+from connectors.pacs.storage_scp import MoveReceiver
 from connectors.testbed.corpus import LOSSY_SYNTAXES, CorpusInstance
 from connectors.testbed.orthanc import free_port
 from connectors.testbed.pacs_scp import DemoPacs
@@ -128,3 +131,44 @@ def test_a_sop_class_outside_pynetdicoms_list_arrives_as_is(
     assert arrived.SOPClassUID == PRIVATE_SOP_CLASS
     assert arrived.PixelData == ds.PixelData
     shutil.rmtree(got.folder)
+
+
+def test_every_worker_s_storage_scp_accepts_a_class_another_worker_asked_for(
+    tmp_path: Path,
+) -> None:
+    """C-MOVE in worker processes: the kernel hands the PACS's association to any worker's
+    storage SCP on the shared port (SO_REUSEPORT), not only to the one whose study holds the
+    class outside pynetdicom's list. Two receivers on one port and registry, one told of the
+    class: every association proposing it, whichever receiver takes it, accepts it (before,
+    the other refused and the PACS answered 0xC000 with part of the study)."""
+    port = free_port()
+    settings = pacs_settings(
+        _Peer(),
+        Settings(base_dir=tmp_path),
+        move_destination="P2X_SHARED",
+        receive_port=port,
+    )
+    registry = tmp_path / "registry"
+    receivers = [MoveReceiver(settings, "127.0.0.1", registry) for _ in range(2)]
+    for r in receivers:
+        r.start()
+    try:
+        receivers[0].accept_classes({PRIVATE_SOP_CLASS})
+        accepted = []
+        for _ in range(12):  # spread by source port: both receivers take some
+            ae = AE(ae_title="PACS")
+            ae.add_requested_context(PRIVATE_SOP_CLASS, ExplicitVRLittleEndian)
+            assoc = ae.associate("127.0.0.1", port, ae_title="P2X_SHARED")
+            accepted.append(assoc.is_established and bool(assoc.accepted_contexts))
+            if assoc.is_established:
+                assoc.release()
+        assert all(accepted), accepted
+    finally:
+        for r in receivers:
+            r.stop()
+
+
+class _Peer:
+    """Where the settings' PACS would be: nothing is asked of it here."""
+
+    host, port, aet = "127.0.0.1", 1, "NONE"

@@ -16,7 +16,8 @@ Debian's getscu 3.6.7 cannot do the same for C-GET: it proposes one preferred tr
 per SOP class (no ``+xa``, no configuration file), so a PACS must transcode what it stores
 otherwise (or refuse it): with the dcmtk back end, prefer C-MOVE for compressed studies. With
 ``+B`` dcmtk 3.6.7's getscu ignores ``-od`` and writes to its working directory, so it runs
-inside the staging folder (storescp inside its own).
+inside the staging folder (storescp inside its own). A window's end (``[pacs] windows``) ends a
+getscu in hand (``run``); continued, it asks by query files for what is missing (``resume.py``).
 """
 
 from __future__ import annotations
@@ -113,10 +114,9 @@ class DcmtkBackend:
         """Retrieve ``sink``'s study into its folder; with ``kept`` (a paused study's files, C-GET)
         only what is missing, by a C-FIND on ``find()``'s association (``resume.py``).
 
-        Returns the final DIMSE status (None when the association was lost) and the counts.
         ``cancel.stop()`` is asked every ``POLL`` seconds while the tool runs (C-GET): when it
-        says so the tool is ended and only the instances it answered are kept (``_pause``).
-        """
+        says so the tool is ended and only the instances it answered are kept (``_keep_answered``).
+        Returns the final DIMSE status (None when the association was lost) and the counts."""
         p = self.settings.pacs
         staging = sink.folder / ".dcmtk"
         shutil.rmtree(staging, ignore_errors=True)  # a paused run's: its files may be partial
@@ -149,8 +149,7 @@ class DcmtkBackend:
             if receiver is not None:
                 receiver.take(sink.study_instance_uid, staging)
             shutil.rmtree(queries, ignore_errors=True)
-        if stopped:
-            assert cancel is not None
+        if stopped and cancel is not None:
             cancel.cancelled = True
             _keep_answered(staging, log)
         self._collect(staging, sink)

@@ -8,9 +8,10 @@ the whole weekend are open). No entries (the default): always open.
 
 ``WindowGate.admit()`` is asked before each patient's C-FIND and before each study's retrieval;
 ``closed_now()`` after each instance of a study in hand over WADO-RS or pynetdicom C-GET and
-C-MOVE (in threads when windows are configured): at a window's end the instance in flight
-finishes, what arrived stays, and the study continues with only the rest after the pause
-(``pacs/retrieve/resume.py``; with the dcmtk back end the study in hand finishes).
+C-MOVE (in threads when windows are configured), and every 0.2 s while dcmtk's getscu runs: at
+a window's end the instance in flight finishes (getscu: is ended, the instances it answered
+kept), what arrived stays, and the study continues with only the rest after the pause
+(``pacs/retrieve/resume.py``; with the dcmtk back end's C-MOVE the study in hand finishes).
 Outside a window it waits for the next one (the clock's ``sleep``, so tests never sleep) or,
 with ``wait=False`` (``--no-wait``), says no; the caller stops starting work, and a rerun
 continues with what is left (the query plan's ``is_due``, the manifest without what XNAT

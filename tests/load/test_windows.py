@@ -26,6 +26,7 @@ from connectors.testbed.orthanc import free_port
 from connectors.warehouse.runs import RunContext
 from connectors.windows import parse_windows
 from tests.support.fake_clock import FakeClock
+from tests.support.fault_proxy import FaultProxy
 from tests.support.load_helpers import (
     attempts,
     expected_files,
@@ -33,6 +34,7 @@ from tests.support.load_helpers import (
     pick_studies,
     write_manifest,
 )
+from tests.support.real_parts import require_binary
 from tests.support.xnat_fixtures import StandinHandle
 
 MOVE_AET = "P2X_WINDOWS"  # our storage SCP as Orthanc knows it (C-MOVE)
@@ -185,8 +187,12 @@ def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
 
 def _over(protocol: str, settings: Any, orthanc: Any, *, wait: bool = True) -> Any:
     """The settings over WADO-RS ("dicomweb") or pynetdicom C-GET or C-MOVE (to our storage
-    SCP, registered in Orthanc) in this process ("c-get", "c-move")."""
+    SCP, registered in Orthanc) in this process ("c-get", "c-move"), or dcmtk's getscu
+    ("dcmtk-c-get")."""
     how: dict[str, Any] = {"retrieve": protocol}
+    if protocol.startswith("dcmtk-"):
+        require_binary("/usr/bin/getscu", "dcmtk")
+        how = {"retrieve": protocol.removeprefix("dcmtk-"), "retrieve_backend": "dcmtk"}
     if protocol == "dicomweb":
         how = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
     elif protocol == "c-move":
@@ -227,10 +233,39 @@ def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
     return [s for s in pick_studies(cohort, 40) if expected_files(s) >= 5][:n]
 
 
+class StagingClock(FakeClock):
+    """dcmtk's getscu: the window's end is looked at every ``dcmtk.POLL`` s while the tool runs,
+    not per instance. The PACS's answers come slowly through a proxy; once a second instance is
+    being written in the staging folder (so the first is whole) they are held and the clock
+    says 07:00; they flow again when the loader waits for the next window."""
+
+    def __init__(self, start: dt.datetime, under: Path, proxy: FaultProxy) -> None:
+        super().__init__(start)
+        self.under, self.proxy, self.ended = under, proxy, False
+
+    def now(self) -> dt.datetime:
+        if not self.ended and sum(f.is_file() for f in self.under.rglob(".dcmtk/*")) >= 2:
+            self.proxy.paused.set()
+            self.ended, self.t = True, max(self.t, at(0, "07:00"))
+        return super().now()
+
+    def sleep(self, seconds: float) -> None:
+        self.proxy.paused.clear()
+        super().sleep(seconds)
+
+
 @pytest.mark.orthanc
 @pytest.mark.parametrize(
     ("protocol", "associations"),
-    [("dicomweb", 1), ("c-get", 1), ("c-get", 2), ("dicomweb", 2), ("c-move", 1), ("c-move", 2)],
+    [
+        ("dicomweb", 1),
+        ("c-get", 1),
+        ("c-get", 2),
+        ("dicomweb", 2),
+        ("c-move", 1),
+        ("c-move", 2),
+        ("dcmtk-c-get", 1),
+    ],
 )
 def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
     protocol: str,
@@ -254,8 +289,17 @@ def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_conti
     write_manifest(settings, pacs_cohort, studies)
     standin_xnat.store.uploads, before = [], _imports(standin_xnat)
     clock = FakeClock(at(0, "06:57"), step=MINUTE)
-    with use_clock(clock), caplog.at_level(logging.INFO):
-        summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    proxy = FaultProxy(orthanc.host, orthanc.port)
+    if protocol.startswith("dcmtk-"):  # a slow PACS: getscu is in the study at a look
+        proxy.delay = 0.05  # seconds per 4 KB the PACS sends
+        clock = StagingClock(at(0, "06:59"), tmp_path, proxy)
+        pacs_at = dataclasses.replace(settings.pacs, host=proxy.host, port=proxy.port)
+        settings = dataclasses.replace(settings, pacs=pacs_at)
+    try:
+        with use_clock(clock), caplog.at_level(logging.INFO):
+            summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)
+    finally:
+        proxy.close()
     assert (summary["loaded"], summary["failed"]) == (2, 0)
     (pause,) = summary["pauses"]
     assert pause["until"] == "2026-11-30T19:00"

@@ -16,7 +16,8 @@ Debian's getscu 3.6.7 cannot do the same for C-GET: it proposes one preferred tr
 per SOP class (no ``+xa``, no configuration file), so a PACS must transcode what it stores
 otherwise (or refuse it): with the dcmtk back end, prefer C-MOVE for compressed studies. With
 ``+B`` dcmtk 3.6.7's getscu ignores ``-od`` and writes to its working directory, so it runs
-inside the staging folder (storescp inside its own).
+inside the staging folder (storescp inside its own). A window's end (``[pacs] windows``) ends a
+getscu in hand (``run``); continued, it asks by query files for what is missing (``resume.py``).
 """
 
 from __future__ import annotations
@@ -31,19 +32,27 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
+from pynetdicom.association import Association
 
 from connectors.config import Settings
 from connectors.errors import ConfigError, PacsUnreachable
+from connectors.pacs.net import release_quietly
+from connectors.pacs.retrieve.dimse import SubOperations
+from connectors.pacs.retrieve.resume import Canceller, remaining_identifiers
 from connectors.pacs.storage import DISK_FULL_ERRNOS, StudySink, file_name_for
 
 logger = logging.getLogger(__name__)
 
 _STATUS_RE = re.compile(r"Received (?:Final )?(?:C-GET|C-MOVE|Move) Response \(([^)]*)\)")
 _COUNT_RE = re.compile(r"Number of (Remaining|Completed|Failed|Warning) Suboperations\s*:\s*(\d+)")
+_COUNT_KEYS = ("Remaining", "Completed", "Failed", "Warning")
+POLL = 0.2  # seconds between two looks at a window's end while a dcmtk tool runs
 _STATUS_CODES = {"Success": 0x0000, "Warning": 0xB000, "Cancel": 0xFE00}
 _ASSOC_FAILED = ("Could not negotiate association", "Association Rejected", "Association Request")
 _DISK_FULL = ("No space left", "Disk quota", "File too large")
@@ -76,6 +85,9 @@ class DcmtkBackend:
         self.tool = find_tool("getscu" if self.method == "c-get" else "movescu")
         self._receiver: DcmtkMoveReceiver | None = None
         self._start_lock = threading.Lock()
+        #: a window's end stops a getscu in hand (its C-STORE responses say which files are
+        #: whole); a movescu's study finishes (storescp's children write files of any study)
+        self.resumable = self.method == "c-get"
 
     def close(self) -> None:
         """Stop the C-MOVE receiver, if one was started."""
@@ -92,42 +104,57 @@ class DcmtkBackend:
                 self._receiver = receiver
             return self._receiver
 
-    def run(self, sink: StudySink) -> tuple[int | None, list[int], str]:
-        """Retrieve ``sink``'s study into its folder.
+    def run(
+        self,
+        sink: StudySink,
+        cancel: Canceller | None = None,
+        kept: set[str] | None = None,
+        find: Callable[[], Association] | None = None,
+    ) -> SubOperations:
+        """Retrieve ``sink``'s study into its folder; with ``kept`` (a paused study's files, C-GET)
+        only what is missing, by a C-FIND on ``find()``'s association (``resume.py``).
 
-        Returns the final DIMSE status (None when the association was lost), the sub-operation
-        counts (remaining, completed, failed, warning) and the tool's last lines for messages.
-        """
+        ``cancel.stop()`` is asked every ``POLL`` seconds while the tool runs (C-GET): when it
+        says so the tool is ended and only the instances it answered are kept (``_keep_answered``).
+        Returns the final DIMSE status (None when the association was lost) and the counts."""
         p = self.settings.pacs
         staging = sink.folder / ".dcmtk"
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # a paused run's: its files may be partial
         staging.mkdir(mode=0o700)
         args = [self.tool, "-v", "-S", "-aet", p.calling_aet, "-aec", p.called_aet]
         args += ["-to", _secs(p.acse_timeout), "-ta", _secs(p.acse_timeout)]
         args += ["-td", _secs(p.dimse_timeout)]
         if self.method == "c-get":
             args += ["+B", "-od", str(staging)]
-        args += [
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={sink.study_instance_uid}",
-        ]
+        queries = sink.folder / ".dcmtk-queries"
+        shutil.rmtree(queries, ignore_errors=True)
+        asks: list[str] = []
+        if kept and find is not None:
+            asks = _write_queries(_remaining(find, sink.study_instance_uid, kept), queries)
+            if not asks:  # every instance arrived before the pause
+                staging.rmdir()
+                return SubOperations(0x0000, total=0)
+        else:
+            args += ["-k", "QueryRetrieveLevel=STUDY"]
+            args += ["-k", f"StudyInstanceUID={sink.study_instance_uid}"]
         receiver = None
         if self.method == "c-move":  # the PACS sends to our storescp, not to movescu
             receiver = self._move_receiver()
             args += ["-aem", p.move_destination]
-        args += [p.host, str(p.port)]
-        env = dict(os.environ, TCP_NODELAY="1")
+        args += [p.host, str(p.port), *asks]
+        stop = cancel.stop if cancel is not None and self.resumable else None
         try:
-            done = subprocess.run(
-                args, capture_output=True, text=True, env=env, check=False, cwd=staging
-            )
+            log, stopped = _run_tool(args, staging, stop)
         finally:
             if receiver is not None:
                 receiver.take(sink.study_instance_uid, staging)
-            self._collect(staging, sink)
-        log = done.stdout + done.stderr
+            shutil.rmtree(queries, ignore_errors=True)
+        if stopped and cancel is not None:
+            cancel.cancelled = True
+            _keep_answered(staging, log)
+        self._collect(staging, sink)
+        if stopped:
+            return SubOperations()
         if any(s in log for s in _ASSOC_FAILED) and "Association Accepted" not in log:
             raise PacsUnreachable(
                 f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
@@ -136,14 +163,7 @@ class DcmtkBackend:
         if any(s in log for s in _DISK_FULL):
             sink.disk_full = True
             sink.last_error = _tail(log)
-        statuses = _STATUS_RE.findall(log)
-        final = statuses[-1] if statuses else None
-        counts = {k: int(v) for k, v in _COUNT_RE.findall(log)}
-        numbers = [counts.get(k, 0) for k in ("Remaining", "Completed", "Failed", "Warning")]
-        if final is None or final == "Pending" or "Association Aborted" in log:
-            return None, numbers, _tail(log)
-        code = _STATUS_CODES.get(final.split(":")[0].strip(), 0xC000)
-        return code, numbers, _tail(log)
+        return _outcome(log, max(1, len(asks)))
 
     def _collect(self, staging: Path, sink: StudySink) -> None:
         """Rename ``<modality>.<uid>`` files to ``<uid>.dcm`` in the study folder and count."""
@@ -289,6 +309,85 @@ def _syntax(path: Path) -> str:
     except Exception as e:  # an unreadable header: unknown
         logger.debug("no File Meta in %s: %s", path.name, e)
         return ""
+
+
+def _run_tool(args: list[str], staging: Path, stop: Callable[[], bool] | None) -> tuple[str, bool]:
+    """Run a dcmtk tool inside ``staging`` (its log in a file: a full pipe would stop it),
+    asking ``stop`` every ``POLL`` seconds; True when it said so and the tool was ended."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(args, cwd=staging, env=env, stdout=out, stderr=subprocess.STDOUT)
+        stopped = False
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=POLL)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop():
+                        logger.info("a PACS window ended: the dcmtk retrieval in progress ends")
+                        stopped = True
+                        proc.terminate()  # the association ends with it
+                        proc.wait()
+                        break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        return out.read().decode(errors="replace"), stopped
+
+
+def _keep_answered(staging: Path, log: str) -> None:
+    """After a tool was ended: keep the files it answered a C-STORE for (written whole), the
+    oldest first; the newest beyond them may be partial and is deleted (asked for again)."""
+    answered = log.count("Sending C-STORE Response")
+    files = sorted(
+        (f for f in staging.iterdir() if f.is_file()), key=lambda f: f.stat().st_mtime_ns
+    )
+    for f in files[answered:]:
+        with contextlib.suppress(OSError):
+            f.unlink()
+
+
+def _remaining(find: Callable[[], Association], uid: str, kept: set[str]) -> list[Dataset]:
+    """What a paused study still lacks, by C-FIND on a Find-only association (``resume.py``)."""
+    assoc = find()
+    try:
+        return remaining_identifiers(assoc, uid, kept)
+    finally:
+        release_quietly(assoc)
+
+
+def _write_queries(idents: list[Dataset], folder: Path) -> list[str]:
+    """Each identifier as a query file for getscu/movescu (one C-GET/C-MOVE each)."""
+    if not idents:
+        return []
+    folder.mkdir(mode=0o700)
+    names = []
+    for i, ds in enumerate(idents):
+        path = folder / f"q{i:05d}.dcm"
+        dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare dataset
+        names.append(str(path))
+    return names
+
+
+def _outcome(log: str, asks: int) -> SubOperations:
+    """The tool's ``asks`` C-GETs/C-MOVEs from its log: the first final status that is not
+    Success (None when one is missing: the association was lost), their counts added."""
+    finals: list[tuple[str, dict[str, int]]] = []
+    pieces = _STATUS_RE.split(log)  # [before, status1, after1, status2, after2, ...]
+    for status, after in zip(pieces[1::2], pieces[2::2], strict=True):
+        counts = {k: int(v) for k, v in _COUNT_RE.findall(after)}
+        if status != "Pending":
+            finals.append((status, counts))
+    left, done, failed, warned = (sum(c.get(k, 0) for _s, c in finals) for k in _COUNT_KEYS)
+    total = left + done + failed + warned or None
+    codes = [_STATUS_CODES.get(s.split(":")[0].strip(), 0xC000) for s, _c in finals]
+    status = next((c for c in codes if c != 0x0000), 0x0000)
+    if len(finals) < asks or "Association Aborted" in log:
+        status = None
+    return SubOperations(status, done, failed, warned, total)
 
 
 def _secs(x: float) -> str:

@@ -143,22 +143,22 @@ class AssociationRetriever:
         stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
         """Retrieve one study into ``dest`` (created owner-only); see the module docstring.
-        pynetdicom C-GET and C-MOVE: ``stop`` (a window's end) is asked after each sub-operation
-        and cancels the retrieval (``RetrievalPaused``); called again on the same folder it asks
-        only for what is missing (``resume.py``)."""
+        C-GET and C-MOVE: ``stop`` (a window's end) is asked after each sub-operation (dcmtk's
+        getscu: every ``dcmtk.POLL`` s) and ends the retrieval (``RetrievalPaused``); called
+        again on the same folder it asks only for what is missing (``resume.py``)."""
         uid = study_instance_uid.strip()
         dest = Path(dest)
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
         sink = StudySink(uid, dest)
-        resumable = self._dcmtk is None
+        resumable = self._dcmtk is None or self._dcmtk.resumable
         cancel = Canceller(stop if resumable else None)
         kept = held_in(dest) if resumable else set()
         if kept:  # a paused study's instances count as received (their syntax too)
             sink.rescan()
         with self._slots:
             if self._dcmtk is not None:
-                outcome, ok = self._run_dcmtk(sink, expected)
+                outcome, ok = self._run_dcmtk(sink, expected, cancel, kept)
             elif self.method == "c-get":
                 outcome, ok = self._c_get_study(sink, expected, cancel, kept)
             else:
@@ -212,12 +212,12 @@ class AssociationRetriever:
             self._checkin(assoc, healthy=ok)
         return merge(outcomes), ok
 
-    def _run_dcmtk(self, sink: StudySink, expected: int | None) -> tuple[SubOperations, bool]:
+    def _run_dcmtk(
+        self, sink: StudySink, expected: int | None, cancel: Canceller, kept: set[str]
+    ) -> tuple[SubOperations, bool]:
         assert self._dcmtk is not None
-        status, (remaining, completed, failed, warning), _tail = self._dcmtk.run(sink)
-        total = remaining + completed + failed + warning
-        outcome = SubOperations(status, completed, failed, warning, total or None)
-        ok = status is not None
+        outcome = self._dcmtk.run(sink, cancel, kept, lambda: self._open(find_only=True))
+        ok = outcome.final_status is not None
         if sink.files == 0 and ok and not sink.disk_full:
             assoc = self._open(find_only=True)
             try:

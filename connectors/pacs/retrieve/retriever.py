@@ -103,10 +103,11 @@ class Retriever:
         stop: Callable[[], bool] | None = None,
     ) -> RetrievedStudy:
         """Retrieve one study into ``dest`` (created owner-only). ``stop`` (a PACS window's
-        end): over WADO-RS and pynetdicom C-GET and C-MOVE the retrieval ends after the
-        instance in flight (``RetrievalPaused``; DIMSE by a C-CANCEL) and the next call on
-        ``dest`` continues it with only what is missing (``resume.py``); dcmtk, and worker
-        processes (no ``[pacs] windows``) do not ask it: the study in hand finishes."""
+        end): over WADO-RS, pynetdicom C-GET and C-MOVE and dcmtk's getscu the retrieval ends
+        after the instance in flight (``RetrievalPaused``; DIMSE by a C-CANCEL, getscu ended,
+        ``dcmtk.py``) and the next call on ``dest`` continues it with only what is missing
+        (``resume.py``); dcmtk's movescu, and worker processes (no ``[pacs] windows``) do not
+        ask it: the study in hand finishes."""
         if self._wado is not None:
             return self._wado.retrieve(study_instance_uid, dest, expected, stop)
         if self._local is not None:

@@ -109,23 +109,36 @@ def answered(status: Any) -> bool:
     return bool(status) and "Status" in status
 
 
+def study_matches(assoc: Association, query: Dataset, asking: str) -> list[Dataset] | None:
+    """The pending answers of a C-FIND about one study (``query.StudyInstanceUID``), or None
+    when the association has no Find context (the PACS cannot be asked); ``association_lost``
+    (transient) when the PACS closed the association meanwhile (``asking``: what it was for)."""
+    uid = str(query.StudyInstanceUID)
+    found = []
+    try:
+        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if not answered(status):
+                raise association_lost(uid, asking)
+            if int(status.get("Status", -1)) in PENDING and ident is not None:
+                found.append(ident)
+    except RuntimeError as e:  # "must be established": the PACS closed it
+        raise association_lost(uid, asking) from e
+    except ValueError as e:  # no Find context accepted: cannot ask
+        logger.debug("C-FIND (%s) not possible: %s", asking, e)
+        return None
+    return found
+
+
 def find_study(assoc: Association, uid: str) -> dict[str, Any] | None:
     """A study-level C-FIND on the same association: None when the PACS does not know it."""
     q = Dataset()
     q.QueryRetrieveLevel = "STUDY"
     q.StudyInstanceUID = uid
     q.NumberOfStudyRelatedInstances = ""
-    found: dict[str, Any] | None = None
-    try:
-        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
-            if not answered(status):
-                raise association_lost(uid, "the C-FIND asking whether the study exists")
-            if int(status.get("Status", -1)) in PENDING and ident is not None:
-                n = ident.get("NumberOfStudyRelatedInstances")
-                found = {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}
-    except RuntimeError as e:  # "must be established": the PACS closed it
-        raise association_lost(uid, "the C-FIND asking whether the study exists") from e
-    except ValueError as e:  # no Find context accepted: cannot tell
-        logger.debug("C-FIND after an empty retrieve not possible: %s", e)
+    found = study_matches(assoc, q, "the C-FIND asking whether the study exists")
+    if found is None:  # cannot tell
         return {"NumberOfStudyRelatedInstances": None}
-    return found
+    if not found:
+        return None
+    n = found[-1].get("NumberOfStudyRelatedInstances")
+    return {"NumberOfStudyRelatedInstances": None if n in (None, "") else int(n)}

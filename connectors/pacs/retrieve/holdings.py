@@ -18,26 +18,19 @@ when the series are unknown.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import StoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-)
 
-from connectors.pacs.retrieve.dimse import answered, association_lost
+from connectors.pacs.retrieve.dimse import study_matches
 from connectors.pacs.storage import LOSSY, TRANSFER_SYNTAXES
-
-logger = logging.getLogger(__name__)
 
 #: contexts one C-GET association may carry for storage: 128 less the Get and Find models
 STORAGE_BUDGET = 126
 LOSSLESS_SYNTAXES = [ts for ts in TRANSFER_SYNTAXES if ts not in LOSSY]
-_PENDING = {0xFF00, 0xFF01}
 _TS_TAG = 0x00020010
 
 _IMAGE = "1.2.840.10008.5.1.4.1.1."
@@ -110,21 +103,10 @@ class ContextGroup:
 
 
 def _find(assoc: Any, query: Dataset) -> list[Dataset]:
-    """The matches; ``StudyFailed`` (transient) if the PACS closed the association meanwhile:
-    never guessed holdings for a study we could not ask about."""
-    found = []
-    during = f"the {query.QueryRetrieveLevel}-level C-FIND asking what the study holds"
-    try:
-        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if not answered(status):
-                raise association_lost(str(query.StudyInstanceUID), during)
-            if int(status.get("Status", -1)) in _PENDING and ident is not None:
-                found.append(ident)
-    except RuntimeError as e:  # "must be established": the PACS closed it
-        raise association_lost(str(query.StudyInstanceUID), during) from e
-    except ValueError as e:  # no Find context accepted: cannot ask
-        logger.debug("C-FIND for the study's holdings not possible: %s", e)
-    return found
+    """The matches (none when the PACS cannot be asked); ``StudyFailed`` (transient) if the
+    PACS closed the association meanwhile: never guessed holdings for a study not asked about."""
+    asking = f"the {query.QueryRetrieveLevel}-level C-FIND asking what the study holds"
+    return study_matches(assoc, query, asking) or []
 
 
 def _values(ds: Dataset, keyword: str) -> list[str]:

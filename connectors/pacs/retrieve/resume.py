@@ -22,11 +22,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-)
 
-from connectors.pacs.retrieve.dimse import PENDING, series_identifier
+from connectors.errors import StudyFailed
+from connectors.pacs.retrieve.dimse import PENDING, series_identifier, study_matches
 from connectors.pacs.storage import file_name_for
 
 logger = logging.getLogger(__name__)
@@ -136,8 +134,9 @@ def _find(assoc: Association, uid: str, level: str, **keys: str) -> list[Dataset
     q.StudyInstanceUID = uid
     for k, v in keys.items():
         setattr(q, k, v)
-    found = []
-    for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
-        if status and int(status.get("Status", -1)) in PENDING and ident is not None:
-            found.append(ident)
+    found = study_matches(assoc, q, f"the {level}-level C-FIND listing a paused study")
+    if found is None:
+        raise StudyFailed(
+            "retrieve_failed", f"study {uid}: the PACS cannot list a paused study's instances"
+        )
     return found

@@ -12,6 +12,7 @@ Speed (benchmarks/load): TCP_NODELAY and a fast DUL reactor while a transfer run
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -48,6 +49,7 @@ from connectors.pacs.retrieve.resume import (
     RetrievalPaused,
     held_in,
     remaining_identifiers,
+    send_each,
 )
 from connectors.pacs.storage import StudySink, encoded_instance, register_storage_class
 from connectors.pacs.storage_scp import MoveReceiver
@@ -195,14 +197,10 @@ class AssociationRetriever:
                 self._receiver.accept_classes(held.sop_classes)
             uid = sink.study_instance_uid
             ids = remaining_identifiers(assoc, uid, kept) if kept else [identifier(uid)]
+            move = functools.partial(self._c_move, assoc, cancel=cancel)
             with fast_reactor(assoc), self._receiver.expecting(sink):
-                for ident in ids:
-                    outcomes.append(self._c_move(assoc, ident, cancel))
-                    if not assoc.is_established or outcomes[-1].final_status is None:
-                        return merge(outcomes), False
-                    if cancel is not None and cancel.cancelled:  # a long pause ahead:
-                        release_quietly(assoc)  # released, never kept idle
-                        return merge(outcomes), False
+                if not send_each(assoc, ids, move, outcomes, cancel):
+                    return merge(outcomes), False
             if self._registry is not None:  # other workers may have received some of it
                 sink.rescan()
             ok = assoc.is_established and merge(outcomes).final_status is not None
@@ -362,13 +360,9 @@ class AssociationRetriever:
                 if kept:  # a paused study continued: only what has not arrived
                     ids = remaining_identifiers(assoc, uid, kept, group.series)
                 with fast_reactor(assoc):
-                    for ident in ids:
-                        outcomes.append(self._c_get(assoc, sink, ident, cancel))
-                        if not assoc.is_established or outcomes[-1].final_status is None:
-                            return merge(outcomes), False
-                        if cancel is not None and cancel.cancelled:  # a long pause ahead:
-                            release_quietly(assoc)  # released, never kept idle
-                            return merge(outcomes), False
+                    get = functools.partial(self._c_get, assoc, sink, cancel=cancel)
+                    if not send_each(assoc, ids, get, outcomes, cancel):
+                        return merge(outcomes), False
             outcome = merge(outcomes)
             ok = assoc.is_established and outcome.final_status is not None
             if sink.files == 0 and ok and not sink.disk_full:
@@ -388,7 +382,9 @@ class AssociationRetriever:
 
     # -- C-MOVE ----------------------------------------------------------------------------
 
-    def _c_move(self, assoc: Association, ident: Any, cancel: Canceller | None) -> SubOperations:
+    def _c_move(
+        self, assoc: Association, ident: Any, cancel: Canceller | None = None
+    ) -> SubOperations:
         move = self.settings.pacs.move_destination
         responses = assoc.send_c_move(ident, move, _MOVE_MODEL, msg_id=1)
         if cancel is not None and cancel.stop is not None:

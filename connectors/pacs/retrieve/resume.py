@@ -24,7 +24,13 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 
 from connectors.errors import StudyFailed
-from connectors.pacs.retrieve.dimse import PENDING, series_identifier, study_matches
+from connectors.pacs.net import release_quietly
+from connectors.pacs.retrieve.dimse import (
+    PENDING,
+    SubOperations,
+    series_identifier,
+    study_matches,
+)
 from connectors.pacs.storage import file_name_for
 
 logger = logging.getLogger(__name__)
@@ -140,3 +146,23 @@ def _find(assoc: Association, uid: str, level: str, **keys: str) -> list[Dataset
             "retrieve_failed", f"study {uid}: the PACS cannot list a paused study's instances"
         )
     return found
+
+
+def send_each(
+    assoc: Association,
+    ids: list[Any],
+    send: Callable[[Any], SubOperations],
+    outcomes: list[SubOperations],
+    cancel: Canceller | None,
+) -> bool:
+    """``send`` each identifier in turn on ``assoc``, its outcome added to ``outcomes``; False
+    as soon as the association died or a window's end cancelled it (then it is released,
+    never kept idle: a long pause is ahead)."""
+    for ident in ids:
+        outcomes.append(send(ident))
+        if not assoc.is_established or outcomes[-1].final_status is None:
+            return False
+        if cancel is not None and cancel.cancelled:
+            release_quietly(assoc)
+            return False
+    return True

@@ -122,29 +122,8 @@ class DicomwebClient:
         if study_time:
             params["StudyTime"] = study_time
         rows: dict[str, Dataset] = {}
-        offset, cap = 0, self.pacs.find_result_cap
-        while True:
-            resp = self._get("/studies", params={**params, "limit": str(PAGE),
-                                                  "offset": str(offset)})  # fmt: skip
-            if resp.status_code == 204:
-                return list(rows.values()), SUCCESS
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise QueryFailed(
-                    f"{self.describe()}: QIDO-RS answered HTTP {resp.status_code}",
-                    status_code=f"HTTP {resp.status_code}",
-                    transient=True,
-                )
-            if resp.status_code != 200:
-                raise QueryFailed(
-                    f"{self.describe()}: QIDO-RS answered HTTP {resp.status_code}",
-                    status_code=f"HTTP {resp.status_code}",
-                )
-            try:
-                page = [Dataset.from_json(obj) for obj in resp.json()]
-            except (ValueError, TypeError, KeyError) as e:
-                raise QueryFailed(
-                    f"{self.describe()}: QIDO-RS answer not DICOM JSON: {e}"
-                ) from None
+        cap = self.pacs.find_result_cap
+        for page, resp in self._pages("/studies", params, _query_failed(self.describe())):
             before = len(rows)
             for ds in page:
                 rows.setdefault(str(ds.get("StudyInstanceUID") or ""), ds)
@@ -153,7 +132,32 @@ class DicomwebClient:
             if truncated or repeated or (cap and len(rows) >= cap):
                 return list(rows.values()), CANCEL
             if len(page) < PAGE:
-                return list(rows.values()), SUCCESS
+                break
+        return list(rows.values()), SUCCESS
+
+    def _pages(
+        self,
+        path: str,
+        params: dict[str, Any],
+        failed: Callable[[str, int | None], Exception],
+        empty: tuple[int, ...] = (204,),
+    ) -> Iterator[tuple[list[Dataset], requests.Response]]:
+        """A QIDO-RS listing ``PAGE`` results at a time (``limit``/``offset``), each page
+        decoded with its response; it ends at an ``empty`` status (no content). Another status
+        than 200, or an answer that is not DICOM JSON, raises ``failed(message, HTTP status)``.
+        The caller stops reading at the last page."""
+        offset = 0
+        while True:
+            resp = self._get(path, params={**params, "limit": str(PAGE), "offset": str(offset)})
+            if resp.status_code in empty:
+                return
+            if resp.status_code != 200:
+                raise failed(f"QIDO-RS answered HTTP {resp.status_code}", resp.status_code)
+            try:
+                page = [Dataset.from_json(obj) for obj in resp.json()]
+            except (ValueError, TypeError, KeyError) as e:
+                raise failed(f"QIDO-RS answer not DICOM JSON: {e}", None) from None
+            yield page, resp
             offset += len(page)
 
     # -- WADO-RS ---------------------------------------------------------------------------
@@ -190,23 +194,9 @@ class DicomwebClient:
         instance level, paged): what a paused retrieval still needs is told from this."""
         out: list[tuple[str, str]] = []
         seen: set[str] = set()
-        offset = 0
-        while True:
-            params = {"includefield": ["SeriesInstanceUID", "SOPInstanceUID"],
-                      "limit": str(PAGE), "offset": str(offset)}  # fmt: skip
-            resp = self._get(f"/studies/{uid}/instances", params=params)
-            if resp.status_code in (204, 404):
-                return out
-            if resp.status_code != 200:
-                raise StudyFailed(
-                    "retrieve_failed", f"study {uid}: QIDO-RS answered HTTP {resp.status_code}"
-                )
-            try:
-                page = [Dataset.from_json(obj) for obj in resp.json()]
-            except (ValueError, TypeError, KeyError) as e:
-                raise StudyFailed(
-                    "retrieve_failed", f"QIDO-RS answer not DICOM JSON: {e}"
-                ) from None
+        params = {"includefield": ["SeriesInstanceUID", "SOPInstanceUID"]}
+        failed = _retrieve_failed(uid)
+        for page, _resp in self._pages(f"/studies/{uid}/instances", params, failed, (204, 404)):
             before = len(out)
             for ds in page:
                 sop = str(ds.get("SOPInstanceUID") or "")
@@ -214,8 +204,27 @@ class DicomwebClient:
                     seen.add(sop)
                     out.append((str(ds.get("SeriesInstanceUID") or ""), sop))
             if len(page) < PAGE or len(out) == before:  # the last page, or offset ignored
-                return out
-            offset += len(page)
+                break
+        return out
+
+
+def _query_failed(server: str) -> Callable[[str, int | None], Exception]:
+    """A QIDO-RS study query's failure: 429 and 5xx transient (asked again), the rest not."""
+
+    def failed(message: str, status: int | None) -> Exception:
+        if status is None:
+            return QueryFailed(f"{server}: {message}")
+        transient = status == 429 or status >= 500
+        return QueryFailed(
+            f"{server}: {message}", status_code=f"HTTP {status}", transient=transient
+        )
+
+    return failed
+
+
+def _retrieve_failed(uid: str) -> Callable[[str, int | None], Exception]:
+    """A paused study's instance listing that failed: a transient ``retrieve_failed``."""
+    return lambda message, _status: StudyFailed("retrieve_failed", f"study {uid}: {message}")
 
 
 def _boundary(content_type: str) -> bytes:

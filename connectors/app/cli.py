@@ -18,7 +18,7 @@ import typer
 from connectors import console
 from connectors.app.cli_admin import patients_app, rules_app
 from connectors.app.invocation import exit_codes, invocation, no_wait_override, settings, state
-from connectors.app.wait_option import WAIT_HELP, WaitGroup
+from connectors.app.wait_option import WaitGroup, wait_option
 from connectors.app.warehouse_cli import warehouse_app
 from connectors.errors import EXIT_OK, StepFailed
 from connectors.warehouse.lock import set_wait
@@ -64,15 +64,7 @@ def _main(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary.")
     ] = False,
-    wait: Annotated[
-        float | None,
-        typer.Option(
-            "--wait",
-            min=0,
-            metavar="SECONDS",
-            help=WAIT_HELP,
-        ),
-    ] = None,
+    wait: Annotated[float | None, wait_option()] = None,
 ) -> None:
     """pacs2xnat: query PACS, select and link studies, load them into XNAT, report what is there."""
     state.config_path = config

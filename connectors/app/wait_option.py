@@ -24,6 +24,11 @@ WAIT_HELP = (
 )
 
 
+def wait_option(**extra: Any) -> Any:
+    """The ``--wait SECONDS`` option, declared once: the global one and the commands' own."""
+    return typer.Option("--wait", min=0, metavar="SECONDS", help=WAIT_HELP, **extra)
+
+
 def _apply(value: float | None) -> None:
     if value is not None:
         set_wait(value)
@@ -34,17 +39,7 @@ _template = typer.Typer()
 
 @_template.command()
 def _wait_template(
-    wait: Annotated[
-        float | None,
-        typer.Option(
-            "--wait",
-            min=0,
-            metavar="SECONDS",
-            help=WAIT_HELP,
-            callback=_apply,
-            expose_value=False,
-        ),
-    ] = None,
+    wait: Annotated[float | None, wait_option(callback=_apply, expose_value=False)] = None,
 ) -> None:
     """Never run: it only lends its ``--wait`` option."""
 
@@ -66,4 +61,4 @@ class WaitGroup(typer.core.TyperGroup):
         return command
 
 
-__all__ = ["WAIT_HELP", "WaitGroup"]
+__all__ = ["WaitGroup", "wait_option"]

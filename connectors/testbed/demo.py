@@ -33,6 +33,7 @@ from connectors.testbed.orthanc import Orthanc, orthanc_binary
 from connectors.testbed.pacs_scp import DemoPacs
 from connectors.testbed.workbooks import write_demo_workbooks
 from connectors.testbed.xnat_standin import StandinXnat
+from connectors.testbed.xnat_standin.dqr import pacs_entry
 from connectors.warehouse.dbt import copy_project
 from connectors.warehouse.store import Warehouse
 
@@ -109,15 +110,7 @@ def demo_servers(workdir: Path, *, our_port: int) -> Iterator[DemoServers]:
     xnat = StandinXnat(
         users={XNAT_USER: password},
         projects=[XNAT_PROJECT],
-        pacs=[
-            {
-                "id": 1,
-                "label": "DEMO",
-                "aeTitle": pacs.aet,
-                "host": pacs.host,
-                "queryRetrievePort": pacs.port,
-            }
-        ],
+        pacs=[pacs_entry(pacs, "DEMO")],
     )
     xnat.start()
     try:

@@ -13,6 +13,7 @@ import requests
 
 from connectors.load.runner import run_load
 from connectors.testbed.cohort import Cohort
+from connectors.testbed.xnat_standin.dqr import pacs_entry
 from connectors.warehouse.runs import RunContext
 from tests.support.load_helpers import (
     attempts,
@@ -27,15 +28,7 @@ pytestmark = pytest.mark.orthanc
 
 
 def _standin(orthanc: Any, factory: Any) -> StandinHandle:
-    pacs = [
-        {
-            "id": 1,
-            "label": "ORTHANC",
-            "aeTitle": orthanc.aet,
-            "host": orthanc.host,
-            "queryRetrievePort": orthanc.port,
-        }
-    ]
+    pacs = [pacs_entry(orthanc, "ORTHANC")]
     return factory(pacs=pacs)  # type: ignore[no-any-return]
 
 

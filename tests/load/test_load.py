@@ -13,6 +13,7 @@ from connectors.errors import XnatUnreachable
 from connectors.load.runner import run_load
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.orthanc import free_port
+from connectors.testbed.xnat_standin.dqr import pacs_entry
 from connectors.warehouse.runs import RunContext
 from tests.support.load_helpers import (
     attempts,
@@ -107,15 +108,7 @@ def test_dqr_mode_pulls_through_xnat_and_a_stuck_request_times_out(
 ) -> None:
     """It asks the DQR plugin for each study with the subject/session relabel map, waits for
     the session, and fails a request that stays ISSUED with 'timeout'."""
-    pacs = [
-        {
-            "id": 1,
-            "label": "ORTHANC",
-            "aeTitle": orthanc.aet,
-            "host": orthanc.host,
-            "queryRetrievePort": orthanc.port,
-        }
-    ]
+    pacs = [pacs_entry(orthanc, "ORTHANC")]
     standin = standin_xnat_factory(pacs=pacs)
     studies = pick_studies(pacs_cohort, 3, offset=6)
     settings = load_settings_for(tmp_path, orthanc, standin)

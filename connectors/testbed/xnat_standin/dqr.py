@@ -58,8 +58,21 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
+def pacs_entry(server: Any, label: str) -> dict[str, Any]:
+    """The plugin's entry for a PACS (``server``: Orthanc, the demo PACS: ``aet``, ``host``,
+    ``port``), as the only one (id 1)."""
+    return {
+        "id": 1,
+        "label": label,
+        "aeTitle": server.aet,
+        "host": server.host,
+        "queryRetrievePort": server.port,
+    }
+
+
 class DqrPlugin:
-    """``pacs`` entries: ``{"id", "label", "aeTitle", "host", "queryRetrievePort"}``."""
+    """``pacs`` entries: ``{"id", "label", "aeTitle", "host", "queryRetrievePort"}``
+    (``pacs_entry``)."""
 
     MAX_ATTEMPTS = 3  # DqrPreferences.dqrMaxPacsCMOVEAttempts (its default is site-set)
 

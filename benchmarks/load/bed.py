@@ -33,11 +33,34 @@ USER, PASSWORD = "bench", "bench-synthetic"
 STANDIN = """
 import sys
 from connectors.testbed.xnat_standin import StandinXnat
-x = StandinXnat(users={%r: %r}, projects=%r).start()
+x = StandinXnat(users={%r: %r}, projects=%r, pacs=%r).start()
 print(x.url, flush=True)
 sys.stdin.read()
 x.close()
 """
+
+
+def start_standin(
+    projects: list[str], pacs: list[dict[str, object]] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """The stand-in XNAT (with its DQR plugin pointed at ``pacs``) in a child process, so its
+    CPU is its own: the process and its URL. ``stop_standin`` ends it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STANDIN % (USER, PASSWORD, projects, pacs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def stop_standin(proc: subprocess.Popen[str] | None) -> None:
+    """End a ``start_standin`` child (it stops when its stdin closes)."""
+    if proc is not None and proc.stdin is not None:
+        proc.stdin.close()
+        proc.wait(timeout=30)
 
 
 class LatencyProxy:
@@ -151,15 +174,7 @@ class Bed:
         from connectors.testbed.dicom_files import write_cohort
         from connectors.testbed.orthanc import Orthanc
 
-        self.standin = subprocess.Popen(
-            [sys.executable, "-c", STANDIN % (USER, PASSWORD, self.projects)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.standin.stdout is not None
-        self.xnat_url = self.standin.stdout.readline().strip()
+        self.standin, self.xnat_url = start_standin(self.projects)
         orthanc = Orthanc(self.root / "orthanc", tcp_nodelay=True)
         orthanc.start()
         self.orthanc = orthanc
@@ -236,9 +251,7 @@ class Bed:
     def __exit__(self, *exc: object) -> None:
         if self.orthanc is not None:
             self.orthanc.stop()  # type: ignore[attr-defined]
-        if self.standin is not None and self.standin.stdin is not None:
-            self.standin.stdin.close()
-            self.standin.wait(timeout=30)
+        stop_standin(self.standin)
 
 
 def summary(out: str) -> dict[str, object]:

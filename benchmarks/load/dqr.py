@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,16 +32,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from end_to_end import PASSWORD, USER, run_child, write_study  # noqa: E402
-
-STANDIN = """
-import sys
-from connectors.testbed.xnat_standin import StandinXnat
-x = StandinXnat(users={%r: %r}, projects=%r, pacs=%r).start()
-print(x.url, flush=True)
-sys.stdin.read()
-x.close()
-"""
+from bed import start_standin, stop_standin  # noqa: E402
+from end_to_end import run_child, write_study  # noqa: E402
 
 
 def main() -> None:
@@ -60,32 +51,17 @@ def main() -> None:
     polls = [float(v) for v in args.polls.split(",")]
 
     from connectors.testbed.orthanc import Orthanc
+    from connectors.testbed.xnat_standin.dqr import pacs_entry
 
     root = Path(tempfile.mkdtemp(prefix="bench_dqr_"))
     orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
     standin = None
     try:
         orthanc.start()
-        pacs = [
-            {
-                "id": 1,
-                "label": "ORTHANC",
-                "aeTitle": orthanc.aet,
-                "host": orthanc.host,
-                "queryRetrievePort": orthanc.port,
-            }
-        ]
+        pacs = [pacs_entry(orthanc, "ORTHANC")]
         cases = [(f, p, r) for r in range(args.repeat) for p in polls for f in flights]
         projects = [f"DQR{i}" for i in range(len(cases))]
-        standin = subprocess.Popen(
-            [sys.executable, "-c", STANDIN % (USER, PASSWORD, projects, pacs)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert standin.stdout is not None
-        url = standin.stdout.readline().strip()
+        standin, url = start_standin(projects, pacs)
         studies = []
         for i in range(args.studies):
             folder = root / "src" / str(i)
@@ -115,10 +91,7 @@ def main() -> None:
         report(best, flights, polls, args)
     finally:
         orthanc.stop()
-        if standin is not None:
-            if standin.stdin:
-                standin.stdin.close()
-            standin.wait(timeout=30)
+        stop_standin(standin)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -35,8 +35,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
-USER, PASSWORD = "bench", "bench-synthetic"
+from bed import PASSWORD, USER, start_standin, stop_standin  # noqa: E402
 
 
 def write_study(folder: Path, n: int, size: int, seed: int) -> str:
@@ -191,16 +192,6 @@ def run_child(spec: dict[str, Any], others: dict[str, int | None]) -> dict[str, 
     return result
 
 
-STANDIN = """
-import sys, time
-from connectors.testbed.xnat_standin import StandinXnat
-x = StandinXnat(users={%r: %r}, projects=%r).start()
-print(x.url, flush=True)
-sys.stdin.read()
-x.close()
-"""
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--studies", type=int, default=30)
@@ -222,17 +213,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD")] + ["BIG"]
-    standin = subprocess.Popen(
-        [sys.executable, "-c", STANDIN % (USER, PASSWORD, projects)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    standin, url = start_standin(projects)
     orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
     try:
-        assert standin.stdout is not None
-        url = standin.stdout.readline().strip()
         orthanc.start()
         studies = []
         for i in range(args.studies):
@@ -281,9 +264,7 @@ def main() -> None:
         report(rows, args)
     finally:
         orthanc.stop()
-        if standin.stdin:
-            standin.stdin.close()
-        standin.wait(timeout=30)
+        stop_standin(standin)
         shutil.rmtree(root, ignore_errors=True)
 
 

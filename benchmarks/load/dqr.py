@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bed import start_standin, stop_standin  # noqa: E402
-from end_to_end import run_child, write_study  # noqa: E402
+from end_to_end import run_child, seed_orthanc  # noqa: E402
 
 
 def main() -> None:
@@ -62,13 +62,7 @@ def main() -> None:
         cases = [(f, p, r) for r in range(args.repeat) for p in polls for f in flights]
         projects = [f"DQR{i}" for i in range(len(cases))]
         standin, url = start_standin(projects, pacs)
-        studies = []
-        for i in range(args.studies):
-            folder = root / "src" / str(i)
-            uid = write_study(folder, args.images, args.size, seed=i)
-            orthanc.upload(sorted(folder.iterdir()))
-            shutil.rmtree(folder)
-            studies.append((uid, args.images))
+        studies = seed_orthanc(orthanc, root / "src", args.studies, args.images, args.size)
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
         best: dict[tuple[int, float], dict[str, Any]] = {}
         for (flight, poll, r), project in zip(cases, projects, strict=True):

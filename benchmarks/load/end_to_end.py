@@ -40,6 +40,19 @@ sys.path.insert(0, str(HERE))
 from bed import PASSWORD, USER, start_standin, stop_standin  # noqa: E402
 
 
+def seed_orthanc(orthanc: Any, src: Path, n: int, images: int, size: int) -> list[tuple[str, int]]:
+    """``n`` synthetic CT studies (``write_study``) uploaded to ``orthanc``, their files
+    removed: (Study UID, images) of each."""
+    studies = []
+    for i in range(n):
+        folder = src / str(i)
+        uid = write_study(folder, images, size, seed=i)
+        orthanc.upload(sorted(folder.iterdir()))
+        shutil.rmtree(folder)
+        studies.append((uid, images))
+    return studies
+
+
 def write_study(folder: Path, n: int, size: int, seed: int) -> str:
     """One synthetic CT study of ``n`` ``size``x``size`` 16-bit images (random pixels)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -217,13 +230,7 @@ def main() -> None:
     orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
     try:
         orthanc.start()
-        studies = []
-        for i in range(args.studies):
-            folder = root / "src" / str(i)
-            uid = write_study(folder, args.images, args.size, seed=i)
-            orthanc.upload(sorted(folder.iterdir()))
-            shutil.rmtree(folder)
-            studies.append((uid, args.images))
+        studies = seed_orthanc(orthanc, root / "src", args.studies, args.images, args.size)
         base = {
             "pacs_port": orthanc.port,
             "xnat_url": url,

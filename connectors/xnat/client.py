@@ -24,6 +24,7 @@ import requests
 
 from connectors.config import Settings
 from connectors.errors import ConfigError, StudyFailed, XnatUnreachable
+from connectors.seams import xnatpy_session
 from connectors.xnat.dqr import DqrCalls
 from connectors.xnat.labels import xnat_label
 from connectors.xnat.reads import IMAGE_SESSION, PAGE_SIZE, SESSION_COLUMNS, SessionReads
@@ -139,6 +140,7 @@ class XnatClient(SessionReads, DqrCalls):
                 self._session.disconnect()
             except Exception as e:
                 logger.debug("XNAT disconnect failed: %s", _short(str(e)))
+                xnatpy_session.let_go(self._session)  # or its __del__ tries again at GC
             self._session = None
 
     @property

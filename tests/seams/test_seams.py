@@ -13,7 +13,13 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from connectors.app.cli import app
-from connectors.seams import dbt_duckdb, pynetdicom_dimse, pynetdicom_logging, pynetdicom_reactor
+from connectors.seams import (
+    dbt_duckdb,
+    pynetdicom_dimse,
+    pynetdicom_logging,
+    pynetdicom_reactor,
+    xnatpy_session,
+)
 from connectors.seams.openpyxl_write_only import WriteOnlyWorksheet
 from connectors.seams.typer_parse import parse_command_line
 
@@ -122,3 +128,18 @@ def test_typer_groups_still_keep_the_sub_command_words_where_the_parser_reads_th
     assert parse_command_line(command, ["demo"]).command.name == "demo"
     with pytest.raises(typer.TyperException, match="No such option: --nope"):
         parse_command_line(command, ["load", "--nope"])
+
+
+def test_xnatpy_session_still_lets_go_in_its_base_class() -> None:
+    """``XNATSession.disconnect`` still asks XNAT first and then calls the base class, whose
+    ``disconnect`` is the local half the seam calls on its own."""
+    import inspect
+
+    from xnat.session import BaseXNATSession, XNATSession
+
+    assert issubclass(XNATSession, BaseXNATSession)
+    assert XNATSession.disconnect is not BaseXNATSession.disconnect
+    assert "/data/JSESSION" in inspect.getsource(XNATSession.disconnect)
+    assert "/data/JSESSION" not in inspect.getsource(BaseXNATSession.disconnect)
+    assert isinstance(inspect.getattr_static(BaseXNATSession, "interface"), property)
+    assert callable(xnatpy_session.let_go)

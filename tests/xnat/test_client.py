@@ -170,3 +170,26 @@ def test_an_expired_session_logs_in_again_once(
         monkeypatch.setenv("XNAT_PASS", "changed-meanwhile")
         with pytest.raises(XnatUnreachable, match="401"):
             client.find_session("RA0001")
+
+
+def test_an_xnat_gone_before_the_end_leaves_nothing_to_raise_at_garbage_collection(
+    standin_xnat: StandinHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XNAT stops while a client is open: leaving the client raises nothing, and nothing raises
+    later when Python collects the xnatpy session (its ``__del__`` would DELETE the JSESSION of a
+    server that is gone and print "Exception ignored" at a random moment)."""
+    import gc
+    import sys
+
+    monkeypatch.setenv("XNAT_PASS", standin_xnat.password)
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    client = XnatClient(xnat_settings(standin_xnat))
+    with client:
+        session = client._session
+        assert session.interface is not None
+        standin_xnat.server.stop()
+    assert session.interface is None
+    del session
+    gc.collect()
+    assert ignored == []

@@ -20,4 +20,3 @@ def let_go(session: Any) -> None:
     from xnat.session import BaseXNATSession
 
     BaseXNATSession.disconnect(session)
-

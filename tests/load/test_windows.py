@@ -188,7 +188,8 @@ def test_no_wait_stops_at_the_window_end_and_the_rerun_loads_only_the_rest(
 def _over(protocol: str, settings: Any, orthanc: Any, *, wait: bool = True) -> Any:
     """The settings over WADO-RS ("dicomweb") or pynetdicom C-GET or C-MOVE (to our storage
     SCP, registered in Orthanc) in this process ("c-get", "c-move"), or dcmtk's getscu
-    ("dcmtk-c-get")."""
+    ("dcmtk-c-get"), or dcmtk's movescu into its storescp ("dcmtk-c-move", destination set by
+    the test)."""
     how: dict[str, Any] = {"retrieve": protocol}
     if protocol.startswith("dcmtk-"):
         require_binary("/usr/bin/getscu", "dcmtk")
@@ -234,18 +235,23 @@ def _deep_studies(cohort: Cohort, n: int) -> list[Any]:
 
 
 class StagingClock(FakeClock):
-    """dcmtk's getscu: the window's end is looked at every ``dcmtk.POLL`` s while the tool runs,
-    not per instance. The PACS's answers come slowly through a proxy; once a second instance is
-    being written in the staging folder (so the first is whole) they are held and the clock
-    says 07:00; they flow again when the loader waits for the next window."""
+    """dcmtk's getscu and movescu: the window's end is looked at every ``dcmtk.POLL`` s while the
+    tool runs, not per instance. The PACS sends slowly through a proxy; once a second instance
+    is being written (``pattern`` under ``under``: getscu's staging folder, or the C-MOVE
+    storescp's), so the first is whole, the clock says 07:00. With ``hold`` the PACS's data
+    waits in the proxy from then until the loader waits for the next window."""
 
-    def __init__(self, start: dt.datetime, under: Path, proxy: FaultProxy) -> None:
+    def __init__(
+        self, start: dt.datetime, under: Path, proxy: FaultProxy, pattern: str, hold: bool
+    ) -> None:
         super().__init__(start)
-        self.under, self.proxy, self.ended = under, proxy, False
+        self.under, self.proxy, self.pattern, self.hold = under, proxy, pattern, hold
+        self.ended = False
 
     def now(self) -> dt.datetime:
-        if not self.ended and sum(f.is_file() for f in self.under.rglob(".dcmtk/*")) >= 2:
-            self.proxy.paused.set()
+        if not self.ended and sum(f.is_file() for f in self.under.rglob(self.pattern)) >= 2:
+            if self.hold:
+                self.proxy.paused.set()
             self.ended, self.t = True, max(self.t, at(0, "07:00"))
         return super().now()
 
@@ -265,6 +271,7 @@ class StagingClock(FakeClock):
         ("c-move", 1),
         ("c-move", 2),
         ("dcmtk-c-get", 1),
+        ("dcmtk-c-move", 1),
     ],
 )
 def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_continues(
@@ -290,11 +297,23 @@ def test_a_window_ending_mid_study_pauses_after_the_instance_in_flight_and_conti
     standin_xnat.store.uploads, before = [], _imports(standin_xnat)
     clock = FakeClock(at(0, "06:57"), step=MINUTE)
     proxy = FaultProxy(orthanc.host, orthanc.port)
-    if protocol.startswith("dcmtk-"):  # a slow PACS: getscu is in the study at a look
+    if protocol == "dcmtk-c-get":  # a slow PACS: getscu is in the study at a look
         proxy.delay = 0.05  # seconds per 4 KB the PACS sends
-        clock = StagingClock(at(0, "06:59"), tmp_path, proxy)
+        clock = StagingClock(at(0, "06:59"), tmp_path, proxy, ".dcmtk/*", hold=True)
         pacs_at = dataclasses.replace(settings.pacs, host=proxy.host, port=proxy.port)
         settings = dataclasses.replace(settings, pacs=pacs_at)
+    elif protocol == "dcmtk-c-move":  # the PACS sends slowly to our storescp, through a proxy
+        proxy.close()
+        receive_port = free_port()
+        proxy = FaultProxy("127.0.0.1", receive_port, pacs_connects=True)
+        proxy.delay = 0.05
+        orthanc.add_modality(MOVE_AET, MOVE_AET, proxy.host, proxy.port)
+        pacs_at = dataclasses.replace(
+            settings.pacs, move_destination=MOVE_AET, receive_port=receive_port
+        )
+        settings = dataclasses.replace(settings, pacs=pacs_at)
+        # not held: after movescu ends, the PACS finishes the instance in flight
+        clock = StagingClock(at(0, "06:59"), tmp_path, proxy, "*.storescp/*", hold=False)
     try:
         with use_clock(clock), caplog.at_level(logging.INFO):
             summary = run_load(_rc(settings), "direct", build_manifest=False, sync_first=False)

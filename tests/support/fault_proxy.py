@@ -15,8 +15,11 @@ import time
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, pacs_connects: bool = False) -> None:
+        """``pacs_connects``: the proxy stands in front of our storage SCP, which the PACS calls
+        (C-MOVE), so the PACS's side is the one that connects to the proxy."""
         self.target = (target_host, target_port)
+        self.pacs_connects = pacs_connects
         self.delay = 0.0
         # While set, the PACS's answers wait in the proxy: a PACS slowed to a stop, for as long
         # as a test needs a load in progress (the loader's timeouts must be longer).
@@ -51,8 +54,11 @@ class FaultProxy:
                 self.open_now += 1
                 self.most_open = max(self.most_open, self.open_now)
                 self._socks += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+            pc = self.pacs_connects
+            threading.Thread(target=self._pipe, args=(client, upstream, pc), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, not pc), daemon=True
+            ).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, from_pacs: bool) -> None:
         sent = 0
@@ -87,7 +93,7 @@ class FaultProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            if not from_pacs:  # our side ended the connection (released or aborted)
+            if from_pacs == self.pacs_connects:  # the connecting side ended it
                 with self._lock:
                     self.open_now -= 1
 

@@ -16,8 +16,11 @@ Debian's getscu 3.6.7 cannot do the same for C-GET: it proposes one preferred tr
 per SOP class (no ``+xa``, no configuration file), so a PACS must transcode what it stores
 otherwise (or refuse it): with the dcmtk back end, prefer C-MOVE for compressed studies. With
 ``+B`` dcmtk 3.6.7's getscu ignores ``-od`` and writes to its working directory, so it runs
-inside the staging folder (storescp inside its own). A window's end (``[pacs] windows``) ends a
-getscu in hand (``run``); continued, it asks by query files for what is missing (``resume.py``).
+inside the staging folder (storescp inside its own, ``dcmtk_receiver.py``). A window's end
+(``[pacs] windows``) ends the getscu or movescu in hand (``run``): getscu's files it answered a
+C-STORE for are kept; after a movescu, the PACS's associations are given time to end (the
+instance in flight finishes) and only files no storescp child holds open are taken. Continued,
+it asks by query files for what is missing (``resume.py``).
 """
 
 from __future__ import annotations
@@ -27,22 +30,26 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pynetdicom.association import Association
 
 from connectors.config import Settings
-from connectors.errors import ConfigError, PacsUnreachable
+from connectors.errors import PacsUnreachable
 from connectors.pacs.net import release_quietly
+from connectors.pacs.retrieve.dcmtk_receiver import (
+    DcmtkMoveReceiver,
+    find_tool,
+    log_tail,
+    seconds_arg,
+)
 from connectors.pacs.retrieve.dimse import SubOperations
 from connectors.pacs.retrieve.resume import Canceller, remaining_identifiers
 from connectors.pacs.storage import DISK_FULL_ERRNOS, StudySink, file_name_for
@@ -58,24 +65,6 @@ _ASSOC_FAILED = ("Could not negotiate association", "Association Rejected", "Ass
 _DISK_FULL = ("No space left", "Disk quota", "File too large")
 
 
-def find_tool(name: str) -> str:
-    """dcmtk's ``name``: Debian's /usr/bin first (a virtualenv's pynetdicom apps share names)."""
-    for candidate in (f"/usr/bin/{name}", shutil.which(name)):
-        if candidate and os.access(candidate, os.X_OK):
-            try:
-                out = subprocess.run(
-                    [candidate, "--version"], capture_output=True, text=True, timeout=10
-                )
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if "dcmtk" in (out.stdout + out.stderr).lower():
-                return candidate
-    raise ConfigError(
-        f"[pacs] retrieve_backend = 'dcmtk' needs dcmtk's {name} "
-        "(apt-get install dcmtk), or set retrieve_backend = 'pynetdicom'"
-    )
-
-
 class DcmtkBackend:
     """Runs one getscu/movescu per study; the Retriever bounds how many at once."""
 
@@ -85,9 +74,6 @@ class DcmtkBackend:
         self.tool = find_tool("getscu" if self.method == "c-get" else "movescu")
         self._receiver: DcmtkMoveReceiver | None = None
         self._start_lock = threading.Lock()
-        #: a window's end stops a getscu in hand (its C-STORE responses say which files are
-        #: whole); a movescu's study finishes (storescp's children write files of any study)
-        self.resumable = self.method == "c-get"
 
     def close(self) -> None:
         """Stop the C-MOVE receiver, if one was started."""
@@ -122,8 +108,8 @@ class DcmtkBackend:
         shutil.rmtree(staging, ignore_errors=True)  # a paused run's: its files may be partial
         staging.mkdir(mode=0o700)
         args = [self.tool, "-v", "-S", "-aet", p.calling_aet, "-aec", p.called_aet]
-        args += ["-to", _secs(p.acse_timeout), "-ta", _secs(p.acse_timeout)]
-        args += ["-td", _secs(p.dimse_timeout)]
+        args += ["-to", seconds_arg(p.acse_timeout), "-ta", seconds_arg(p.acse_timeout)]
+        args += ["-td", seconds_arg(p.dimse_timeout)]
         if self.method == "c-get":
             args += ["+B", "-od", str(staging)]
         queries = sink.folder / ".dcmtk-queries"
@@ -142,27 +128,31 @@ class DcmtkBackend:
             receiver = self._move_receiver()
             args += ["-aem", p.move_destination]
         args += [p.host, str(p.port), *asks]
-        stop = cancel.stop if cancel is not None and self.resumable else None
+        stop = cancel.stop if cancel is not None else None
+        stopped = False
         try:
             log, stopped = _run_tool(args, staging, stop)
         finally:
             if receiver is not None:
+                if stopped:  # the PACS finishes the C-STORE in flight and ends its association
+                    receiver.settle()
                 receiver.take(sink.study_instance_uid, staging)
             shutil.rmtree(queries, ignore_errors=True)
         if stopped and cancel is not None:
             cancel.cancelled = True
-            _keep_answered(staging, log)
+            if receiver is None:  # getscu: its log says which files are whole
+                _keep_answered(staging, log)
         self._collect(staging, sink)
         if stopped:
             return SubOperations()
         if any(s in log for s in _ASSOC_FAILED) and "Association Accepted" not in log:
             raise PacsUnreachable(
                 f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
-                f" calling AE {p.calling_aet!r}): {_tail(log)}"
+                f" calling AE {p.calling_aet!r}): {log_tail(log)}"
             )
         if any(s in log for s in _DISK_FULL):
             sink.disk_full = True
-            sink.last_error = _tail(log)
+            sink.last_error = log_tail(log)
         return _outcome(log, max(1, len(asks)))
 
     def _collect(self, staging: Path, sink: StudySink) -> None:
@@ -185,106 +175,6 @@ class DcmtkBackend:
                 sink.disk_full = True
             sink.errors += 1
             sink.last_error = e.strerror or str(e)
-
-
-class DcmtkMoveReceiver:
-    """dcmtk's ``storescp`` on ``[pacs] receive_port`` (``--fork``: one child per association,
-    so the PACS's C-MOVEs of several studies are received at once; ``+B`` bit-preserving,
-    ``+xa`` every transfer syntax), writing into one folder; ``take`` moves a study's files out
-    once its C-MOVE has ended (storescp answers each C-STORE after writing the file, and the
-    PACS answers the C-MOVE after the last C-STORE, so they are all there)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.tool = find_tool("storescp")
-        self.folder: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._studies: dict[str, str] = {}  # file name -> its Study Instance UID
-        self._lock = threading.Lock()
-
-    def start(self, timeout: float = 10.0) -> None:
-        p = self.settings.pacs
-        try:  # storescp would fail on a taken port, after a listener there looked like it
-            with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as storescp does
-                probe.bind(("", p.receive_port))
-        except OSError as e:
-            raise ConfigError(
-                f"[pacs] receive_port {p.receive_port}: cannot listen there for C-MOVE "
-                f"({e.strerror})"
-            ) from None
-        self.settings.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(".storescp", dir=self.settings.work_dir))
-        log = self.folder.with_suffix(".log")  # not a pipe: a full one would stop storescp
-        aet = p.move_destination or p.calling_aet
-        args = [self.tool, "--fork", "+B", "+xa", "-aet", aet, "-od", str(self.folder)]
-        args += ["-ta", _secs(p.acse_timeout), "-td", _secs(p.dimse_timeout), str(p.receive_port)]
-        with open(log, "wb") as err:
-            self._proc = subprocess.Popen(
-                args,
-                cwd=self.folder,
-                env=dict(os.environ, TCP_NODELAY="1"),
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                text = log.read_text(errors="replace")
-                self.stop()
-                raise ConfigError(
-                    f"[pacs] receive_port {p.receive_port}: storescp cannot listen there for "
-                    f"C-MOVE: {_tail(text)}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", p.receive_port), timeout=0.2),
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise ConfigError(f"[pacs] receive_port {p.receive_port}: storescp did not start")
-
-    def take(self, study_uid: str, into: Path) -> None:
-        """Move every file of ``study_uid`` received so far from storescp's folder ``into``."""
-        assert self.folder is not None
-        with self._lock:
-            for f in self.folder.iterdir():
-                uid = self._studies.get(f.name) or _study_uid(f)
-                if uid is None:
-                    continue  # still being written (another study's): read it next time
-                if uid != study_uid:
-                    self._studies[f.name] = uid
-                    continue
-                self._studies.pop(f.name, None)
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f, into / f.name)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            self._proc = None
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                self.folder.with_suffix(".log").unlink()
-            self.folder = None
-
-
-def _study_uid(path: Path) -> str | None:
-    """The Study Instance UID in a received file's header (None while it cannot be read)."""
-    try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-    except Exception:  # half-written, or not DICOM
-        return None
-    value = ds.get("StudyInstanceUID")
-    return str(value).strip() if value else None
 
 
 _NAME_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*\.)?([0-9][0-9.]*)$")
@@ -388,12 +278,3 @@ def _outcome(log: str, asks: int) -> SubOperations:
     if len(finals) < asks or "Association Aborted" in log:
         status = None
     return SubOperations(status, done, failed, warned, total)
-
-
-def _secs(x: float) -> str:
-    return str(max(1, round(x)))
-
-
-def _tail(log: str, lines: int = 3) -> str:
-    keep = [ln for ln in log.strip().splitlines() if ln.startswith(("E:", "F:", "W:"))]
-    return " | ".join((keep or log.strip().splitlines() or [""])[-lines:])[:500]

@@ -153,9 +153,8 @@ class AssociationRetriever:
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
         sink = StudySink(uid, dest)
-        resumable = self._dcmtk is None or self._dcmtk.resumable
-        cancel = Canceller(stop if resumable else None)
-        kept = held_in(dest) if resumable else set()
+        cancel = Canceller(stop)
+        kept = held_in(dest)
         if kept:  # a paused study's instances count as received (their syntax too)
             sink.rescan()
         with self._slots:

@@ -1,0 +1,135 @@
+"""The dcmtk back end's C-MOVE receiver (a real ``storescp --fork``) takes only whole files: one
+still arriving stays in its folder, one whose association was cut is deleted by storescp, and
+``settle`` says when the PACS's associations have ended. dcmtk's ``storescu`` plays the PACS,
+through a proxy that can hold or cut what it sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
+from connectors.testbed.orthanc import free_port
+from tests.support.fault_proxy import FaultProxy
+from tests.support.pacs_fixtures import pacs_settings
+from tests.support.real_parts import require_binary
+
+STUDY = "1.2.826.0.1.3680043.10.1234.77"
+
+
+def _ct(path: Path, side: int) -> Path:
+    """A synthetic CT instance of ``STUDY`` with a ``side`` x ``side`` 16-bit image."""
+    uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, STUDY + ".1"
+    ds.PatientID, ds.Modality = "SYNTH-1", "CT"
+    ds.Rows = ds.Columns = side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = np.arange(side * side, dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[tuple[DcmtkMoveReceiver, FaultProxy]]:
+    require_binary("/usr/bin/storescp", "dcmtk")
+    port = free_port()
+    nowhere = SimpleNamespace(host="127.0.0.1", port=1, aet="NOBODY")
+    settings = pacs_settings(nowhere, move_destination="RX", receive_port=port)
+    work = dataclasses.replace(settings.load, work_dir=str(tmp_path / "work"))
+    settings = dataclasses.replace(settings, load=work)
+    rx = DcmtkMoveReceiver(settings)
+    rx.start()
+    proxy = FaultProxy("127.0.0.1", port, pacs_connects=True)
+    try:
+        yield rx, proxy
+    finally:
+        proxy.close()
+        rx.stop()
+
+
+def _send(proxy: FaultProxy, *files: Path) -> subprocess.Popen[bytes]:
+    storescu = require_binary("/usr/bin/storescu", "dcmtk")
+    args = [storescu, "-aec", "RX", proxy.host, str(proxy.port), *map(str, files)]
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _dataset(path: Path) -> bytes:
+    """An instance's data set as it was sent, without the File Meta (storescp writes its own)."""
+    raw = path.read_bytes()
+    meta_end = 132 + 12 + int.from_bytes(raw[140:144], "little")  # after (0002,0000)'s group
+    return raw[meta_end:]
+
+
+def _instances(folder: Path) -> list[bytes]:
+    return sorted(_dataset(f) for f in folder.iterdir())
+
+
+def _arriving(rx: DcmtkMoveReceiver, seconds: float = 30) -> Path:
+    """The file storescp has begun to write for the big instance (more than its header)."""
+    assert rx.folder is not None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for f in rx.folder.iterdir():
+            if f.stat().st_size > 600_000:  # past the small instance, inside the big one
+                return f
+        time.sleep(0.02)
+    raise AssertionError("storescp never began the big instance")
+
+
+def test_a_file_still_arriving_is_left_and_one_cut_off_is_deleted_by_storescp(
+    receiver: tuple[DcmtkMoveReceiver, FaultProxy], tmp_path: Path
+) -> None:
+    rx, proxy = receiver
+    small, big = _ct(tmp_path / "small.dcm", 512), _ct(tmp_path / "big.dcm", 1024)
+    into = tmp_path / "into"
+    into.mkdir()
+    proxy.delay = 0.002  # seconds per 4 KB: the big instance takes about a second
+    sender = _send(proxy, small, big)
+    try:
+        part = _arriving(rx)
+        proxy.paused.set()  # the rest of the big instance waits in the proxy
+        rx.take(STUDY, into)
+        assert _instances(into) == [_dataset(small)]  # the whole one, not the one arriving
+        assert part.exists()
+        assert not rx.settle(timeout=0.3)  # its association is still open
+        proxy.drop()  # the PACS's association is cut mid-instance
+        assert rx.settle(timeout=10)
+        assert not part.exists()  # storescp deleted the file whose C-STORE failed
+        rx.take(STUDY, into)
+        assert _instances(into) == [_dataset(small)]
+    finally:
+        proxy.paused.clear()
+        sender.kill()
+        sender.wait()
+
+
+def test_a_file_that_finished_arriving_is_taken_whole(
+    receiver: tuple[DcmtkMoveReceiver, FaultProxy], tmp_path: Path
+) -> None:
+    rx, proxy = receiver
+    big = _ct(tmp_path / "big.dcm", 1024)
+    into = tmp_path / "into"
+    into.mkdir()
+    sender = _send(proxy, big)
+    assert sender.wait(timeout=60) == 0
+    assert rx.settle(timeout=10)
+    rx.take(STUDY, into)
+    assert _instances(into) == [_dataset(big)]

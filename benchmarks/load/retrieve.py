@@ -3,12 +3,19 @@
     .venv/bin/python benchmarks/load/retrieve.py                 # 30 CT studies x 100 images
     .venv/bin/python benchmarks/load/retrieve.py --studies 6     # a quick look
     .venv/bin/python benchmarks/load/retrieve.py --big-mb 1000   # + peak RSS on a 1 GB study
+    .venv/bin/python benchmarks/load/retrieve.py --syntax jpeg-ls  # the studies JPEG-LS lossless
 
 Orthanc (Debian) runs with TCP_NODELAY=1 in its environment. Every variant retrieves the same
 studies; each runs in its own process, so its peak RSS is its own. The baseline is dcmtk
 ``getscu`` run once per study with ``TCP_NODELAY=1`` (Debian's dcmtk leaves Nagle on without
 it). Each variant runs ``--repeat`` times (default 2) and keeps its fastest run, since the
-machine is shared. Prints a table: MB/s, ratio to the baseline, peak RSS (README.md: figures).
+machine is shared. Prints a table: MB/s, ratio to the baseline (by time: every variant moves the
+same instances, though a PACS transcoding for getscu sends more bytes), peak RSS (README.md).
+
+``--syntax jpeg-ls`` / ``rle`` stores the same studies compressed (dcmtk's ``dcmcjpls`` /
+``dcmcrle``, lossless, on CT-like pixels that compress about 2x): what a PACS holds. getscu
+proposes uncompressed storage only, so Orthanc decompresses for it; movescu into
+``storescp +xa`` and ours receive them as stored.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +46,42 @@ GETSCU = "/usr/bin/getscu"  # dcmtk's; .venv/bin/getscu is pynetdicom's app of t
 MOVE_AET = "BENCHMOVE"
 
 
-def write_ct_study(folder: Path, n: int, size: int = 256, seed: int = 0) -> str:
-    """One CT study of ``n`` slices (``size``² 16-bit, random pixels); returns its UID."""
+#: ``--syntax``: dcmtk's lossless compressor for the stored set (None: as written)
+COMPRESSORS = {"uncompressed": None, "jpeg-ls": "/usr/bin/dcmcjpls", "rle": "/usr/bin/dcmcrle"}
+
+
+def ct_like_pixels(rng: random.Random, size: int) -> bytes:
+    """``size``² 16-bit pixels, smooth with a little noise, so lossless codecs get about 2x."""
+    row = [(x * 3000) // size for x in range(size)]
+    out = bytearray()
+    for y in range(size):
+        noise = rng.randbytes(size)
+        out += b"".join(
+            (v + y * 4 + (noise[x] & 0x1F)).to_bytes(2, "little") for x, v in enumerate(row)
+        )
+    return bytes(out)
+
+
+def compress(folder: Path, syntax: str) -> None:
+    """Each file of ``folder`` in ``syntax`` (dcmtk's compressor, in place, 2 at a time)."""
+    tool = COMPRESSORS[syntax]
+    if tool is None:
+        return
+
+    def one(f: Path) -> None:
+        out = f.with_suffix(".c.dcm")
+        subprocess.run([tool, str(f), str(out)], check=True, capture_output=True)
+        out.replace(f)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, sorted(folder.glob("*.dcm"))))
+
+
+def write_ct_study(
+    folder: Path, n: int, size: int = 256, seed: int = 0, smooth: bool = False
+) -> str:
+    """One CT study of ``n`` slices (``size``² 16-bit; random pixels, or CT-like ones that a
+    lossless codec compresses, with ``smooth``); returns its UID."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     study = generate_uid()
@@ -63,7 +105,7 @@ def write_ct_study(folder: Path, n: int, size: int = 256, seed: int = 0) -> str:
         ds.PixelRepresentation = 0
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.PixelData = rng.randbytes(size * size * 2)
+        ds.PixelData = ct_like_pixels(rng, size) if smooth else rng.randbytes(size * size * 2)
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -246,6 +288,10 @@ def main() -> None:
         "in the same run (rows named [folder]), to measure a change against what it changes",
     )
     ap.add_argument("--only", default="", help="run only the variants whose name holds this")
+    ap.add_argument(
+        "--syntax", choices=sorted(COMPRESSORS), default="uncompressed",
+        help="how Orthanc stores the studies (lossless compression by dcmtk's tools)",
+    )  # fmt: skip
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -268,11 +314,17 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     )
     orthanc.start()
     try:
-        print(f"seeding Orthanc: {args.studies} CT studies x {args.images} images", file=sys.stderr)
-        uids = []
+        print(
+            f"seeding Orthanc: {args.studies} CT studies x {args.images} images, {args.syntax}",
+            file=sys.stderr,
+        )
+        uids, stored = [], 0
         for k in range(args.studies):
             src = tmp / "src" / str(k)
-            uids.append(write_ct_study(src, args.images, seed=k))
+            smooth = args.syntax != "uncompressed"
+            uids.append(write_ct_study(src, args.images, seed=k, smooth=smooth))
+            compress(src, args.syntax)
+            stored += sum(f.stat().st_size for f in src.iterdir())
             orthanc.upload(sorted(src.iterdir()))
             shutil.rmtree(src)
         rows = run_variants(args, tmp, orthanc.dicom_port, uids, receive_port)
@@ -280,6 +332,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             rows.append(big_study(args, tmp, orthanc, receive_port))
     finally:
         orthanc.stop()
+    print(f"stored: {stored / 1e6:.0f} MB ({args.syntax})", file=sys.stderr)
     print_table(rows)
 
 
@@ -377,13 +430,9 @@ def big_study(args: argparse.Namespace, tmp: Path, orthanc: Orthanc, receive_por
 
 
 def print_table(rows: list[dict]) -> None:
-    base = next(r for r in rows if r["name"] == BASELINE)
-    base_rate = base["bytes"] / base["seconds"]
+    base = next(r for r in rows if r["name"] == BASELINE)["seconds"]
     moves = {
-        k: r["bytes"] / r["seconds"]
-        for k in (1, 2)
-        for r in rows
-        if r["name"] == MOVE_BASELINE.format(k=k)
+        k: r["seconds"] for k in (1, 2) for r in rows if r["name"] == MOVE_BASELINE.format(k=k)
     }
     print(
         f"| {'variant':<52} | {'MB':>6} | {'s':>6} | {'MB/s':>6} | {'x getscu':>8} | "
@@ -394,10 +443,11 @@ def print_table(rows: list[dict]) -> None:
         rate = r["bytes"] / r["seconds"]
         rss = f"{r['rss_mb']:.0f}" if r.get("rss_mb") else "-"
         k = 2 if "2 assoc" in r["name"] else 1
-        vs_move = f"{rate / moves[k]:9.2f}" if "C-MOVE" in r["name"] and k in moves else " " * 9
+        vs = moves[k] / r["seconds"] if "C-MOVE" in r["name"] and k in moves else None
+        vs_move = f"{vs:9.2f}" if vs is not None else " " * 9
         print(
             f"| {r['name']:<52} | {r['bytes'] / 1e6:6.0f} | {r['seconds']:6.2f} | "
-            f"{rate / 1e6:6.1f} | {rate / base_rate:8.2f} | {vs_move} | {rss:>6} |"
+            f"{rate / 1e6:6.1f} | {base / r['seconds']:8.2f} | {vs_move} | {rss:>6} |"
         )
 
 

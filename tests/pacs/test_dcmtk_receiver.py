@@ -13,36 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
 from connectors.testbed.orthanc import free_port
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pacs_fixtures import pacs_settings
 from tests.support.real_parts import require_binary
+from tests.support.xnat_fixtures import dicom_study
 
 STUDY = "1.2.826.0.1.3680043.10.1234.77"
 
 
-def _ct(path: Path, side: int) -> Path:
+def _ct(folder: Path, side: int) -> Path:
     """A synthetic CT instance of ``STUDY`` with a ``side`` x ``side`` 16-bit image."""
-    uid = generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, STUDY + ".1"
-    ds.PatientID, ds.Modality = "SYNTH-1", "CT"
-    ds.Rows = ds.Columns = side
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.PixelData = np.arange(side * side, dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    _, (path,) = dicom_study(folder, 1, study_uid=STUDY, side=side)
     return path
 
 
@@ -98,7 +83,7 @@ def test_a_file_still_arriving_is_left_and_one_cut_off_is_deleted_by_storescp(
     receiver: tuple[DcmtkMoveReceiver, FaultProxy], tmp_path: Path
 ) -> None:
     rx, proxy = receiver
-    small, big = _ct(tmp_path / "small.dcm", 512), _ct(tmp_path / "big.dcm", 1024)
+    small, big = _ct(tmp_path / "small", 512), _ct(tmp_path / "big", 1024)
     into = tmp_path / "into"
     into.mkdir()
     proxy.delay = 0.002  # seconds per 4 KB: the big instance takes about a second
@@ -125,7 +110,7 @@ def test_a_file_that_finished_arriving_is_taken_whole(
     receiver: tuple[DcmtkMoveReceiver, FaultProxy], tmp_path: Path
 ) -> None:
     rx, proxy = receiver
-    big = _ct(tmp_path / "big.dcm", 1024)
+    big = _ct(tmp_path / "big", 1024)
     into = tmp_path / "into"
     into.mkdir()
     sender = _send(proxy, big)

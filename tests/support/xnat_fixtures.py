@@ -100,8 +100,10 @@ def dicom_study(
     accession: str = "ACC0001",
     patient_id: str = "MRN0001",
     modality: str = "CT",
+    side: int = 64,
 ) -> tuple[str, list[Path]]:
-    """Write ``n`` small CT instances of one study over ``series`` series; (Study UID, files)."""
+    """Write ``n`` CT instances (``side`` x ``side`` pixels, small by default) of one study over
+    ``series`` series; (Study UID, files)."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uids = [generate_uid() for _ in range(series)]
@@ -126,8 +128,8 @@ def dicom_study(
         ds.StudyDate = "20210304"
         ds.StudyTime = "101500"
         ds.SeriesDescription = f"series {i % series + 1}"
-        ds.PixelData = bytes(64 * 64 * 2)
-        ds.Rows = ds.Columns = 64
+        ds.PixelData = bytes(side * side * 2)
+        ds.Rows = ds.Columns = side
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
         ds.SamplesPerPixel = 1

@@ -8,6 +8,8 @@ here.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,17 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli() -> CliRunner:
     return CliRunner()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Collect garbage before pytest renders a failure's (or an xfail's) traceback. CPython
+    3.11 (3.11.7 here; python/cpython#106905, pytest-dev/pytest#10763) can raise "AST
+    constructor recursion depth mismatch" when a
+    ``__del__`` run by the garbage collector in the middle of pytest's ``ast.parse`` of a source
+    formats a traceback of its own (another ``ast.parse``): pytest then stops with INTERNALERROR
+    and every later test is lost, as in CI once (an xnatpy session's ``__del__``, since fixed).
+    Collecting first leaves no such ``__del__`` pending at that moment."""
+    if call.excinfo is not None:
+        gc.collect()
+    yield

@@ -4,7 +4,7 @@
 ``BaseXNATSession.disconnect``, stops the keep-alive thread and closes the HTTP session. When
 XNAT has stopped answering, the DELETE raises, nothing is let go, and the session's ``__del__``
 tries again at garbage collection: an "Exception ignored in ... __del__" traceback on the
-engineer's terminal at some random later moment. (Under CPython 3.11 before 3.11.9 that traceback,
+engineer's terminal at some random later moment. (Under CPython 3.11.7 that traceback,
 formatted while another traceback's source was being parsed, crashed pytest with "AST constructor
 recursion depth mismatch".) Calling the base class's ``disconnect`` does the local half only; the
 server ends the unused JSESSION at its own timeout.

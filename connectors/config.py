@@ -30,6 +30,7 @@ class PacsConfig:
     calling_aet: str = "PACS2XNAT"
     retrieve: str = "c-get"
     retrieve_backend: str = "pynetdicom"
+    query_backend: str = "pynetdicom"  # or "dcmtk": C-FINDs by dcmtk's findscu (find_dcmtk.py)
     move_destination: str = ""
     receive_port: int = 11113
     max_associations: int = 2
@@ -109,6 +110,7 @@ class NotifyConfig:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pacs", "retrieve"): ("c-get", "c-move"),
     ("pacs", "retrieve_backend"): ("pynetdicom", "dcmtk"),
+    ("pacs", "query_backend"): ("pynetdicom", "dcmtk"),
     ("xnat", "mode"): ("direct", "dqr"),
     ("pacs", "protocol"): ("dimse", "dicomweb"),
 }

@@ -11,7 +11,8 @@ kept aside, so every round starts from it (every patient due, the plan not yet b
 
 - **ours**: ``pacs2xnat --json --config … query`` in a child process with
   ``max_associations = K``: start-up, the plan's dbt build, the C-FINDs, every answer
-  committed. Its summary's ``plan_seconds`` is dbt's share.
+  committed. Its summary's ``plan_seconds`` is dbt's share. Once per ``--backend``
+  (``[pacs] query_backend``: pynetdicom, and dcmtk's findscu in batches).
 - **findscu**: the same study-level identifiers (the plan's window per patient, all ten
   return keys) written as query files, split over K ``findscu`` processes each sending its
   share over one association, ``TCP_NODELAY=1``.
@@ -63,11 +64,11 @@ def clean_env(tree: Path = ROOT, **extra: str) -> dict[str, str]:
     return env
 
 
-def write_config(project: Path, orthanc: Orthanc, assoc: int) -> Path:
-    path = project / f"pacs2xnat-{assoc}.toml"
+def write_config(project: Path, orthanc: Orthanc, assoc: int, backend: str = "pynetdicom") -> Path:
+    path = project / f"pacs2xnat-{assoc}-{backend}.toml"
     path.write_text(
         f'[pacs]\nhost = "{orthanc.host}"\nport = {orthanc.port}\ncalled_aet = "{orthanc.aet}"\n'
-        f'calling_aet = "PACS2XNAT"\nmax_associations = {assoc}\n\n'
+        f'calling_aet = "PACS2XNAT"\nmax_associations = {assoc}\nquery_backend = "{backend}"\n\n'
         '[xnat]\nurl = "http://127.0.0.1:9"\nproject = "BENCH"\n\n'
         f'[warehouse]\npath = "{WAREHOUSE}"\n',
         encoding="utf-8",
@@ -165,11 +166,20 @@ def main() -> None:
         help="a checkout of another commit: its `pacs2xnat query` runs too, in the same rounds "
         "(rows named [folder]), to measure a change against what it changes",
     )
+    ap.add_argument(
+        "--backend",
+        nargs="+",
+        default=["pynetdicom", "dcmtk"],
+        choices=["pynetdicom", "dcmtk"],
+        help="[pacs] query_backend of our rows (default: both)",
+    )
     args = ap.parse_args()
-    trees = [("pacs2xnat query", ROOT)]
-    if args.compare_with:
-        other = Path(args.compare_with).resolve()
-        trees.append((f"pacs2xnat query [{other.name}]", other))
+    trees = []  # (row name, code tree, query_backend)
+    for backend in args.backend:
+        trees.append((f"pacs2xnat query ({backend})", ROOT, backend))
+        if args.compare_with:
+            other = Path(args.compare_with).resolve()
+            trees.append((f"pacs2xnat query ({backend}) [{other.name}]", other, backend))
     with tempfile.TemporaryDirectory(prefix="bench-query-cmd-") as tmp:
         work = Path(tmp)
         cohort, studies = synthetic(args.patients, args.studies)
@@ -180,22 +190,27 @@ def main() -> None:
             t = time.monotonic()
             orthanc.upload(files)
             print(f"Orthanc holds {len(files)} studies ({time.monotonic() - t:.0f} s)", flush=True)
-            configs = {k: write_config(project, orthanc, k) for k in args.assoc}
-            timed([*CLI, "--quiet", "--config", str(configs[args.assoc[0]]), "patients", "import",
+            configs = {
+                (k, b): write_config(project, orthanc, k, b)
+                for k in args.assoc
+                for b in args.backend
+            }
+            k0b0 = (args.assoc[0], args.backend[0])
+            timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "patients", "import",
                    str(master)], env=clean_env(), cwd=project)  # fmt: skip
             pristine = work / "pristine.duckdb"
             shutil.copy2(project / WAREHOUSE, pristine)
             # one untimed run first: dbt's partial parse then serves every timed one (the first
             # build of a day, with a new `today` var, parses the whole project: several s more)
             first = ["--mrn", cohort.patients[0].mrn]  # the plan is built whole either way
-            wall, _cpu, _summary = ours(project, pristine, configs[args.assoc[0]], ROOT, first)
+            wall, _cpu, _summary = ours(project, pristine, configs[k0b0], ROOT, first)
             print(f"  warm-up (dbt's full parse): {wall:.2f} s", flush=True)
             queries: list[Path] = []
             best: dict[tuple[str, int], tuple[float, float, int, float]] = {}
             for round_ in range(args.repeat):
                 for k in args.assoc:
-                    for name, tree in trees[:: 1 if round_ % 2 == 0 else -1]:
-                        wall, cpu, summary = ours(project, pristine, configs[k], tree)
+                    for name, tree, backend in trees[:: 1 if round_ % 2 == 0 else -1]:
+                        wall, cpu, summary = ours(project, pristine, configs[k, backend], tree)
                         plan, found = summary.get("plan_seconds"), summary.get("studies_found")
                         print(f"  {name} K={k}: {wall:.2f} s (plan {plan} s, {found} studies)",
                               flush=True)  # fmt: skip
@@ -211,15 +226,15 @@ def main() -> None:
     print(f"\n`pacs2xnat query` (whole command) vs findscu, {args.patients} patients × "
           f"{args.studies} studies, Orthanc 1.10, TCP_NODELAY=1, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"{'contender':34} {'assoc':>5} {'wall s':>7} {'CPU s':>6} {'studies':>8} "
+    print(f"{'contender':44} {'assoc':>5} {'wall s':>7} {'CPU s':>6} {'studies':>8} "
           f"{'plan s':>6} {'vs findscu':>10}")  # fmt: skip
     for k in args.assoc:
         f = best["findscu", k]
-        print(f"{'findscu, K processes':34} {k:5d} {f[0]:7.2f} {f[1]:6.1f} {f[2]:8d} {'':>6} "
+        print(f"{'findscu, K processes':44} {k:5d} {f[0]:7.2f} {f[1]:6.1f} {f[2]:8d} {'':>6} "
               f"{'1.00×':>10}")  # fmt: skip
-        for name, _tree in trees:
+        for name, _tree, _backend in trees:
             o = best[name, k]
-            print(f"{name:34} {k:5d} {o[0]:7.2f} {o[1]:6.1f} {o[2]:8d} {o[3]:6.2f} "
+            print(f"{name:44} {k:5d} {o[0]:7.2f} {o[1]:6.1f} {o[2]:8d} {o[3]:6.2f} "
                   f"{f[0] / o[0]:9.2f}×")  # fmt: skip
 
 

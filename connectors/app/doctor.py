@@ -195,8 +195,18 @@ def _echo(settings: Settings) -> str:
 
 
 def _find(settings: Settings) -> str:
-    from connectors.pacs.find import Window, find_studies, pacs_association
+    from connectors.pacs.find import Window, find_studies, judge_final, pacs_association
 
+    if settings.pacs.query_backend == "dcmtk":  # the probe by the findscu the query will use
+        from connectors.pacs.dcmtk_tools import find_tool
+        from connectors.pacs.find import study_query
+        from connectors.pacs.find_dcmtk import findscu_batch
+
+        tool = find_tool("findscu", "query_backend")
+        probe = study_query(PROBE_PATIENT_ID, Window(None, None))
+        [answer] = findscu_batch(tool, settings.pacs, [probe])
+        judge_final(answer.final)
+        return f"study-level C-FIND by {tool} accepted ({len(answer.rows)} answers for a probe)"
     with pacs_association(settings) as assoc:
         rows = find_studies(assoc, PROBE_PATIENT_ID, Window(None, None))
     return f"study-level C-FIND accepted ({len(rows)} answers for a probe Patient ID)"

@@ -202,10 +202,17 @@ def _send_find(assoc: Association, query: Dataset) -> tuple[list[dict[str, str |
                 final = code
     except RuntimeError as e:  # "association not established" and friends
         raise QueryFailed(f"association lost: {e}", transient=True) from None
+    return answers, judge_final(final)
+
+
+def judge_final(final: int | None) -> int:
+    """A C-FIND's final status, when it is one to keep the answers of (Success, Cancel, a
+    warning); ``QueryFailed`` otherwise (transient when the association was lost, None, or the
+    PACS was out of resources)."""
     if final is None:
         raise QueryFailed("association lost before the C-FIND finished", transient=True)
     if final in (SUCCESS, CANCEL) or 0xB000 <= final <= 0xBFFF:
-        return answers, final
+        return final
     meaning = STATUS_MEANINGS.get(final) or (
         "unable to process" if 0xC000 <= final <= 0xCFFF else "failure"
     )
@@ -214,6 +221,28 @@ def _send_find(assoc: Association, query: Dataset) -> tuple[list[dict[str, str |
         status_code=status_hex(final),
         transient=final == OUT_OF_RESOURCES,
     )
+
+
+def is_capped(final: int, answers: int, result_cap: int) -> bool:
+    """Whether an answer may be cut short by the PACS's cap and must be split to be complete:
+    Orthanc's Cancel after ``LimitFindResults`` answers, or ``result_cap`` answers or more."""
+    return final == CANCEL or (result_cap > 0 and answers >= result_cap)
+
+
+def unique_studies(rows: Sequence[dict[str, str | None]]) -> dict[str, dict[str, str | None]]:
+    """Answers by Study Instance UID, the first of each kept (one without a UID is dropped)."""
+    studies: dict[str, dict[str, str | None]] = {}
+    for row in rows:
+        uid = (row.get("study_instance_uid") or "").strip()
+        if uid:
+            studies.setdefault(uid, row)
+    return studies
+
+
+def check_mrn(mrn: str) -> None:
+    """``QueryFailed`` for an MRN that would ask for more than one patient (or for none)."""
+    if not mrn or any(c in mrn for c in WILDCARDS):
+        raise QueryFailed(f"MRN {mrn!r} is empty or holds a DICOM wildcard; not asked")
 
 
 def _split(
@@ -246,8 +275,7 @@ def find_patient(
     assoc: Association | DicomwebClient, mrn: str, window: Window, *, result_cap: int = 0
 ) -> FindResult:
     """Every study of one patient in ``window``, splitting capped answers until all fit."""
-    if not mrn or any(c in mrn for c in WILDCARDS):
-        raise QueryFailed(f"MRN {mrn!r} is empty or holds a DICOM wildcard; not asked")
+    check_mrn(mrn)
     studies: dict[str, dict[str, str | None]] = {}
     sub_queries = 0
     todo: list[tuple[dt.date | None, dt.date | None, tuple[int, int] | None]] = [
@@ -262,8 +290,7 @@ def find_patient(
         else:
             answers, final = _send_find(assoc, study_query(mrn, Window(lo, hi), study_time))
         sub_queries += 1
-        capped = final == CANCEL or (result_cap > 0 and len(answers) >= result_cap)
-        if capped:
+        if is_capped(final, len(answers), result_cap):
             parts = _split(lo, hi, times)
             if parts is None:
                 raise QueryFailed(
@@ -275,10 +302,8 @@ def find_patient(
             logger.debug("capped answer (%d) split into %d sub-queries", len(answers), len(parts))
             todo.extend(reversed(parts))
             continue
-        for row in answers:
-            uid = (row.get("study_instance_uid") or "").strip()
-            if uid:
-                studies.setdefault(uid, row)
+        for uid, row in unique_studies(answers).items():
+            studies.setdefault(uid, row)
     return FindResult(list(studies.values()), sub_queries)
 
 
@@ -297,14 +322,18 @@ __all__ = [
     "FindResult",
     "Window",
     "answer_row",
+    "check_mrn",
     "echo",
     "find_patient",
     "find_studies",
     "has_tcp_nodelay",
+    "is_capped",
+    "judge_final",
     "make_ae",
     "open_association",
     "pacs_association",
     "set_tcp_nodelay",
     "status_hex",
     "study_query",
+    "unique_studies",
 ]

@@ -6,7 +6,9 @@ window for the run (and then every active patient is asked), ``--mrn`` limits th
 MRN not on the plan is exit 2).
 
 Gentle and fast: at most ``max_associations`` associations at once, each reused for many
-patients, TCP_NODELAY on our sockets. A lost association is reopened and the patient asked
+patients, TCP_NODELAY on our sockets; with ``[pacs] query_backend = "dcmtk"`` each worker sends
+batches of patients through dcmtk's findscu instead (``find_dcmtk.py``), one association each.
+A lost association is reopened and the patient asked
 again with exponential backoff, ``retries`` times, then recorded as a failed query. Each
 patient's studies are written in the same transaction as the ``raw.pacs_queries`` row saying
 its query succeeded, so a run killed half way loses nothing and a rerun asks only for what is
@@ -26,8 +28,20 @@ from typing import TYPE_CHECKING, Any
 from connectors import console
 from connectors.clock import utcnow
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
+from connectors.pacs.dcmtk_tools import find_tool
 from connectors.pacs.dicomweb import DicomwebClient
-from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
+from connectors.pacs.find import (
+    QUERY_CONTEXTS,
+    FindResult,
+    Window,
+    check_mrn,
+    find_patient,
+    is_capped,
+    judge_final,
+    study_query,
+    unique_studies,
+)
+from connectors.pacs.find_dcmtk import BATCH, Answer, findscu_batch
 from connectors.pacs.net import describe, make_ae, open_association
 from connectors.pacs.query_record import (
     Fatal,
@@ -115,7 +129,8 @@ def plan_queries(
 
 
 class _Asker:
-    """One worker's association, reused for many patients and reopened when lost."""
+    """One worker's association, reused for many patients and reopened when lost; or, with
+    ``[pacs] query_backend = "dcmtk"``, one findscu association per batch of patients."""
 
     def __init__(self, settings: Settings, assoc: Association | None = None) -> None:
         self.settings = settings
@@ -123,6 +138,15 @@ class _Asker:
         self.assoc = assoc
         # [pacs] protocol = "dicomweb": QIDO-RS on one HTTP session instead of an association
         self.web = DicomwebClient(settings.pacs) if settings.pacs.protocol == "dicomweb" else None
+        dcmtk = settings.pacs.query_backend == "dcmtk" and self.web is None
+        self.findscu = find_tool("findscu", "query_backend") if dcmtk else None
+
+    def batch_size(self, left: int, workers: int) -> int:
+        """Patients to take at once: one with pynetdicom; with findscu up to ``BATCH``, fewer
+        near the end so that every worker still has a share."""
+        if self.findscu is None:
+            return 1
+        return max(1, min(BATCH, left // max(1, workers)))
 
     def close(self) -> None:
         if self.web is not None:
@@ -142,6 +166,53 @@ class _Asker:
         if self.assoc is None or not self.assoc.is_established:
             self.assoc = open_association(self.settings, self.ae)
         return self.assoc
+
+    def ask_many(self, tasks: Sequence[PlannedQuery]) -> list[PatientOutcome]:
+        """Every task's outcome, in order. With findscu: one association for the batch; an
+        answer that is capped (to be split), cut short or transiently refused is asked again
+        here over pynetdicom (``ask``: its splitting and retries), which is then released so
+        that this worker never holds two associations."""
+        if self.findscu is None:
+            return [self.ask(t) for t in tasks]
+        cfg = self.settings.pacs
+        started = utcnow()
+        outcomes: dict[int, PatientOutcome] = {}
+        asked: list[int] = []
+        for i, t in enumerate(tasks):
+            try:
+                check_mrn(t.mrn)
+                asked.append(i)
+            except QueryFailed as e:
+                outcomes[i] = PatientOutcome(t, started, utcnow(), error=e)
+        try:
+            queries = [study_query(tasks[i].mrn, tasks[i].window) for i in asked]
+            answers = findscu_batch(self.findscu, cfg, queries)
+        except PacsUnreachable:  # asked again one by one, with ask's retries and backoff
+            answers = [Answer() for _ in asked]
+        finished = utcnow()
+        again: list[int] = []
+        for i, answer in zip(asked, answers, strict=True):
+            try:
+                final = judge_final(answer.final)
+            except QueryFailed as e:
+                if e.transient:
+                    again.append(i)
+                else:
+                    outcomes[i] = PatientOutcome(tasks[i], started, finished, error=e)
+                continue
+            if is_capped(final, len(answer.rows), cfg.find_result_cap):
+                again.append(i)
+                continue
+            result = FindResult(list(unique_studies(answer.rows).values()), 1)
+            outcomes[i] = PatientOutcome(tasks[i], started, finished, result=result)
+        if again:
+            logger.info("%d of %d patients asked again over pynetdicom", len(again), len(asked))
+            try:
+                for i in again:
+                    outcomes[i] = self.ask(tasks[i])
+            finally:
+                self.close()
+        return [outcomes[i] for i in range(len(tasks))]
 
     def ask(self, task: PlannedQuery) -> PatientOutcome:
         cfg = self.settings.pacs
@@ -171,22 +242,33 @@ class _Asker:
             time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
 
 
+def _take(tasks: queue.SimpleQueue[PlannedQuery], n: int) -> list[PlannedQuery]:
+    batch: list[PlannedQuery] = []
+    while len(batch) < n:
+        try:
+            batch.append(tasks.get_nowait())
+        except queue.Empty:
+            break
+    return batch
+
+
 def _work(
     asker: _Asker,
     tasks: queue.SimpleQueue[PlannedQuery],
     results: queue.SimpleQueue[PatientOutcome | Fatal | None],
     stop: threading.Event,
     gate: WindowGate,
+    workers: int = 1,
 ) -> None:
     try:
         while not stop.is_set():
             if not gate.admit():  # outside the PACS windows, --no-wait: the rest stays due
                 return
-            try:
-                task = tasks.get_nowait()
-            except queue.Empty:
+            batch = _take(tasks, asker.batch_size(tasks.qsize(), workers))
+            if not batch:
                 return
-            results.put(asker.ask(task))
+            for outcome in asker.ask_many(batch):
+                results.put(outcome)
     except PacsUnreachable as e:
         results.put(Fatal(e))
     finally:
@@ -275,7 +357,7 @@ def ask_patients(
     threads = [
         threading.Thread(
             target=_work,
-            args=(_Asker(settings), todo, results, stop, gate),
+            args=(_Asker(settings), todo, results, stop, gate, n_workers),
             daemon=True,
             name=f"cfind-{i}",
         )

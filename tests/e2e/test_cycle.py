@@ -74,10 +74,12 @@ def cycle_workspace(
     warehouse_url: str,
 ) -> Path:
     protocol = getattr(request, "param", "dimse")  # the whole cycle by DICOMweb too (issue 15)
-    web = {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url}
-    _config(
-        workspace, orthanc, standin_xnat, warehouse_url, **(web if protocol == "dicomweb" else {})
-    )
+    pacs: dict[str, Any] = {  # and with dcmtk's tools for the C-FINDs and the C-GETs (issue 12)
+        "dimse": {},
+        "dicomweb": {"protocol": "dicomweb", "dicomweb_url": orthanc.dicomweb_url},
+        "dcmtk": {"query_backend": "dcmtk", "retrieve_backend": "dcmtk"},
+    }[protocol]
+    _config(workspace, orthanc, standin_xnat, warehouse_url, **pacs)
     master = write_master_list(pacs_cohort, workspace / "master.xlsx")
     res = CliRunner().invoke(app, ["patients", "import", str(master)])
     assert res.exit_code == 0, res.output
@@ -94,7 +96,7 @@ def _dbt_builds(workspace: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(
     ("cycle_workspace", "warehouse_url"),
-    [("dimse", "duckdb"), ("dicomweb", "duckdb"), ("dimse", "postgresql")],
+    [("dimse", "duckdb"), ("dicomweb", "duckdb"), ("dcmtk", "duckdb"), ("dimse", "postgresql")],
     indirect=True,
 )
 def test_run_stops_where_asked_then_resumes_after_a_failed_step(
@@ -182,9 +184,12 @@ def test_run_outside_the_windows_pauses_and_the_next_run_continues(
     assert went_on[3]["steps"]["query"]["patients_queried"] > 0
 
 
+@pytest.mark.parametrize("cycle_workspace", ["dimse", "dcmtk"], indirect=True)
 def test_doctor_passes_every_check_against_real_servers(cycle_workspace: Path) -> None:
     res = CliRunner().invoke(app, ["doctor"])
     assert res.exit_code == 0, res.output
+    if "query_backend" in (cycle_workspace / "pacs2xnat.toml").read_text(encoding="utf-8"):
+        assert "C-FIND by /usr/bin/findscu accepted" in res.output  # the probe took findscu
     for name in (
         "config",
         "warehouse writable",

@@ -43,13 +43,9 @@ from pynetdicom.association import Association
 
 from connectors.config import Settings
 from connectors.errors import PacsUnreachable
+from connectors.pacs.dcmtk_tools import ASSOC_FAILED, find_tool, log_tail, scu_args, tool_env
 from connectors.pacs.net import release_quietly
-from connectors.pacs.retrieve.dcmtk_receiver import (
-    DcmtkMoveReceiver,
-    find_tool,
-    log_tail,
-    seconds_arg,
-)
+from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
 from connectors.pacs.retrieve.dimse import SubOperations
 from connectors.pacs.retrieve.resume import Canceller, remaining_identifiers
 from connectors.pacs.storage import DISK_FULL_ERRNOS, StudySink, file_name_for
@@ -61,7 +57,6 @@ _COUNT_RE = re.compile(r"Number of (Remaining|Completed|Failed|Warning) Subopera
 _COUNT_KEYS = ("Remaining", "Completed", "Failed", "Warning")
 POLL = 0.2  # seconds between two looks at a window's end while a dcmtk tool runs
 _STATUS_CODES = {"Success": 0x0000, "Warning": 0xB000, "Cancel": 0xFE00}
-_ASSOC_FAILED = ("Could not negotiate association", "Association Rejected", "Association Request")
 _DISK_FULL = ("No space left", "Disk quota", "File too large")
 
 
@@ -107,9 +102,7 @@ class DcmtkBackend:
         staging = sink.folder / ".dcmtk"
         shutil.rmtree(staging, ignore_errors=True)  # a paused run's: its files may be partial
         staging.mkdir(mode=0o700)
-        args = [self.tool, "-v", "-S", "-aet", p.calling_aet, "-aec", p.called_aet]
-        args += ["-to", seconds_arg(p.acse_timeout), "-ta", seconds_arg(p.acse_timeout)]
-        args += ["-td", seconds_arg(p.dimse_timeout)]
+        args = scu_args(self.tool, p)
         if self.method == "c-get":
             args += ["+B", "-od", str(staging)]
         queries = sink.folder / ".dcmtk-queries"
@@ -145,7 +138,7 @@ class DcmtkBackend:
         self._collect(staging, sink)
         if stopped:
             return SubOperations()
-        if any(s in log for s in _ASSOC_FAILED) and "Association Accepted" not in log:
+        if any(s in log for s in ASSOC_FAILED) and "Association Accepted" not in log:
             raise PacsUnreachable(
                 f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
                 f" calling AE {p.calling_aet!r}): {log_tail(log)}"
@@ -204,7 +197,7 @@ def _syntax(path: Path) -> str:
 def _run_tool(args: list[str], staging: Path, stop: Callable[[], bool] | None) -> tuple[str, bool]:
     """Run a dcmtk tool inside ``staging`` (its log in a file: a full pipe would stop it),
     asking ``stop`` every ``POLL`` seconds; True when it said so and the tool was ended."""
-    env = dict(os.environ, TCP_NODELAY="1")
+    env = tool_env()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(args, cwd=staging, env=env, stdout=out, stderr=subprocess.STDOUT)
         stopped = False

@@ -1,5 +1,4 @@
-"""The dcmtk back end's C-MOVE receiver (one ``storescp --fork``) and what both dcmtk paths share:
-finding Debian's tools, their timeout arguments and the tail of their logs.
+"""The dcmtk back end's C-MOVE receiver: one ``storescp --fork``.
 
 Which received files are whole: storescp (``storeSCP`` in dcmtk's dcmnet/apps/storescp.cc)
 writes each instance into its file while it arrives and, when the C-STORE fails (an association
@@ -25,38 +24,10 @@ from pydicom import dcmread
 
 from connectors.config import Settings
 from connectors.errors import ConfigError
+from connectors.pacs.dcmtk_tools import find_tool, log_tail, seconds_arg, tool_env
 
 SETTLE_SECONDS = 10.0  # at most, for the PACS's associations to end after a window's end
 _LOOK = 0.05
-
-
-def find_tool(name: str) -> str:
-    """dcmtk's ``name``: Debian's /usr/bin first (a virtualenv's pynetdicom apps share names)."""
-    for candidate in (f"/usr/bin/{name}", shutil.which(name)):
-        if candidate and os.access(candidate, os.X_OK):
-            try:
-                out = subprocess.run(
-                    [candidate, "--version"], capture_output=True, text=True, timeout=10
-                )
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if "dcmtk" in (out.stdout + out.stderr).lower():
-                return candidate
-    raise ConfigError(
-        f"[pacs] retrieve_backend = 'dcmtk' needs dcmtk's {name} "
-        "(apt-get install dcmtk), or set retrieve_backend = 'pynetdicom'"
-    )
-
-
-def seconds_arg(x: float) -> str:
-    """A timeout as dcmtk's tools take it: whole seconds, at least one."""
-    return str(max(1, round(x)))
-
-
-def log_tail(log: str, lines: int = 3) -> str:
-    """The last error, fatal or warning lines of a dcmtk tool's log (else its last lines)."""
-    keep = [ln for ln in log.strip().splitlines() if ln.startswith(("E:", "F:", "W:"))]
-    return " | ".join((keep or log.strip().splitlines() or [""])[-lines:])[:500]
 
 
 class DcmtkMoveReceiver:
@@ -96,7 +67,7 @@ class DcmtkMoveReceiver:
             self._proc = subprocess.Popen(
                 args,
                 cwd=self.folder,
-                env=dict(os.environ, TCP_NODELAY="1"),
+                env=tool_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )

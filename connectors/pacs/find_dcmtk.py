@@ -18,6 +18,7 @@ removed when the batch is read, and the log (which repeats each request) is neve
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -86,37 +87,83 @@ def parse_log(log: str, asked: int) -> tuple[list[list[str]], list[int | None]]:
     return files, finals
 
 
+class FindscuRun:
+    """One findscu over one association, started at once: ``wait`` until its association has
+    ended, ``answers`` to read what it brought back (the caller may start the next run between
+    the two, so the PACS answers the next batch while this one is read). A context manager:
+    the folder of query and answer files is removed, and a findscu still running ended."""
+
+    def __init__(self, tool: str, p: PacsConfig, queries: list[Dataset]) -> None:
+        self.p = p
+        self.asked = len(queries)
+        self.folder = Path(tempfile.mkdtemp(prefix="pacs2xnat-findscu-"))  # mode 0700
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            answers = self.folder / "answers"
+            answers.mkdir()
+            names = []
+            for i, ds in enumerate(queries):
+                path = self.folder / f"q{i:05d}.dcm"
+                dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare dataset
+                names.append(str(path))
+            args = [*scu_args(tool, p), "-X", "-od", str(answers), p.host, str(p.port), *names]
+            with open(self.folder / "log", "wb") as log:  # a file: a full pipe would stop it
+                self._proc = subprocess.Popen(
+                    args, cwd=self.folder, env=tool_env(), stdout=log, stderr=subprocess.STDOUT
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def wait(self) -> None:
+        """Until findscu has ended (and with it its association)."""
+        if self._proc is not None:
+            self._proc.wait()
+
+    def answers(self) -> list[Answer]:
+        """One ``Answer`` per query, in order; ``PacsUnreachable`` when no association could be
+        had. Removes the files."""
+        try:
+            self.wait()
+            log = (self.folder / "log").read_bytes().decode(errors="replace")
+            if any(s in log for s in ASSOC_FAILED) and "Association Accepted" not in log:
+                p = self.p
+                raise PacsUnreachable(
+                    f"no association with the PACS at {p.host}:{p.port} (called AE "
+                    f"{p.called_aet!r}, calling AE {p.calling_aet!r}) for findscu: {log_tail(log)}"
+                )
+            files, finals = parse_log(log, self.asked)
+            out = []
+            for found, final in zip(files, finals, strict=True):
+                try:
+                    rows = [answer_row(dcmread(f, force=True)) for f in found]
+                except (OSError, ValueError, InvalidDicomError):  # unreadable: asked again
+                    rows, final = [], None
+                out.append(Answer(rows, final))
+            return out
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> FindscuRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def findscu_batch(tool: str, p: PacsConfig, queries: list[Dataset]) -> list[Answer]:
     """Send ``queries`` over one findscu association; one ``Answer`` per query, in order.
     ``PacsUnreachable`` when no association could be had."""
     if not queries:
         return []
-    with tempfile.TemporaryDirectory(prefix="pacs2xnat-findscu-") as tmp:  # mode 0700
-        folder = Path(tmp)
-        answers = folder / "answers"
-        answers.mkdir()
-        names = []
-        for i, ds in enumerate(queries):
-            path = folder / f"q{i:05d}.dcm"
-            dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare dataset
-            names.append(str(path))
-        args = [*scu_args(tool, p), "-X", "-od", str(answers), p.host, str(p.port), *names]
-        done = subprocess.run(args, cwd=folder, env=tool_env(), capture_output=True, check=False)
-        log = (done.stdout + done.stderr).decode(errors="replace")
-        if any(s in log for s in ASSOC_FAILED) and "Association Accepted" not in log:
-            raise PacsUnreachable(
-                f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
-                f" calling AE {p.calling_aet!r}) for findscu: {log_tail(log)}"
-            )
-        files, finals = parse_log(log, len(queries))
-        out = []
-        for found, final in zip(files, finals, strict=True):
-            try:
-                rows = [answer_row(dcmread(f, force=True)) for f in found]
-            except (OSError, ValueError, InvalidDicomError):  # an answer we cannot read: ask again
-                rows, final = [], None
-            out.append(Answer(rows, final))
-        return out
+    with FindscuRun(tool, p, queries) as run:
+        return run.answers()
 
 
-__all__ = ["BATCH", "Answer", "findscu_batch", "parse_log", "status_code"]
+__all__ = ["BATCH", "Answer", "FindscuRun", "findscu_batch", "parse_log", "status_code"]

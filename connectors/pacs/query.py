@@ -22,7 +22,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connectors import console
@@ -41,7 +42,7 @@ from connectors.pacs.find import (
     study_query,
     unique_studies,
 )
-from connectors.pacs.find_dcmtk import BATCH, Answer, findscu_batch
+from connectors.pacs.find_dcmtk import BATCH, Answer, FindscuRun
 from connectors.pacs.net import describe, make_ae, open_association
 from connectors.pacs.query_record import (
     Fatal,
@@ -128,6 +129,26 @@ def plan_queries(
 # --------------------------------------------------------------------------- workers
 
 
+@dataclass
+class _Sent:
+    """A batch handed to findscu: its tasks, when, which were asked (by index; an MRN with a
+    wildcard is not), the outcomes known so far and the run."""
+
+    tasks: list[PlannedQuery]
+    started: dt.datetime
+    asked: list[int] = field(default_factory=list)
+    outcomes: dict[int, PatientOutcome] = field(default_factory=dict)
+    run: FindscuRun | None = None
+
+    def wait(self) -> None:
+        if self.run is not None:
+            self.run.wait()
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.close()
+
+
 class _Asker:
     """One worker's association, reused for many patients and reopened when lost; or, with
     ``[pacs] query_backend = "dcmtk"``, one findscu association per batch of patients."""
@@ -167,52 +188,90 @@ class _Asker:
             self.assoc = open_association(self.settings, self.ae)
         return self.assoc
 
-    def ask_many(self, tasks: Sequence[PlannedQuery]) -> list[PatientOutcome]:
-        """Every task's outcome, in order. With findscu: one association for the batch; an
-        answer that is capped (to be split), cut short or transiently refused is asked again
-        here over pynetdicom (``ask``: its splitting and retries), which is then released so
-        that this worker never holds two associations."""
+    def ask_stream(
+        self, next_batch: Callable[[], list[PlannedQuery]], pausing: Callable[[], bool]
+    ) -> Iterator[PatientOutcome]:
+        """Every outcome of the batches ``next_batch`` hands out until it hands out none.
+
+        With findscu the next batch's findscu is started as soon as the previous one has
+        ended, and the previous batch is read while it runs (one association at a time, the
+        PACS never idle while we decode). When ``pausing()`` (a window's end, a stop) the batch
+        in hand is read before another is asked for, so nothing waits unwritten."""
         if self.findscu is None:
-            return [self.ask(t) for t in tasks]
-        cfg = self.settings.pacs
-        started = utcnow()
-        outcomes: dict[int, PatientOutcome] = {}
-        asked: list[int] = []
+            while batch := next_batch():
+                for task in batch:
+                    yield self.ask(task)
+            return
+        ahead: _Sent | None = None
+        try:
+            while True:
+                if ahead is not None and pausing():
+                    yield from self._read(ahead, None)
+                    ahead = None
+                batch = next_batch()
+                if ahead is not None:
+                    ahead.wait()  # its association has ended before the next one opens
+                sent = self._send(self.findscu, batch) if batch else None
+                if ahead is not None:
+                    done, ahead = ahead, None
+                    yield from self._read(done, sent)
+                if sent is None:
+                    return
+                ahead = sent
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _send(self, tool: str, tasks: list[PlannedQuery]) -> _Sent:
+        sent = _Sent(tasks, utcnow())
         for i, t in enumerate(tasks):
             try:
                 check_mrn(t.mrn)
-                asked.append(i)
+                sent.asked.append(i)
             except QueryFailed as e:
-                outcomes[i] = PatientOutcome(t, started, utcnow(), error=e)
+                sent.outcomes[i] = PatientOutcome(t, sent.started, utcnow(), error=e)
+        if sent.asked:
+            queries = [study_query(tasks[i].mrn, tasks[i].window) for i in sent.asked]
+            sent.run = FindscuRun(tool, self.settings.pacs, queries)
+        return sent
+
+    def _read(self, sent: _Sent, running: _Sent | None) -> Iterator[PatientOutcome]:
+        """A sent batch's outcomes, in order. An answer that is capped (to be split), cut
+        short or transiently refused is asked again here over pynetdicom (``ask``: its
+        splitting and retries), once ``running``'s findscu has ended, and that association is
+        released, so that this worker never holds two."""
+        cfg, tasks = self.settings.pacs, sent.tasks
         try:
-            queries = [study_query(tasks[i].mrn, tasks[i].window) for i in asked]
-            answers = findscu_batch(self.findscu, cfg, queries)
+            answers = sent.run.answers() if sent.run is not None else []
         except PacsUnreachable:  # asked again one by one, with ask's retries and backoff
-            answers = [Answer() for _ in asked]
+            answers = [Answer() for _ in sent.asked]
         finished = utcnow()
         again: list[int] = []
-        for i, answer in zip(asked, answers, strict=True):
+        for i, answer in zip(sent.asked, answers, strict=True):
             try:
                 final = judge_final(answer.final)
             except QueryFailed as e:
                 if e.transient:
                     again.append(i)
                 else:
-                    outcomes[i] = PatientOutcome(tasks[i], started, finished, error=e)
+                    sent.outcomes[i] = PatientOutcome(tasks[i], sent.started, finished, error=e)
                 continue
             if is_capped(final, len(answer.rows), cfg.find_result_cap):
                 again.append(i)
                 continue
             result = FindResult(list(unique_studies(answer.rows).values()), 1)
-            outcomes[i] = PatientOutcome(tasks[i], started, finished, result=result)
+            sent.outcomes[i] = PatientOutcome(tasks[i], sent.started, finished, result=result)
         if again:
-            logger.info("%d of %d patients asked again over pynetdicom", len(again), len(asked))
+            logger.info("%d of %d patients asked again over pynetdicom", len(again), len(tasks))
+            if running is not None:
+                running.wait()
             try:
                 for i in again:
-                    outcomes[i] = self.ask(tasks[i])
+                    sent.outcomes[i] = self.ask(tasks[i])
             finally:
                 self.close()
-        return [outcomes[i] for i in range(len(tasks))]
+        for i in range(len(tasks)):
+            yield sent.outcomes[i]
 
     def ask(self, task: PlannedQuery) -> PatientOutcome:
         cfg = self.settings.pacs
@@ -260,15 +319,15 @@ def _work(
     gate: WindowGate,
     workers: int = 1,
 ) -> None:
+    def next_batch() -> list[PlannedQuery]:
+        # outside the PACS windows with --no-wait, or stopped: none, the rest stays due
+        if stop.is_set() or not gate.admit():
+            return []
+        return _take(tasks, asker.batch_size(tasks.qsize(), workers))
+
     try:
-        while not stop.is_set():
-            if not gate.admit():  # outside the PACS windows, --no-wait: the rest stays due
-                return
-            batch = _take(tasks, asker.batch_size(tasks.qsize(), workers))
-            if not batch:
-                return
-            for outcome in asker.ask_many(batch):
-                results.put(outcome)
+        for outcome in asker.ask_stream(next_batch, lambda: stop.is_set() or gate.closed_now()):
+            results.put(outcome)
     except PacsUnreachable as e:
         results.put(Fatal(e))
     finally:

@@ -4,25 +4,15 @@ told to give). What findscu brings back must be what pynetdicom brings back, ans
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-import duckdb
 import pytest
-from typer.testing import CliRunner
 
-from connectors.app.cli import app
 from connectors.errors import PacsUnreachable
 from connectors.pacs.dcmtk_tools import find_tool
 from connectors.pacs.find import Window, find_patient, pacs_association, study_query
 from connectors.pacs.find_dcmtk import findscu_batch, parse_log, status_code
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.orthanc import free_port
-from connectors.warehouse.store import Warehouse
-from tests.support.pacs_fixtures import master_patient_rows, pacs_settings, write_query_config
-
-DB = Path("warehouse") / "pacs2xnat.duckdb"
+from tests.support.pacs_fixtures import pacs_settings
 
 
 def _active(cohort: Cohort) -> list[str]:
@@ -83,116 +73,3 @@ def test_status_words_are_dcmtks() -> None:
     files, finals = parse_log("I: Sending Find Request (MsgID 1)\n", 2)
     assert files == [[], []]  # cut short: neither answered
     assert finals == [None, None]
-
-
-# --------------------------------------------------------------------------- the whole command
-
-
-def _seed(ws: Path, cohort: Cohort) -> None:
-    Warehouse(ws / DB).append("master_patients", master_patient_rows(cohort))
-
-
-def _sql(ws: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(ws / DB), read_only=True) as con:
-        return con.execute(sql, params or []).fetchall()
-
-
-def _summary(res: Any) -> dict[str, Any]:
-    return json.loads(res.stdout[res.stdout.index("{") :])
-
-
-@pytest.mark.slow
-@pytest.mark.orthanc
-def test_query_by_findscu_splits_capped_answers_and_finds_every_study_once(
-    workspace: Path, cli: CliRunner, orthanc_factory: Any, pacs_files: Any, pacs_cohort: Cohort
-) -> None:
-    """Orthanc capped at 4 answers (Cancel 0xFE00): the capped patients are asked again and
-    split, every active patient's studies arrive exactly once, names decoded, a rerun asks
-    nothing."""
-    capped = orthanc_factory(pacs_files, limit_find_results=4)
-    write_query_config(workspace, capped, query_backend="dcmtk")
-    _seed(workspace, pacs_cohort)
-    res = cli.invoke(app, ["--json", "query"])
-    assert res.exit_code == 0, res.output
-    summary = _summary(res)
-    active = set(_active(pacs_cohort))
-    expected = {s.study_instance_uid for s in pacs_cohort.studies if s.mrn in active}
-    assert summary["patients_queried"] == len(active)
-    assert summary["patients_failed"] == 0
-    assert summary["sub_queries"] > summary["patients_queried"]  # the cap forced splits
-    uids = [r[0] for r in _sql(workspace, "select study_instance_uid from raw.pacs_studies")]
-    assert sorted(uids) == sorted(expected)
-    for p in pacs_cohort.patients:
-        if p.status == "active" and not p.dicom_name.isascii():
-            names = _sql(
-                workspace,
-                "select distinct patient_name from raw.pacs_studies where query_mrn = ?",
-                [p.mrn],
-            )
-            assert names == [(p.dicom_name,)]
-    again = cli.invoke(app, ["--json", "query"])
-    assert again.exit_code == 0, again.output
-    assert _summary(again)["patients_queried"] == 0
-
-
-@pytest.mark.slow
-def test_query_by_findscu_splits_a_cap_that_ends_with_success(
-    workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
-) -> None:
-    """A PACS that stops quietly at its cap (Success after exactly ``find_result_cap``
-    answers): those patients are asked again and split; every study arrives once."""
-    pacs = demo_pacs_factory(result_cap=3, cap_status="success")
-    write_query_config(workspace, pacs, query_backend="dcmtk", find_result_cap=3)
-    _seed(workspace, pacs_cohort)
-    some = _active(pacs_cohort)[:5]
-    res = cli.invoke(app, ["--json", "query", *[a for m in some for a in ("--mrn", m)]])
-    assert res.exit_code == 0, res.output
-    expected = {s.study_instance_uid for m in some for s in pacs_cohort.studies_of(m)}
-    assert max(len(pacs_cohort.studies_of(m)) for m in some) >= 3  # some were capped
-    uids = [r[0] for r in _sql(workspace, "select study_instance_uid from raw.pacs_studies")]
-    assert sorted(uids) == sorted(expected)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("status", "retried"), [(0xC000, False), (0xA700, True)])
-def test_query_by_findscu_records_a_failure_status(
-    workspace: Path,
-    cli: CliRunner,
-    demo_pacs_factory: Any,
-    pacs_cohort: Cohort,
-    status: int,
-    retried: bool,
-) -> None:
-    """A failure status is recorded per patient with its hex code, exit 1; out of resources
-    (transient) is asked again (over pynetdicom, ``retries`` times) before it is recorded."""
-    pacs = demo_pacs_factory(find_status=status)
-    write_query_config(workspace, pacs, query_backend="dcmtk", retries=1, max_associations=1)
-    _seed(workspace, pacs_cohort)
-    some = _active(pacs_cohort)[:2]
-    res = cli.invoke(app, ["query", *[a for m in some for a in ("--mrn", m)]])
-    assert res.exit_code == 1, res.output
-    rows = _sql(workspace, "select mrn, outcome, status_code from raw.pacs_queries")
-    assert sorted(rows) == [(m, "failed", f"0x{status:04X}") for m in some]
-    asked = [r["identifier"]["PatientID"] for r in pacs.requests_of("C-FIND")]
-    assert asked == (some + [m for m in some for _ in range(2)] if retried else some)
-    assert _sql(workspace, "select count(*) from raw.pacs_studies") == [(0,)]
-
-
-@pytest.mark.slow
-def test_query_by_findscu_asks_again_what_a_lost_association_left(
-    workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
-) -> None:
-    """The association findscu had is aborted at its first C-FIND: that patient and the rest of
-    the batch are asked again, each once, and every study arrives."""
-    pacs = demo_pacs_factory(abort_finds=1)
-    write_query_config(workspace, pacs, query_backend="dcmtk", max_associations=1)
-    _seed(workspace, pacs_cohort)
-    a, b, c = _active(pacs_cohort)[:3]
-    res = cli.invoke(app, ["query", "--mrn", a, "--mrn", b, "--mrn", c])
-    assert res.exit_code == 0, res.output
-    outcomes = dict(_sql(workspace, "select mrn, outcome from raw.pacs_queries"))
-    assert outcomes == {a: "success", b: "success", c: "success"}
-    asked = [r["identifier"]["PatientID"] for r in pacs.requests_of("C-FIND")]
-    assert asked == [a, a, b, c]
-    got = {r[0] for r in _sql(workspace, "select study_instance_uid from raw.pacs_studies")}
-    assert got == {s.study_instance_uid for m in (a, b, c) for s in pacs_cohort.studies_of(m)}

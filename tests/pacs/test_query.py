@@ -50,13 +50,20 @@ def _active_studies(cohort: Cohort) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.orthanc
+@pytest.mark.parametrize("backend", ["pynetdicom", "dcmtk"])
 def test_query_asks_every_active_patient_once_even_when_capped(
-    workspace: Path, cli: CliRunner, orthanc_factory: Any, pacs_files: Any, pacs_cohort: Cohort
+    workspace: Path,
+    cli: CliRunner,
+    orthanc_factory: Any,
+    pacs_files: Any,
+    pacs_cohort: Cohort,
+    backend: str,
 ) -> None:
     """It asks every active patient (never the withdrawn one) over all dates, splits Orthanc's
-    capped answers so every study arrives exactly once, and a rerun the same day asks nothing."""
+    capped answers so every study arrives exactly once, and a rerun the same day asks nothing;
+    with findscu (``query_backend = "dcmtk"``) too, the capped patients asked again."""
     capped = orthanc_factory(pacs_files, limit_find_results=4)
-    write_query_config(workspace, capped)
+    write_query_config(workspace, capped, query_backend=backend)
     _seed_master_list(workspace, pacs_cohort)
 
     res = cli.invoke(app, ["--json", "query"])
@@ -282,3 +289,69 @@ def test_rerun_after_sigkill_asks_only_what_is_left(
     )
     assert {uid for uid, _ in per_study} == _active_studies(pacs_cohort)
     assert {n for _, n in per_study} == {1}
+
+
+# --------------------------------------------------------------------------- by findscu (issue 12)
+
+
+@pytest.mark.slow
+def test_query_by_findscu_splits_a_cap_that_ends_with_success(
+    workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
+) -> None:
+    """A PACS that stops quietly at its cap (Success after exactly ``find_result_cap``
+    answers): those patients are asked again and split; every study arrives once."""
+    pacs = demo_pacs_factory(result_cap=3, cap_status="success")
+    write_query_config(workspace, pacs, query_backend="dcmtk", find_result_cap=3)
+    _seed_master_list(workspace, pacs_cohort)
+    some = _active(pacs_cohort)[:5]
+    res = cli.invoke(app, ["--json", "query", *[a for m in some for a in ("--mrn", m)]])
+    assert res.exit_code == 0, res.output
+    expected = {s.study_instance_uid for m in some for s in pacs_cohort.studies_of(m)}
+    assert max(len(pacs_cohort.studies_of(m)) for m in some) >= 3  # some were capped
+    uids = [r[0] for r in _sql(workspace, "select study_instance_uid from raw.pacs_studies")]
+    assert sorted(uids) == sorted(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("status", "retried"), [(0xC000, False), (0xA700, True)])
+def test_query_by_findscu_records_a_failure_status(
+    workspace: Path,
+    cli: CliRunner,
+    demo_pacs_factory: Any,
+    pacs_cohort: Cohort,
+    status: int,
+    retried: bool,
+) -> None:
+    """A failure status is recorded per patient with its hex code, exit 1; out of resources
+    (transient) is asked again (over pynetdicom, ``retries`` times) before it is recorded."""
+    pacs = demo_pacs_factory(find_status=status)
+    write_query_config(workspace, pacs, query_backend="dcmtk", retries=1, max_associations=1)
+    _seed_master_list(workspace, pacs_cohort)
+    some = _active(pacs_cohort)[:2]
+    res = cli.invoke(app, ["query", *[a for m in some for a in ("--mrn", m)]])
+    assert res.exit_code == 1, res.output
+    rows = _sql(workspace, "select mrn, outcome, status_code from raw.pacs_queries")
+    assert sorted(rows) == [(m, "failed", f"0x{status:04X}") for m in some]
+    asked = [r["identifier"]["PatientID"] for r in pacs.requests_of("C-FIND")]
+    assert asked == (some + [m for m in some for _ in range(2)] if retried else some)
+    assert _sql(workspace, "select count(*) from raw.pacs_studies") == [(0,)]
+
+
+@pytest.mark.slow
+def test_query_by_findscu_asks_again_what_a_lost_association_left(
+    workspace: Path, cli: CliRunner, demo_pacs_factory: Any, pacs_cohort: Cohort
+) -> None:
+    """The association findscu had is aborted at its first C-FIND: that patient and the rest of
+    the batch are asked again, each once, and every study arrives."""
+    pacs = demo_pacs_factory(abort_finds=1)
+    write_query_config(workspace, pacs, query_backend="dcmtk", max_associations=1)
+    _seed_master_list(workspace, pacs_cohort)
+    a, b, c = _active(pacs_cohort)[:3]
+    res = cli.invoke(app, ["query", "--mrn", a, "--mrn", b, "--mrn", c])
+    assert res.exit_code == 0, res.output
+    outcomes = dict(_sql(workspace, "select mrn, outcome from raw.pacs_queries"))
+    assert outcomes == {a: "success", b: "success", c: "success"}
+    asked = [r["identifier"]["PatientID"] for r in pacs.requests_of("C-FIND")]
+    assert asked == [a, a, b, c]
+    got = {r[0] for r in _sql(workspace, "select study_instance_uid from raw.pacs_studies")}
+    assert got == {s.study_instance_uid for m in (a, b, c) for s in pacs_cohort.studies_of(m)}

@@ -123,22 +123,50 @@ class SharedClaims(Claims):
                 self._held_slots.discard(slot)
 
     def _take_slot(self) -> int:
-        waited = 0.0
-        while True:
-            with self._lock:
-                for slot in range(1, self.slots + 1):
-                    if slot in self._held_slots:
-                        continue
-                    row = self._con.execute(
-                        "select pg_try_advisory_lock(hashtext(%s), %s)", [self._pacs_key, slot]
-                    ).fetchone()
-                    if row and row[0]:
-                        self._held_slots.add(slot)
-                        return slot
-            if waited == 0.0:
-                logger.info("all %d associations of the PACS are in use: waiting", self.slots)
-            time.sleep(POLL_SECONDS)
-            waited += POLL_SECONDS
+        """A free slot. Fair between loaders: one that waits says so (a shared lock on key 0
+        of the slot space, held while it waits), and one that finds another loader waiting
+        gives it one poll's head start before it takes a slot itself, so a loader that frees a
+        slot and asks again at once cannot keep the others out (seen: a second loader started
+        during the first one's load retrieved nothing until the first had finished)."""
+        waiting = False
+        try:
+            while True:
+                if not waiting and self._others_wait():
+                    time.sleep(2 * POLL_SECONDS)
+                with self._lock:
+                    for slot in range(1, self.slots + 1):
+                        if slot in self._held_slots:
+                            continue
+                        row = self._con.execute(
+                            "select pg_try_advisory_lock(hashtext(%s), %s)", [self._pacs_key, slot]
+                        ).fetchone()
+                        if row and row[0]:
+                            self._held_slots.add(slot)
+                            return slot
+                    if not waiting:
+                        self._con.execute(
+                            "select pg_advisory_lock_shared(hashtext(%s), 0)", [self._pacs_key]
+                        )
+                        waiting = True
+                        logger.info("all %d associations of the PACS in use: waiting", self.slots)
+                time.sleep(POLL_SECONDS)
+        finally:
+            if waiting:
+                with self._lock:
+                    self._con.execute(
+                        "select pg_advisory_unlock_shared(hashtext(%s), 0)", [self._pacs_key]
+                    )
+
+    def _others_wait(self) -> bool:
+        """Whether another loader (another session) waits for one of this PACS's slots."""
+        return bool(
+            self._one(
+                "select exists (select 1 from pg_locks where locktype = 'advisory' "
+                "and classid = hashtext(%s)::oid and objid = 0 and objsubid = 2 "
+                "and pid <> pg_backend_pid())",
+                [self._pacs_key],
+            )
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

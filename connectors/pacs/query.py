@@ -23,7 +23,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connectors import console
@@ -31,19 +30,10 @@ from connectors.clock import utcnow
 from connectors.errors import InputError, PacsUnreachable, QueryFailed
 from connectors.pacs.dcmtk_tools import find_tool
 from connectors.pacs.dicomweb import DicomwebClient
-from connectors.pacs.find import (
-    QUERY_CONTEXTS,
-    FindResult,
-    Window,
-    check_mrn,
-    find_patient,
-    is_capped,
-    judge_final,
-    study_query,
-    unique_studies,
-)
-from connectors.pacs.find_dcmtk import BATCH, Answer, FindscuRun
+from connectors.pacs.find import QUERY_CONTEXTS, Window, find_patient
+from connectors.pacs.find_dcmtk import BATCH
 from connectors.pacs.net import describe, make_ae, open_association
+from connectors.pacs.query_findscu import FindscuStream
 from connectors.pacs.query_record import (
     Fatal,
     PatientOutcome,
@@ -129,26 +119,6 @@ def plan_queries(
 # --------------------------------------------------------------------------- workers
 
 
-@dataclass
-class _Sent:
-    """A batch handed to findscu: its tasks, when, which were asked (by index; an MRN with a
-    wildcard is not), the outcomes known so far and the run."""
-
-    tasks: list[PlannedQuery]
-    started: dt.datetime
-    asked: list[int] = field(default_factory=list)
-    outcomes: dict[int, PatientOutcome] = field(default_factory=dict)
-    run: FindscuRun | None = None
-
-    def wait(self) -> None:
-        if self.run is not None:
-            self.run.wait()
-
-    def close(self) -> None:
-        if self.run is not None:
-            self.run.close()
-
-
 class _Asker:
     """One worker's association, reused for many patients and reopened when lost; or, with
     ``[pacs] query_backend = "dcmtk"``, one findscu association per batch of patients."""
@@ -202,76 +172,8 @@ class _Asker:
                 for task in batch:
                     yield self.ask(task)
             return
-        ahead: _Sent | None = None
-        try:
-            while True:
-                if ahead is not None and pausing():
-                    yield from self._read(ahead, None)
-                    ahead = None
-                batch = next_batch()
-                if ahead is not None:
-                    ahead.wait()  # its association has ended before the next one opens
-                sent = self._send(self.findscu, batch) if batch else None
-                if ahead is not None:
-                    done, ahead = ahead, None
-                    yield from self._read(done, sent)
-                if sent is None:
-                    return
-                ahead = sent
-        finally:
-            if ahead is not None:
-                ahead.close()
-
-    def _send(self, tool: str, tasks: list[PlannedQuery]) -> _Sent:
-        sent = _Sent(tasks, utcnow())
-        for i, t in enumerate(tasks):
-            try:
-                check_mrn(t.mrn)
-                sent.asked.append(i)
-            except QueryFailed as e:
-                sent.outcomes[i] = PatientOutcome(t, sent.started, utcnow(), error=e)
-        if sent.asked:
-            queries = [study_query(tasks[i].mrn, tasks[i].window) for i in sent.asked]
-            sent.run = FindscuRun(tool, self.settings.pacs, queries)
-        return sent
-
-    def _read(self, sent: _Sent, running: _Sent | None) -> Iterator[PatientOutcome]:
-        """A sent batch's outcomes, in order. An answer that is capped (to be split), cut
-        short or transiently refused is asked again here over pynetdicom (``ask``: its
-        splitting and retries), once ``running``'s findscu has ended, and that association is
-        released, so that this worker never holds two."""
-        cfg, tasks = self.settings.pacs, sent.tasks
-        try:
-            answers = sent.run.answers() if sent.run is not None else []
-        except PacsUnreachable:  # asked again one by one, with ask's retries and backoff
-            answers = [Answer() for _ in sent.asked]
-        finished = utcnow()
-        again: list[int] = []
-        for i, answer in zip(sent.asked, answers, strict=True):
-            try:
-                final = judge_final(answer.final)
-            except QueryFailed as e:
-                if e.transient:
-                    again.append(i)
-                else:
-                    sent.outcomes[i] = PatientOutcome(tasks[i], sent.started, finished, error=e)
-                continue
-            if is_capped(final, len(answer.rows), cfg.find_result_cap):
-                again.append(i)
-                continue
-            result = FindResult(list(unique_studies(answer.rows).values()), 1)
-            sent.outcomes[i] = PatientOutcome(tasks[i], sent.started, finished, result=result)
-        if again:
-            logger.info("%d of %d patients asked again over pynetdicom", len(again), len(tasks))
-            if running is not None:
-                running.wait()
-            try:
-                for i in again:
-                    sent.outcomes[i] = self.ask(tasks[i])
-            finally:
-                self.close()
-        for i in range(len(tasks)):
-            yield sent.outcomes[i]
+        stream = FindscuStream(self.findscu, self.settings.pacs, self.ask, self.close)
+        yield from stream.stream(next_batch, pausing)
 
     def ask(self, task: PlannedQuery) -> PatientOutcome:
         cfg = self.settings.pacs

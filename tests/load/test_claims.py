@@ -116,3 +116,39 @@ def test_associations_are_counted_for_the_whole_team(pg_url: str) -> None:
     assert most == 2  # five retrievals, two loaders, never more than the team's two
     a.close()
     b.close()
+
+
+def test_a_loader_that_takes_its_slot_again_at_once_does_not_starve_another(pg_url: str) -> None:
+    """A takes the PACS's only slot again the moment it frees it, study after study (as its
+    retrieval loop does); B, waiting meanwhile, still gets the slot within a few of A's
+    retrievals, and never both at once."""
+    PostgresWarehouse(pg_url).ensure()
+    a = SharedClaims(pg_url, _settings(pg_url, slots=1), "run-a", utcnow())
+    b = SharedClaims(pg_url, _settings(pg_url, slots=1), "run-b", utcnow())
+    stop = threading.Event()
+    a_rounds, b_got_at, inside = [0], [-1], [0]
+
+    def greedy() -> None:
+        while not stop.is_set():
+            with a.association():
+                inside[0] += 1
+                assert inside[0] == 1
+                time.sleep(0.1)
+                inside[0] -= 1
+            a_rounds[0] += 1
+
+    ta = threading.Thread(target=greedy)
+    ta.start()
+    try:
+        time.sleep(0.3)  # A is looping
+        with b.association():
+            b_got_at[0] = a_rounds[0]
+            inside[0] += 1
+            assert inside[0] == 1
+            inside[0] -= 1
+    finally:
+        stop.set()
+        ta.join(30)
+        a.close()
+        b.close()
+    assert 0 <= b_got_at[0] <= 6, b_got_at  # B waited a round or two, not until A stopped

@@ -10,7 +10,9 @@ Each variant runs in its own process, so its peak RSS is its own:
 - ``retrieve-only``: ``Retriever`` pulls every study to disk, ``max_associations`` at once;
 - ``upload-only``: the retrieved files are zipped while uploading and verified, one study at
   a time (the loader's upload path: ``XnatClient.upload_zip`` + ``count_files``);
-- ``load``: ``run_load(mode="direct")``, retrieval overlapping the uploads.
+- ``load``: ``run_load(mode="direct")``, retrieval overlapping the uploads;
+- ``bare tools``: the issue's bare pipeline, per study dcmtk ``getscu`` (TCP_NODELAY=1) and a
+  zip of its folder POSTed to the same import service, ``--assoc`` studies at a time.
 
 Target: load within 1.3x of max(retrieve-only, upload-only); peak RSS of the loader under
 300 MB while loading a 1 GB study; at most 2 s from the process's start to the first instance
@@ -151,6 +153,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 pool.map(lambda s: r.retrieve(s[0], Path(spec["keep"]) / s[0], s[1]), studies)
             )
         nbytes = sum(g.bytes for g in got)
+    elif spec["variant"] == "bare-tools":
+        nbytes = bare_tools(spec, settings)
     elif spec["variant"] == "upload-only":
         from connectors.xnat.client import XnatClient
         from connectors.xnat.zipstream import ZipProgress, zip_stream
@@ -208,6 +212,51 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def bare_tools(spec: dict[str, Any], settings: Any) -> int:
+    """The issue's bare pipeline: per study dcmtk ``getscu`` (TCP_NODELAY=1) into a folder,
+    then a zip of it POSTed to the same import service, ``assoc`` studies at a time; no
+    manifest, no warehouse, no verification. The bytes uploaded."""
+    import zipfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    env = dict(os.environ, TCP_NODELAY="1")
+    work = Path(spec["work"])
+    p, x = settings.pacs, settings.xnat
+
+    def one(item: tuple[int, tuple[str, int]]) -> int:
+        i, (uid, n) = item
+        folder = work / uid
+        folder.mkdir(parents=True)
+        subprocess.run(
+            ["getscu", "-S", "-aet", p.calling_aet, "-aec", p.called_aet, "-od", str(folder),
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}",
+             p.host, str(p.port)],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        files = sorted(folder.iterdir())
+        if len(files) != n:
+            raise SystemExit(f"bare-tools: getscu brought {len(files)} of {n}")
+        zipped = work / f"{uid}.zip"
+        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_STORED) as z:
+            for f in files:
+                z.write(f, f.name)
+        with open(zipped, "rb") as body:
+            resp = requests.post(
+                f"{x.url}/data/services/import",
+                params={"import-handler": "DICOM-zip", "dest": "/archive", "project": x.project,
+                        "subject": f"SUBJ{i:04d}", "session": f"BT{i:05d}"},
+                data=body, headers={"Content-Type": "application/zip"},
+                auth=(USER, PASSWORD), timeout=600,
+            )  # fmt: skip
+        resp.raise_for_status()
+        return zipped.stat().st_size
+
+    with ThreadPoolExecutor(spec["assoc"]) as pool:
+        return sum(pool.map(one, enumerate(spec["studies"])))
+
+
 def proc_cpu(pid: int | None) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
     if pid is None:
@@ -253,7 +302,8 @@ def main() -> None:
     from connectors.testbed.orthanc import Orthanc
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD")] + ["BIG"]
+    projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD", "BARE")]
+    projects.append("BIG")
     standin, url = start_standin(projects)
     orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
     try:
@@ -274,6 +324,7 @@ def main() -> None:
                 ("retrieve-only", "retrieve-only", "LOAD0"),
                 ("upload-only", "upload-only", f"UPLOAD{r}"),
                 ("load (direct)", "load", f"LOAD{r}"),
+                ("bare tools", "bare-tools", f"BARE{r}"),
             ):
                 work = str(root / f"{variant}-{r}")
                 got = run_child(
@@ -331,6 +382,11 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
         f"of which login + sync + manifest read: {load['seconds'] - load['loading_seconds']:.1f} s;"
         f" the loading itself: {load['loading_seconds']:.1f} s"
         f" = {load['loading_seconds'] / bound:.2f} x baseline"
+    )
+    bare = by["bare tools"]["seconds"]
+    print(
+        f"bare tools (getscu, zip, POST; {args.assoc} at a time) {bare:.1f} s: "
+        f"load is {bare / load['seconds']:.2f} x as fast (target >= 0.9)"
     )
     alone = by["retrieve-only"].get("first_s")
     if load.get("first_s") is not None and alone is not None:

@@ -29,8 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from connectors.config import PacsConfig
-from connectors.errors import PacsUnreachable
-from connectors.pacs.dcmtk_tools import ASSOC_FAILED, log_tail, scu_args, tool_env
+from connectors.pacs.dcmtk_tools import refused, scu_args, tool_env
 from connectors.pacs.find import answer_row
 
 #: Patients per findscu (one association each): few enough that a window's end or a stop is
@@ -126,12 +125,8 @@ class FindscuRun:
         try:
             self.wait()
             log = (self.folder / "log").read_bytes().decode(errors="replace")
-            if any(s in log for s in ASSOC_FAILED) and "Association Accepted" not in log:
-                p = self.p
-                raise PacsUnreachable(
-                    f"no association with the PACS at {p.host}:{p.port} (called AE "
-                    f"{p.called_aet!r}, calling AE {p.calling_aet!r}) for findscu: {log_tail(log)}"
-                )
+            if (error := refused(self.p, log, "findscu")) is not None:
+                raise error
             files, finals = parse_log(log, self.asked)
             out = []
             for found, final in zip(files, finals, strict=True):

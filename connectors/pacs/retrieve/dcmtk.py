@@ -42,8 +42,7 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom.association import Association
 
 from connectors.config import Settings
-from connectors.errors import PacsUnreachable
-from connectors.pacs.dcmtk_tools import ASSOC_FAILED, find_tool, log_tail, scu_args, tool_env
+from connectors.pacs.dcmtk_tools import find_tool, log_tail, refused, scu_args, tool_env
 from connectors.pacs.net import release_quietly
 from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
 from connectors.pacs.retrieve.dimse import SubOperations
@@ -138,11 +137,8 @@ class DcmtkBackend:
         self._collect(staging, sink)
         if stopped:
             return SubOperations()
-        if any(s in log for s in ASSOC_FAILED) and "Association Accepted" not in log:
-            raise PacsUnreachable(
-                f"no association with the PACS at {p.host}:{p.port} (called AE {p.called_aet!r},"
-                f" calling AE {p.calling_aet!r}): {log_tail(log)}"
-            )
+        if (error := refused(p, log)) is not None:
+            raise error
         if any(s in log for s in _DISK_FULL):
             sink.disk_full = True
             sink.last_error = log_tail(log)

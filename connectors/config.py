@@ -83,6 +83,7 @@ class CycleConfig:
 class LoadConfig:
     work_dir: str = ""
     queue_size: int = 2
+    uploads_in_flight: int = 2  # studies uploaded to XNAT at once (direct mode)
     retries: int = 3
     backoff_seconds: float = 2.0
     manifest_refresh_seconds: float = 60.0  # the loader reads the manifest again this often
@@ -128,6 +129,7 @@ POSITIVE: set[tuple[str, str]] = {
     ("xnat", "archive_poll_seconds"),
     ("xnat", "dqr_in_flight"),
     ("load", "queue_size"),
+    ("load", "uploads_in_flight"),
 }
 NON_NEGATIVE: set[tuple[str, str]] = {
     ("pacs", "find_result_cap"),

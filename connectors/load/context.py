@@ -103,6 +103,8 @@ class LoadContext:
     failures: list[tuple[Study, Outcome]] = field(default_factory=list)
     bytes_loaded: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: held around creating a subject: uploads in flight never PUT one new label twice at once
+    subject_lock: threading.Lock = field(default_factory=threading.Lock)
     on_done: Callable[[Study, Outcome, bool], None] | None = None
     unavailable_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)  # Study UIDs with their final attempt row

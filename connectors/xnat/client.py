@@ -14,6 +14,7 @@ import logging
 import netrc
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class XnatClient(SessionReads, DqrCalls):
         self._session: Any = None
         self.user = ""
         self._version: str | None = None
+        self._login_lock = threading.Lock()  # uploads in flight share the one login
 
     # ------------------------------------------------------------------ connection
 
@@ -212,6 +214,10 @@ class XnatClient(SessionReads, DqrCalls):
     def _relogin(self, what: str) -> None:
         """Log in again, as ``xnat.connect`` does (PUT ``/data/services/auth``); the new
         JSESSIONID replaces the expired one in the session's cookie jar."""
+        with self._login_lock:  # two calls refused at once log in once each, never interleaved
+            self._login_again(what)
+
+    def _login_again(self, what: str) -> None:
         creds = credentials(self.url)
         jar = self.http.cookies
         for cookie in [c for c in jar if c.name == "JSESSIONID"]:

@@ -157,8 +157,10 @@ def test_xnat_401_half_way_stops_the_run_and_a_rerun_finishes(
     """It stops with exit 3 when XNAT starts refusing our session (token expired) while the
     second study is being imported: the first is recorded 'loaded', the second (archived, but
     not verified) gets its failed attempt row ('xnat_unavailable'), and a rerun with valid
-    credentials finds both (already_present) and loads the third."""
-    settings = fault_settings(workspace_from(template, tmp_path), orthanc, standin_xnat)
+    credentials finds both (already_present) and loads the third. One upload at a time, so
+    that "the second" is the only one in flight (tests/load/test_uploads.py has two)."""
+    workspace = workspace_from(template, tmp_path)
+    settings = fault_settings(workspace, orthanc, standin_xnat, uploads_in_flight=1)
     app = standin_xnat.server.app
     standin_xnat.faults.slow(0.5, IMPORT, after=1)
 

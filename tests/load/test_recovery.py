@@ -37,7 +37,9 @@ rc.finish("success", 0)
 """
 
 
-def _config(tmp: Path, orthanc: Any, standin: StandinHandle, retries: int = 2) -> Path:
+def _config(
+    tmp: Path, orthanc: Any, standin: StandinHandle, retries: int = 2, uploads_in_flight: int = 2
+) -> Path:
     cfg = tmp / "pacs2xnat.toml"
     cfg.write_text(
         f'[pacs]\nhost = "{orthanc.host}"\nport = {orthanc.port}\ncalled_aet = "{orthanc.aet}"\n'
@@ -45,6 +47,7 @@ def _config(tmp: Path, orthanc: Any, standin: StandinHandle, retries: int = 2) -
         f'[xnat]\nurl = "{standin.url}"\nproject = "HNC"\ntimeout = 20.0\n'
         '[warehouse]\npath = "warehouse/pacs2xnat.duckdb"\n'
         f'[load]\nwork_dir = "work"\nretries = {retries}\nbackoff_seconds = 0.05\n'
+        f"uploads_in_flight = {uploads_in_flight}\n"
     )
     return cfg
 
@@ -59,13 +62,15 @@ def _wait(predicate: Any, seconds: float = 60.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.orthanc
+@pytest.mark.parametrize("in_flight", [1, 2])
 def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
-    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path
+    orthanc: Any, pacs_cohort: Cohort, standin_xnat: StandinHandle, tmp_path: Path, in_flight: int
 ) -> None:
-    """It is killed (SIGKILL) while XNAT is receiving the third upload; the rerun leaves every
-    study in XNAT exactly once, with all its files, and uploads nothing twice."""
-    studies = pick_studies(pacs_cohort, 4, offset=2)
-    cfg = _config(tmp_path, orthanc, standin_xnat)
+    """It is killed (SIGKILL) while XNAT is receiving the third upload (and the fourth, with
+    two uploads in flight); the rerun leaves every study in XNAT exactly once, with all its
+    files, and uploads nothing twice."""
+    studies = pick_studies(pacs_cohort, 5, offset=2)
+    cfg = _config(tmp_path, orthanc, standin_xnat, uploads_in_flight=in_flight)
     settings = load_settings(cfg)
     write_manifest(settings, pacs_cohort, studies)
     app_ = standin_xnat.server.app
@@ -74,7 +79,8 @@ def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
         [sys.executable, "-c", CHILD, str(cfg)], cwd=Path(__file__).parents[2], env=os.environ
     )
     try:
-        _wait(lambda: app_.in_flight.get(IMPORT, 0) >= 1 and len(_imports(app_)) >= 2)
+        _wait(lambda: app_.in_flight.get(IMPORT, 0) >= in_flight and len(_imports(app_)) >= 2)
+        killed_in_flight = app_.in_flight.get(IMPORT, 0)  # each slowed 3 s: still so
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=30)
@@ -82,7 +88,8 @@ def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
     standin_xnat.faults.reset()
     _wait(lambda: app_.in_flight.get(IMPORT, 0) == 0)  # XNAT finishes what it was given
     before = {s.label for s in standin_xnat.store.sessions.values()}
-    assert 2 <= len(before) < 4
+    assert killed_in_flight == in_flight
+    assert 2 <= len(before) <= 2 + in_flight
 
     rc = RunContext(settings=settings, command="load", arguments=[])
     rc.start()
@@ -91,7 +98,7 @@ def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
     finally:
         rc.finish("success", 0)
     assert summary["failed"] == 0
-    assert summary["loaded"] == 4 - len(before)
+    assert summary["loaded"] == 5 - len(before)
     assert summary["already_present"] == len(before)
     sessions = list(standin_xnat.store.sessions.values())
     assert sorted(s.label for s in sessions) == sorted(s.accession_number for s in studies)
@@ -100,7 +107,8 @@ def test_rerun_after_sigkill_mid_upload_loads_exactly_what_is_missing(
         assert by_label[study.accession_number].file_count() == expected_files(study)
     rerun = [a for a in attempts(settings) if a["run_id"] == rc.run_id]
     assert {a["outcome"] for a in rerun} <= {"loaded", "already_present"}
-    assert len(_imports(app_)) - 2 == 1 + summary["loaded"]  # the killed one, then the rest
+    # the killed run's uploads in flight, then the rest
+    assert len(_imports(app_)) - 2 == killed_in_flight + summary["loaded"]
     assert not any((tmp_path / "work").rglob("*.dcm"))  # the killed run's files too
 
 

@@ -75,6 +75,7 @@ class XnatApp:
             maxlen=100_000
         )
         self.in_flight: dict[str, int] = {}  # path -> requests being served now
+        self.peak_in_flight: dict[str, int] = {}  # path -> most served at once, for tests
         self.dqr = dqr.DqrPlugin(self.store, self.faults, pacs or [])
         self.router = Router()
         r = self.router
@@ -128,6 +129,7 @@ class XnatApp:
         )
         with self._lock:
             self.in_flight[path] = self.in_flight.get(path, 0) + 1
+            self.peak_in_flight[path] = max(self.peak_in_flight.get(path, 0), self.in_flight[path])
         try:
             ans = self.handle(req)
         finally:

@@ -190,8 +190,7 @@ class _Handlers:
         p = req.args["p"]
         if p not in self.store.projects:
             return error(422, "Submitted subject record must include the project attribute.")
-        with self.store.lock:
-            subj, created = self.store.ensure_subject(p, req.args["s"])
+        subj, created = self.store.put_subject(p, req.args["s"])  # check, then create
         return text(201 if created else 200, subj.id)
 
     def delete_subject(self, req: Request) -> Answer:

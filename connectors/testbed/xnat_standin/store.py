@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,6 +190,9 @@ class Store:
         # (project, label) of sessions being archived now: a second archive of one gets 423
         # "Duplicate archive attempt" (xnat-web PrearcSessionArchiver.call, its lock())
         self.archiving: set[tuple[str, str]] = set()
+        #: seconds a subject PUT spends between looking its label up and saving a new subject
+        #: (``put_subject``); tests widen it to show two PUTs of one new label racing
+        self.subject_save_seconds = 0.0
 
     def receive(
         self, project: str, timestamp: str, built: Session, subject: str
@@ -255,6 +259,22 @@ class Store:
         sid = self.new_id("S")
         subj = Subject(sid, project, label)
         self.subjects[sid] = subj
+        return subj, True
+
+    def put_subject(self, project: str, label: str) -> tuple[Subject, bool]:
+        """PUT /data/projects/{p}/subjects/{label} as xnat-web SubjectResource.handlePut does
+        it: the label is looked up (``XnatSubjectdata.GetSubjectByProjectIdentifier``), the item
+        and its workflow are built, and a subject found missing is saved with a new ID
+        (``CreateNewID``) without looking again, so two PUTs of one new label at once make two
+        subjects. Call it *without* the lock held."""
+        with self.lock:
+            found = self.subject_by_label(project, label)
+        if found:
+            return found, False
+        time.sleep(self.subject_save_seconds)
+        with self.lock:
+            subj = Subject(self.new_id("S"), project, label)
+            self.subjects[subj.id] = subj
         return subj, True
 
     def session_by_label(self, project: str, label: str) -> Session | None:

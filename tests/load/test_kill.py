@@ -184,9 +184,11 @@ def test_sigkill_between_studies_then_rerun(
     template: Template, orthanc: Any, standin_xnat: StandinHandle, tmp_path: Path
 ) -> None:
     """It loses nothing when killed after one study was loaded and recorded and before the
-    next one's upload began: the rerun finds the first already present and loads the rest."""
+    next one's upload began: the rerun finds the first already present and loads the rest.
+    One upload at a time, so that the second begins only once the first is recorded (killed
+    with two in flight: tests/load/test_recovery.py)."""
     project = workspace_from(template, tmp_path)
-    settings = fault_settings(project, orthanc, standin_xnat)
+    settings = fault_settings(project, orthanc, standin_xnat, uploads_in_flight=1)
     standin_xnat.faults.slow(5.0, SUBJECTS, after=1)  # the second study's subject request
     app = standin_xnat.server.app
 

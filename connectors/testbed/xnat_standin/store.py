@@ -256,10 +256,13 @@ class Store:
         found = self.subject_by_label(project, label, ignore_case)
         if found:
             return found, False
-        sid = self.new_id("S")
-        subj = Subject(sid, project, label)
-        self.subjects[sid] = subj
-        return subj, True
+        return self._new_subject(project, label), True
+
+    def _new_subject(self, project: str, label: str) -> Subject:
+        """A new subject with the next ID (xnat-web ``XnatSubjectdata.CreateNewID``)."""
+        subj = Subject(self.new_id("S"), project, label)
+        self.subjects[subj.id] = subj
+        return subj
 
     def put_subject(self, project: str, label: str) -> tuple[Subject, bool]:
         """PUT /data/projects/{p}/subjects/{label} as xnat-web SubjectResource.handlePut does
@@ -273,9 +276,7 @@ class Store:
             return found, False
         time.sleep(self.subject_save_seconds)
         with self.lock:
-            subj = Subject(self.new_id("S"), project, label)
-            self.subjects[subj.id] = subj
-        return subj, True
+            return self._new_subject(project, label), True
 
     def session_by_label(self, project: str, label: str) -> Session | None:
         sid = self.sessions_by_key.get((project, label))

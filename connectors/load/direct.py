@@ -138,7 +138,7 @@ class _Uploads:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-POLL = 0.2  # seconds between looks at whether an upload has stopped the run
+POLL = 0.2  # seconds between looks at whether the run has stopped (queue waits, free uploads)
 
 
 def _next(ready: queue.Queue[Retrieved], uploads: _Uploads) -> Retrieved:
@@ -202,7 +202,7 @@ def _drain(q: queue.Queue[Retrieved]) -> None:
 def _put(q: queue.Queue[Retrieved], item: Retrieved, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
-            q.put(item, timeout=0.2)
+            q.put(item, timeout=POLL)
             return
         except queue.Full:
             continue

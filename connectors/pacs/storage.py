@@ -19,12 +19,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.filereader import read_file_meta_info
-from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -49,6 +45,8 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
 
+from connectors.pacs.dicom_head import read_head
+
 logger = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
@@ -57,7 +55,6 @@ STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_UNEXPECTED_STUDY = 0xC211  # an instance of a study we are not retrieving (C-MOVE)
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-STUDY_UID_TAG = Tag(0x0020, 0x000D)
 
 # Uncompressed first (what a PACS holds most), then the compressed syntaxes a PACS may store,
 # so it can send what it has without transcoding.
@@ -196,10 +193,10 @@ class StudySink:
             size += f.stat().st_size
             uid = f.stem
             if uid not in self.received:
-                with contextlib.suppress(Exception):  # unreadable: its syntax stays unknown
-                    meta = read_file_meta_info(f)
-                    uid = str(meta.get("MediaStorageSOPInstanceUID", uid))
-                    self.received[uid] = str(meta.get("TransferSyntaxUID", ""))
+                head = read_head(f)
+                if head is not None:  # unreadable: its syntax stays unknown
+                    uid = head.sop_instance_uid or uid
+                    self.received[uid] = head.transfer_syntax
         with self._lock:
             self.files, self.bytes = files, size
 
@@ -230,10 +227,7 @@ def encoded_instance(event: evt.Event) -> tuple[str, bytes, str] | None:
 
 
 def study_uid_of(data: bytes) -> str | None:
-    """The Study Instance UID of an encoded instance, read without decoding the pixel data."""
-    try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=[STUDY_UID_TAG])
-        value = ds.get("StudyInstanceUID")
-        return str(value).strip() if value else None
-    except Exception:  # a dataset pydicom cannot read is answered with 0xC210
-        return None
+    """The Study Instance UID of an encoded instance (with its File Meta), from its head only
+    (``dicom_head.py``); None when unreadable (answered with 0xC210)."""
+    head = read_head(data)
+    return head.study_instance_uid if head is not None else None

@@ -38,11 +38,11 @@ from pathlib import Path
 
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 from pynetdicom.association import Association
 
 from connectors.config import Settings
 from connectors.pacs.dcmtk_tools import find_tool, log_tail, refused, scu_args, tool_env
+from connectors.pacs.dicom_head import Head, read_head
 from connectors.pacs.net import release_quietly
 from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
 from connectors.pacs.retrieve.dimse import SubOperations
@@ -122,19 +122,20 @@ class DcmtkBackend:
         args += [p.host, str(p.port), *asks]
         stop = cancel.stop if cancel is not None else None
         stopped = False
+        heads: dict[str, Head] = {}
         try:
             log, stopped = _run_tool(args, staging, stop)
         finally:
             if receiver is not None:
                 if stopped:  # the PACS finishes the C-STORE in flight and ends its association
                     receiver.settle()
-                receiver.take(sink.study_instance_uid, staging)
+                heads = receiver.take(sink.study_instance_uid, staging)
             shutil.rmtree(queries, ignore_errors=True)
         if stopped and cancel is not None:
             cancel.cancelled = True
             if receiver is None:  # getscu: its log says which files are whole
                 _keep_answered(staging, log)
-        self._collect(staging, sink)
+        self._collect(staging, sink, heads)
         if stopped:
             return SubOperations()
         if (error := refused(p, log)) is not None:
@@ -144,20 +145,21 @@ class DcmtkBackend:
             sink.last_error = log_tail(log)
         return _outcome(log, max(1, len(asks)))
 
-    def _collect(self, staging: Path, sink: StudySink) -> None:
-        """Rename ``<modality>.<uid>`` files to ``<uid>.dcm`` in the study folder and count."""
+    def _collect(self, staging: Path, sink: StudySink, heads: dict[str, Head]) -> None:
+        """Rename ``<modality>.<uid>`` files to ``<uid>.dcm`` in the study folder and count;
+        ``heads``: those already read (C-MOVE's ``take``), the others are read here."""
         try:
             for f in staging.iterdir():
                 if not f.is_file():
                     continue
-                uid = _sop_instance_uid(f)
+                head = heads.get(f.name) or read_head(f)
+                uid = _sop_instance_uid(f.name, head)
                 target = sink.folder / file_name_for(uid)
                 size = f.stat().st_size
-                syntax = _syntax(f)
                 os.replace(f, target)
                 sink.files += 1
                 sink.bytes += size
-                sink.received[uid] = syntax
+                sink.received[uid] = head.transfer_syntax if head else ""  # +B: as it arrived
             staging.rmdir()
         except OSError as e:
             if e.errno in DISK_FULL_ERRNOS:
@@ -169,25 +171,13 @@ class DcmtkBackend:
 _NAME_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*\.)?([0-9][0-9.]*)$")
 
 
-def _sop_instance_uid(path: Path) -> str:
-    """The SOP Instance UID from dcmtk's ``<MOD>.<uid>`` name, else from the File Meta header."""
-    m = _NAME_RE.match(path.name)
+def _sop_instance_uid(name: str, head: Head | None) -> str:
+    """The SOP Instance UID from dcmtk's ``<MOD>.<uid>`` name, else from the File Meta header
+    (an unreadable one: dcmtk's name is kept, hashed by file_name_for)."""
+    m = _NAME_RE.match(name)
     if m:
         return m.group(1)
-    try:
-        return str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", "")).strip()
-    except Exception as e:  # an unreadable header: keep dcmtk's name (hashed by file_name_for)
-        logger.debug("no File Meta in %s: %s", path.name, e)
-        return path.name
-
-
-def _syntax(path: Path) -> str:
-    """The transfer syntax a received file was written in (+B: the one it arrived in)."""
-    try:
-        return str(read_file_meta_info(path).get("TransferSyntaxUID", "")).strip()
-    except Exception as e:  # an unreadable header: unknown
-        logger.debug("no File Meta in %s: %s", path.name, e)
-        return ""
+    return (head.sop_instance_uid if head else "") or name
 
 
 def _run_tool(args: list[str], staging: Path, stop: Callable[[], bool] | None) -> tuple[str, bool]:

@@ -20,11 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-from pydicom import dcmread
-
 from connectors.config import Settings
 from connectors.errors import ConfigError
 from connectors.pacs.dcmtk_tools import find_tool, log_tail, seconds_arg, tool_env
+from connectors.pacs.dicom_head import Head, read_head
 
 SETTLE_SECONDS = 10.0  # at most, for the PACS's associations to end after a window's end
 _LOOK = 0.05
@@ -42,7 +41,7 @@ class DcmtkMoveReceiver:
         self.tool = find_tool("storescp")
         self.folder: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._studies: dict[str, str] = {}  # file name -> its Study Instance UID
+        self._heads: dict[str, Head] = {}  # file name -> its head, read once
         self._lock = threading.Lock()
 
     def start(self, timeout: float = 10.0) -> None:
@@ -89,10 +88,12 @@ class DcmtkMoveReceiver:
         self.stop()
         raise ConfigError(f"[pacs] receive_port {p.receive_port}: storescp did not start")
 
-    def take(self, study_uid: str, into: Path) -> None:
+    def take(self, study_uid: str, into: Path) -> dict[str, Head]:
         """Move every whole file of ``study_uid`` received so far from storescp's folder
-        ``into``; a file a child still holds open is left for the next look."""
+        ``into``; a file a child still holds open is left for the next look. Returns the heads
+        of the files moved (by name), read once here (``dicom_head.py``) for the caller too."""
         assert self.folder is not None
+        moved: dict[str, Head] = {}
         with self._lock:
             names = [f.name for f in self.folder.iterdir()]
             arriving = self._open_files()  # after the listing: a file not open now is whole
@@ -100,15 +101,17 @@ class DcmtkMoveReceiver:
                 f = self.folder / name
                 if f in arriving:
                     continue
-                uid = self._studies.get(name) or _study_uid(f)
-                if uid is None:
+                head = self._heads.get(name) or read_head(f)
+                if head is None or head.study_instance_uid is None:
                     continue  # not DICOM (or already taken by another study's look)
-                if uid != study_uid:
-                    self._studies[name] = uid
+                if head.study_instance_uid != study_uid:
+                    self._heads[name] = head
                     continue
-                self._studies.pop(name, None)
+                self._heads.pop(name, None)
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f, into / name)
+                    moved[name] = head
+        return moved
 
     def settle(self, timeout: float = SETTLE_SECONDS) -> bool:
         """Wait until no association is open (storescp has no child process left), at most
@@ -161,16 +164,6 @@ class DcmtkMoveReceiver:
             with contextlib.suppress(OSError):
                 self.folder.with_suffix(".log").unlink()
             self.folder = None
-
-
-def _study_uid(path: Path) -> str | None:
-    """The Study Instance UID in a received file's header (None while it cannot be read)."""
-    try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-    except Exception:  # half-written, or not DICOM
-        return None
-    value = ds.get("StudyInstanceUID")
-    return str(value).strip() if value else None
 
 
 def _stat_fields(proc: Path) -> list[str]:

@@ -1,0 +1,198 @@
+"""Which instance a received file or C-STORE is, from its first bytes: the SOP Instance UID and
+transfer syntax (File Meta) and the Study Instance UID (the dataset's top level).
+
+Routing what a C-MOVE delivers to its study (dcmtk's storescp folder, ``dcmtk_receiver.py``;
+our storage SCP, ``storage.py``) needs these three values from every instance. pydicom's
+``dcmread(..., specific_tags=...)`` takes ~0.7 ms a file for them and its File Meta reader
+another ~0.2 ms: measured, taking and collecting a 100-image study's files cost as long as
+its C-MOVE (benchmarks/load/README.md, "Reading heads"). This walks the File Meta group and
+then the dataset's top-level elements by their lengths (PS3.5 section 7.1; sequences and items
+of undefined length item by item, 7.5; an undefined-length UN's content in implicit VR little
+endian, 6.2.2) until it passes (0020,000D), in the three plain encodings: explicit VR little
+endian (every encapsulated syntax too), implicit VR little endian, explicit VR big endian.
+A deflated dataset, a private transfer syntax or a head it cannot walk (truncated, tags out of
+order, an unknown VR) goes to pydicom instead (``read_head`` falls back), so the answer is
+pydicom's wherever this walker would have to guess. tests/pacs/test_dicom_head.py holds both
+to the same answer on the whole real-world-like corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.uid import UID
+
+logger = logging.getLogger(__name__)
+
+STUDY_UID_TAG = 0x0020000D
+_SOP_INSTANCE_UID, _TRANSFER_SYNTAX = 0x00020003, 0x00020010
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset(
+    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)  # 2 reserved bytes and a 4-byte length (PS3.5 table 7.1-1)
+_CHUNK = 4096  # what one read of a file asks for; a CT's head is ~1-2 kB
+
+
+@dataclass(frozen=True)
+class Head:
+    """What routes an instance: its UIDs and the syntax it was written in ("" when absent)."""
+
+    sop_instance_uid: str
+    transfer_syntax: str
+    study_instance_uid: str | None
+
+
+class _Unwalkable(Exception):
+    """A head this walker does not read: pydicom decides."""
+
+
+def read_head(source: bytes | Path) -> Head | None:
+    """The head of an encoded instance with its File Meta (``bytes``, as pynetdicom's
+    ``encoded_dataset(include_meta=True)``) or of a file; None when not even pydicom can read
+    it (half written, not DICOM)."""
+    try:
+        if isinstance(source, Path):
+            with open(source, "rb", buffering=0) as fh:
+                return _walk(_Bytes(fh=fh))
+        return _walk(_Bytes(data=source))
+    except OSError:
+        return None
+    except _Unwalkable as e:
+        logger.debug("head not walked (%s): pydicom reads it", e)
+    return _pydicom_head(source)
+
+
+def _pydicom_head(source: bytes | Path) -> Head | None:
+    try:
+        fp = BytesIO(source) if isinstance(source, bytes) else source
+        ds = dcmread(fp, stop_before_pixels=True, specific_tags=[STUDY_UID_TAG])
+    except Exception:  # half written, or not DICOM
+        return None
+    meta = ds.file_meta
+    study = ds.get("StudyInstanceUID")
+    return Head(
+        str(meta.get("MediaStorageSOPInstanceUID", "")).strip(),
+        str(meta.get("TransferSyntaxUID", "")).strip(),
+        str(study).strip() if study else None,
+    )
+
+
+class _Bytes:
+    """Bytes at offsets, of a ``bytes`` or read from a file a chunk at a time."""
+
+    def __init__(self, data: bytes = b"", fh: BinaryIO | None = None) -> None:
+        self.fh, self.buf, self.start = fh, data, 0
+
+    def take(self, pos: int, n: int) -> bytes:
+        """Exactly ``n`` bytes at ``pos``, else _Unwalkable (the file ends before)."""
+        off = pos - self.start
+        if self.fh is not None and (off < 0 or off + n > len(self.buf)):
+            self.fh.seek(pos)
+            self.buf, self.start, off = self.fh.read(max(n, _CHUNK)), pos, 0
+        got = self.buf[off : off + n]
+        if len(got) != n:
+            raise _Unwalkable(f"ends at {pos + len(got)}, inside an element")
+        return got
+
+    def at_end(self, pos: int) -> bool:
+        try:
+            self.take(pos, 1)
+        except _Unwalkable:
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    little: bool
+    explicit: bool
+
+
+_META = _Syntax(little=True, explicit=True)
+_UN_CONTENT = _Syntax(little=True, explicit=False)  # PS3.5 6.2.2: an undefined-length UN
+
+
+def _walk(src: _Bytes) -> Head:
+    if src.take(128, 4) != b"DICM":
+        raise _Unwalkable("no DICM prefix")
+    pos, meta = 132, {}
+    while not src.at_end(pos) and src.take(pos, 2) == b"\x02\x00":  # group 0002, little endian
+        tag, vr, length, value = _element(src, pos, _META)
+        if length == _UNDEFINED:
+            raise _Unwalkable("undefined length in File Meta")
+        if tag in (_SOP_INSTANCE_UID, _TRANSFER_SYNTAX):
+            meta[tag] = _text(src.take(value, length))
+        pos = value + length
+    syntax = meta.get(_TRANSFER_SYNTAX, "")
+    try:
+        uid = UID(syntax)
+        if uid.is_deflated:
+            raise _Unwalkable("a deflated dataset")
+        dataset = _Syntax(little=uid.is_little_endian, explicit=not uid.is_implicit_VR)
+    except ValueError:  # a private or unknown transfer syntax: its encoding is not known here
+        raise _Unwalkable(f"transfer syntax {syntax!r}") from None
+    study, last = None, -1
+    while not src.at_end(pos):
+        tag, vr, length, value = _element(src, pos, dataset)
+        if tag <= last or tag >> 16 == 0xFFFE:
+            raise _Unwalkable(f"tag {tag:08X} after {last:08X} at the top level")
+        if tag >= STUDY_UID_TAG:
+            if tag == STUDY_UID_TAG and length not in (0, _UNDEFINED):
+                study = _text(src.take(value, length)) or None
+            break
+        last, pos = tag, _after(src, vr, length, value, dataset)
+    return Head(meta.get(_SOP_INSTANCE_UID, ""), syntax, study)
+
+
+def _element(src: _Bytes, pos: int, syntax: _Syntax) -> tuple[int, bytes, int, int]:
+    """(tag, VR or b"", value length, where the value starts) of the element at ``pos``."""
+    end = "<" if syntax.little else ">"
+    group, elem, rest = struct.unpack(end + "HH4s", src.take(pos, 8))
+    tag = group << 16 | elem
+    if group == 0xFFFE or not syntax.explicit:  # items and delimiters have no VR
+        return tag, b"", struct.unpack(end + "I", rest)[0], pos + 8
+    vr = rest[:2]
+    if not (vr.isalpha() and vr.isupper()):
+        raise _Unwalkable(f"VR {vr!r} of {tag:08X}")
+    if vr in _LONG_VRS:
+        return tag, vr, struct.unpack(end + "I", src.take(pos + 8, 4))[0], pos + 12
+    return tag, vr, struct.unpack(end + "H", rest[2:])[0], pos + 8
+
+
+def _after(src: _Bytes, vr: bytes, length: int, value: int, syntax: _Syntax) -> int:
+    """Where the element whose value starts at ``value`` ends."""
+    if length != _UNDEFINED:
+        return value + length
+    return _skip_items(src, value, _UN_CONTENT if vr == b"UN" else syntax)
+
+
+def _skip_items(src: _Bytes, pos: int, syntax: _Syntax) -> int:
+    """Past a sequence (or encapsulated pixel data) of undefined length: its items, each of a
+    defined length or walked to its delimiter, then the sequence delimiter."""
+    while True:
+        tag, _vr, length, pos = _element(src, pos, syntax)
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            raise _Unwalkable(f"{tag:08X} where an item was expected")
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        while True:  # the item's elements, to its delimiter
+            tag, vr, length, value = _element(src, pos, syntax)
+            if tag == _ITEM_END:
+                pos = value
+                break
+            pos = _after(src, vr, length, value, syntax)
+
+
+def _text(raw: bytes) -> str:
+    """A UI value: ASCII, padded with a NUL (or a space, which some writers use)."""
+    return raw.decode("ascii", errors="replace").strip("\x00 ")

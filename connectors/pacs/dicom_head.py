@@ -19,6 +19,7 @@ to the same answer on the whole real-world-like corpus.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from io import BytesIO
@@ -60,8 +61,8 @@ def read_head(source: bytes | Path) -> Head | None:
     try:
         if isinstance(source, Path):
             with open(source, "rb", buffering=0) as fh:
-                return _walk(_Bytes(fh=fh))
-        return _walk(_Bytes(data=source))
+                return _walk(_Bytes(fh=fh, size=os.fstat(fh.fileno()).st_size))
+        return _walk(_Bytes(data=source, size=len(source)))
     except OSError:
         return None
     except _Unwalkable as e:
@@ -87,32 +88,29 @@ def _pydicom_head(source: bytes | Path) -> Head | None:
 class _Bytes:
     """Bytes at offsets, of a ``bytes`` or read from a file a chunk at a time."""
 
-    def __init__(self, data: bytes = b"", fh: BinaryIO | None = None) -> None:
-        self.fh, self.buf, self.start = fh, data, 0
+    def __init__(self, size: int, data: bytes = b"", fh: BinaryIO | None = None) -> None:
+        self.fh, self.buf, self.start, self.size = fh, data, 0, size
 
     def take(self, pos: int, n: int) -> bytes:
         """Exactly ``n`` bytes at ``pos``, else _Unwalkable (the file ends before)."""
+        if pos + n > self.size:
+            raise _Unwalkable(f"ends at {self.size}, inside an element")
         off = pos - self.start
-        if self.fh is not None and (off < 0 or off + n > len(self.buf)):
+        if off < 0 or off + n > len(self.buf):
+            assert self.fh is not None  # a bytes source is whole
             self.fh.seek(pos)
             self.buf, self.start, off = self.fh.read(max(n, _CHUNK)), pos, 0
-        got = self.buf[off : off + n]
-        if len(got) != n:
-            raise _Unwalkable(f"ends at {pos + len(got)}, inside an element")
-        return got
-
-    def at_end(self, pos: int) -> bool:
-        try:
-            self.take(pos, 1)
-        except _Unwalkable:
-            return True
-        return False
+        return self.buf[off : off + n]
 
 
-@dataclass(frozen=True)
 class _Syntax:
-    little: bool
-    explicit: bool
+    """How a dataset's elements are encoded: byte order and explicit VR or not."""
+
+    def __init__(self, *, little: bool, explicit: bool) -> None:
+        end = "<" if little else ">"
+        self.explicit = explicit
+        self.header = struct.Struct(end + "HH4s")  # group, element, then VR+length or length
+        self.u32, self.u16 = struct.Struct(end + "I"), struct.Struct(end + "H")
 
 
 _META = _Syntax(little=True, explicit=True)
@@ -123,7 +121,7 @@ def _walk(src: _Bytes) -> Head:
     if src.take(128, 4) != b"DICM":
         raise _Unwalkable("no DICM prefix")
     pos, meta = 132, {}
-    while not src.at_end(pos) and src.take(pos, 2) == b"\x02\x00":  # group 0002, little endian
+    while pos < src.size and src.take(pos, 2) == b"\x02\x00":  # group 0002, little endian
         tag, vr, length, value = _element(src, pos, _META)
         if length == _UNDEFINED:
             raise _Unwalkable("undefined length in File Meta")
@@ -139,7 +137,7 @@ def _walk(src: _Bytes) -> Head:
     except ValueError:  # a private or unknown transfer syntax: its encoding is not known here
         raise _Unwalkable(f"transfer syntax {syntax!r}") from None
     study, last = None, -1
-    while not src.at_end(pos):
+    while pos < src.size:
         tag, vr, length, value = _element(src, pos, dataset)
         if tag <= last or tag >> 16 == 0xFFFE:
             raise _Unwalkable(f"tag {tag:08X} after {last:08X} at the top level")
@@ -153,17 +151,16 @@ def _walk(src: _Bytes) -> Head:
 
 def _element(src: _Bytes, pos: int, syntax: _Syntax) -> tuple[int, bytes, int, int]:
     """(tag, VR or b"", value length, where the value starts) of the element at ``pos``."""
-    end = "<" if syntax.little else ">"
-    group, elem, rest = struct.unpack(end + "HH4s", src.take(pos, 8))
+    group, elem, rest = syntax.header.unpack(src.take(pos, 8))
     tag = group << 16 | elem
     if group == 0xFFFE or not syntax.explicit:  # items and delimiters have no VR
-        return tag, b"", struct.unpack(end + "I", rest)[0], pos + 8
+        return tag, b"", syntax.u32.unpack(rest)[0], pos + 8
     vr = rest[:2]
+    if vr in _LONG_VRS:
+        return tag, vr, syntax.u32.unpack(src.take(pos + 8, 4))[0], pos + 12
     if not (vr.isalpha() and vr.isupper()):
         raise _Unwalkable(f"VR {vr!r} of {tag:08X}")
-    if vr in _LONG_VRS:
-        return tag, vr, struct.unpack(end + "I", src.take(pos + 8, 4))[0], pos + 12
-    return tag, vr, struct.unpack(end + "H", rest[2:])[0], pos + 8
+    return tag, vr, syntax.u16.unpack(rest[2:])[0], pos + 8
 
 
 def _after(src: _Bytes, vr: bytes, length: int, value: int, syntax: _Syntax) -> int:

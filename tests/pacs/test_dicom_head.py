@@ -24,6 +24,12 @@ from pydicom.uid import (
 from connectors.pacs.dicom_head import Head, _Bytes, _pydicom_head, _Unwalkable, _walk, read_head
 from connectors.testbed.corpus import CorpusInstance
 
+
+def _walked(data: bytes) -> Head:
+    """What the walker itself reads (no pydicom fallback): _Unwalkable where it would fall back."""
+    return _walk(_Bytes(len(data), data=data))
+
+
 STUDY = "1.2.826.0.1.3680043.10.1201.1"
 OTHER = "1.2.826.0.1.3680043.10.1201.2"
 SOP = "1.2.826.0.1.3680043.10.1201.3"
@@ -40,9 +46,9 @@ def test_every_corpus_instance_reads_as_pydicom_reads_it(corpus: list[CorpusInst
         assert read_head(data) == want, (inst.modality, inst.transfer_syntax_uid)
         if inst.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
             with pytest.raises(_Unwalkable):  # pydicom inflates it: the fallback answered
-                _walk(_Bytes(data=data))
+                _walked(data)
         else:  # the walker itself answered, not the fallback
-            assert _walk(_Bytes(data=data)) == want
+            assert _walked(data) == want
             walked += 1
     assert walked == len(corpus) - 2  # the corpus's two deflated instances
 
@@ -96,7 +102,7 @@ def test_another_studys_uid_inside_a_sequence_is_not_taken_for_the_instances(
     assert data.index(OTHER.encode()) < data.index(STUDY.encode())
     assert (b"\xff\xff\xff\xff" in data) == undefined
     want = Head(SOP, syntax, STUDY)
-    assert _walk(_Bytes(data=data)) == want
+    assert _walked(data) == want
     path = tmp_path / "i.dcm"
     path.write_bytes(data)
     assert read_head(path) == want == _pydicom_head(path)
@@ -134,7 +140,7 @@ def test_an_undefined_length_un_is_walked_as_implicit_little_endian() -> None:
     body += _explicit(9, 0x0010, b"LO", b"SYNTH ") + un
     body += _explicit(0x20, 0x000D, b"UI", STUDY.encode() + b"\x00")
     data = b"\x00" * 128 + b"DICM" + meta + body
-    assert _walk(_Bytes(data=data)) == Head(SOP, ExplicitVRLittleEndian, STUDY)
+    assert _walked(data) == Head(SOP, ExplicitVRLittleEndian, STUDY)
     assert read_head(data) == _pydicom_head(data)
 
 
@@ -155,7 +161,7 @@ def test_a_head_cut_short_routes_nowhere(tmp_path: Path) -> None:
         path = tmp_path / f"cut{cut}.dcm"
         path.write_bytes(data[:cut])
         with pytest.raises(_Unwalkable):
-            _walk(_Bytes(data=data[:cut]))
+            _walked(data[:cut])
         for source in (path, data[:cut]):
             head = read_head(source)
             assert head == _pydicom_head(source), cut
@@ -169,5 +175,5 @@ def test_a_private_transfer_syntax_is_left_to_pydicom() -> None:
     data = _encoded(_instance(ExplicitVRLittleEndian))
     data = data.replace(ExplicitVRLittleEndian.encode() + b"\x00", private, 1)
     with pytest.raises(_Unwalkable):
-        _walk(_Bytes(data=data))
+        _walked(data)
     assert read_head(data) == _pydicom_head(data)

@@ -12,9 +12,12 @@ Each variant runs in its own process, so its peak RSS is its own:
   a time (the loader's upload path: ``XnatClient.upload_zip`` + ``count_files``);
 - ``load``: ``run_load(mode="direct")``, retrieval overlapping the uploads;
 - ``bare tools``: the issue's bare pipeline, per study dcmtk ``getscu`` (TCP_NODELAY=1) and a
-  zip of its folder POSTed to the same import service, ``--assoc`` studies at a time.
+  zip of its folder POSTed to the same import service, ``--assoc`` studies at a time;
+- ``load (direct, C-MOVE)`` with ``--move``: the same load with ``retrieve = "c-move"`` (the
+  Orthanc sends to the loader's ``receive_port``), against the C-GET load of the same round.
 
-Target: load within 1.3x of max(retrieve-only, upload-only); peak RSS of the loader under
+Target: load within 1.3x of max(retrieve-only, upload-only), the C-MOVE load within 0.8x of
+the C-GET load's speed; peak RSS of the loader under
 300 MB while loading a 1 GB study; at most 2 s from the process's start to the first instance
 on disk (``first s``: Python start-up, imports, login, sync, manifest read and the workers
 included; retrieve-only's is the same without the loader around it). Prints a table with
@@ -44,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bed import PASSWORD, USER, start_standin, stop_standin  # noqa: E402
+
+MOVE_AET = "BENCH_MOVE"  # the loader's storage SCP, as Orthanc knows it (--move)
 
 
 def seed_orthanc(orthanc: Any, src: Path, n: int, images: int, size: int) -> list[tuple[str, int]]:
@@ -100,6 +105,9 @@ def settings_for(spec: dict[str, Any]) -> Any:
             called_aet="ORTHANC",
             max_associations=spec["assoc"],
             retrieve_backend=spec.get("backend", "pynetdicom"),
+            retrieve=spec.get("retrieve", "c-get"),
+            move_destination=MOVE_AET,
+            receive_port=spec.get("receive_port", 11113),
         ),
         xnat=XnatConfig(
             url=spec["xnat_url"],
@@ -293,19 +301,26 @@ def main() -> None:
         "--repeat", type=int, default=2, help="interleaved rounds; each variant's fastest is kept"
     )
     ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
+    ap.add_argument("--move", action="store_true", help="also the load with C-MOVE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
 
-    from connectors.testbed.orthanc import Orthanc
+    from connectors.testbed.orthanc import Orthanc, free_port
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    projects = [f"{p}{r}" for r in range(args.repeat) for p in ("UPLOAD", "LOAD", "BARE")]
+    kinds = ("UPLOAD", "LOAD", "BARE", "MOVE")
+    projects = [f"{p}{r}" for r in range(args.repeat) for p in kinds]
     projects.append("BIG")
     standin, url = start_standin(projects)
-    orthanc = Orthanc(root / "orthanc", tcp_nodelay=True)
+    receive_port = free_port()
+    orthanc = Orthanc(
+        root / "orthanc",
+        tcp_nodelay=True,
+        modalities={MOVE_AET: (MOVE_AET, "127.0.0.1", receive_port)},
+    )
     try:
         orthanc.start()
         studies = seed_orthanc(orthanc, root / "src", args.studies, args.images, args.size)
@@ -314,22 +329,25 @@ def main() -> None:
             "xnat_url": url,
             "assoc": args.assoc,
             "backend": args.backend,
+            "receive_port": receive_port,
         }
         keep = root / "retrieved"
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
         best: dict[str, dict[str, Any]] = {}
         for r in range(args.repeat):  # interleaved rounds: fair on a machine shared with others
             spec = {**base, "studies": studies, "keep": str(keep), "work": str(root / f"w1{r}")}
-            for name, variant, project in (
-                ("retrieve-only", "retrieve-only", "LOAD0"),
-                ("upload-only", "upload-only", f"UPLOAD{r}"),
-                ("load (direct)", "load", f"LOAD{r}"),
-                ("bare tools", "bare-tools", f"BARE{r}"),
-            ):
-                work = str(root / f"{variant}-{r}")
-                got = run_child(
-                    {**spec, "variant": variant, "project": project, "work": work}, others
-                )
+            todo = [
+                ("retrieve-only", "retrieve-only", "LOAD0", "c-get"),
+                ("upload-only", "upload-only", f"UPLOAD{r}", "c-get"),
+                ("load (direct)", "load", f"LOAD{r}", "c-get"),
+                ("bare tools", "bare-tools", f"BARE{r}", "c-get"),
+            ]
+            if args.move:
+                todo.append(("load (direct, C-MOVE)", "load", f"MOVE{r}", "c-move"))
+            for name, variant, project, method in todo:
+                work = str(root / f"{variant}-{method}-{r}")
+                job = {"variant": variant, "project": project, "work": work, "retrieve": method}
+                got = run_child({**spec, **job}, others)
                 if name not in best or got["seconds"] < best[name]["seconds"]:
                     best[name] = got
             shutil.rmtree(keep, ignore_errors=True)
@@ -388,6 +406,12 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
         f"bare tools (getscu, zip, POST; {args.assoc} at a time) {bare:.1f} s: "
         f"load is {bare / load['seconds']:.2f} x as fast (target >= 0.9)"
     )
+    if "load (direct, C-MOVE)" in by:
+        move = by["load (direct, C-MOVE)"]["seconds"]
+        print(
+            f"load with C-MOVE {move:.1f} s: {load['seconds'] / move:.2f} x the C-GET load's"
+            " speed (target >= 0.8)"
+        )
     alone = by["retrieve-only"].get("first_s")
     if load.get("first_s") is not None and alone is not None:
         print(

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from connectors.pacs.retrieve.dcmtk import _Exit
 from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
 from connectors.testbed.orthanc import free_port
 from tests.support.fault_proxy import FaultProxy
@@ -118,3 +119,20 @@ def test_a_file_that_finished_arriving_is_taken_whole(
     assert rx.settle(timeout=10)
     rx.take(STUDY, into)
     assert _instances(into) == [_dataset(big)]
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "Popen.wait"])
+def test_a_tools_end_is_seen_as_it_happens(pidfd: bool) -> None:
+    """The dcmtk back end's wait for a getscu/movescu (``dcmtk._Exit``): not ended within a
+    short look while it runs, ended (and reaped) soon after it exits; without a pidfd (a kernel
+    before 5.3) by ``Popen.wait`` as before."""
+    proc = subprocess.Popen(["sleep", "0.3"])
+    with _Exit(proc) as ended:
+        assert ended.fd is not None  # this machine's kernel has pidfd_open
+        if not pidfd:
+            os.close(ended.fd)
+            ended.fd = None
+        assert not ended.within(0.05)
+        assert proc.returncode is None
+        assert ended.within(10)
+        assert proc.returncode == 0

@@ -100,7 +100,10 @@ class _Bytes:
             assert self.fh is not None  # a bytes source is whole
             self.fh.seek(pos)
             self.buf, self.start, off = self.fh.read(max(n, _CHUNK)), pos, 0
-        return self.buf[off : off + n]
+        got = self.buf[off : off + n]
+        if len(got) != n:  # the file shrank since its size was read
+            raise _Unwalkable(f"ends at {pos + len(got)}, inside an element")
+        return got
 
 
 class _Syntax:
@@ -113,8 +116,9 @@ class _Syntax:
         self.u32, self.u16 = struct.Struct(end + "I"), struct.Struct(end + "H")
 
 
-_META = _Syntax(little=True, explicit=True)
-_UN_CONTENT = _Syntax(little=True, explicit=False)  # PS3.5 6.2.2: an undefined-length UN
+_EXPLICIT_LE = _Syntax(little=True, explicit=True)  # the File Meta's, and most datasets'
+_IMPLICIT_LE = _Syntax(little=True, explicit=False)  # also an undefined-length UN's (6.2.2)
+_EXPLICIT_BE = _Syntax(little=False, explicit=True)
 
 
 def _walk(src: _Bytes) -> Head:
@@ -122,7 +126,7 @@ def _walk(src: _Bytes) -> Head:
         raise _Unwalkable("no DICM prefix")
     pos, meta = 132, {}
     while pos < src.size and src.take(pos, 2) == b"\x02\x00":  # group 0002, little endian
-        tag, vr, length, value = _element(src, pos, _META)
+        tag, vr, length, value = _element(src, pos, _EXPLICIT_LE)
         if length == _UNDEFINED:
             raise _Unwalkable("undefined length in File Meta")
         if tag in (_SOP_INSTANCE_UID, _TRANSFER_SYNTAX):
@@ -133,7 +137,10 @@ def _walk(src: _Bytes) -> Head:
         uid = UID(syntax)
         if uid.is_deflated:
             raise _Unwalkable("a deflated dataset")
-        dataset = _Syntax(little=uid.is_little_endian, explicit=not uid.is_implicit_VR)
+        if uid.is_implicit_VR:
+            dataset = _IMPLICIT_LE
+        else:
+            dataset = _EXPLICIT_LE if uid.is_little_endian else _EXPLICIT_BE
     except ValueError:  # a private or unknown transfer syntax: its encoding is not known here
         raise _Unwalkable(f"transfer syntax {syntax!r}") from None
     study, last = None, -1
@@ -167,7 +174,7 @@ def _after(src: _Bytes, vr: bytes, length: int, value: int, syntax: _Syntax) -> 
     """Where the element whose value starts at ``value`` ends."""
     if length != _UNDEFINED:
         return value + length
-    return _skip_items(src, value, _UN_CONTENT if vr == b"UN" else syntax)
+    return _skip_items(src, value, _IMPLICIT_LE if vr == b"UN" else syntax)
 
 
 def _skip_items(src: _Bytes, pos: int, syntax: _Syntax) -> int:

@@ -173,3 +173,21 @@ def test_private_attributes_of_libraries_are_touched_only_in_seams() -> None:
             ):
                 offenders.append(f"{module}:{node.lineno} .{node.attr}")
     assert offenders == []
+
+
+def test_the_commands_start_without_the_heavy_imports_they_may_not_need() -> None:
+    """psycopg (~0.2 s) only when the warehouse is PostgreSQL, dbt (~1.5-3 s) only when dbt
+    runs: importing the command line and the query, retrieval and load code pulls in neither
+    (a fresh interpreter, so nothing else has imported them first)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, connectors.app.cli, connectors.pacs.query, connectors.pacs.retrieve, "
+        "connectors.load.runner, connectors.load.direct; "
+        "print(sorted(m for m in ('psycopg', 'dbt') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -19,6 +19,7 @@ import http.client
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,11 +40,43 @@ class OrthancError(RuntimeError):
     """Orthanc would not start, or answered a REST call with an error."""
 
 
+_HANDED_OUT: set[int] = set()  # this process's picks: two picks before either is bound differ
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now, outside the kernel's ephemeral range where it
+    can: the OS's own pick (port 0) comes from that range, which is also where every outgoing
+    connection's local port comes from, so a port picked early and listened on much later (the
+    session's C-MOVE destination, half an hour of tests later) could meanwhile be the local end
+    of some connection and fail with "Address already in use" (seen once in CI)."""
+    span = _below_ephemeral()
+    if span is not None:
+        pick = random.SystemRandom()
+        for _ in range(200):
+            port = pick.randrange(*span)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _below_ephemeral(width: int = 16384) -> tuple[int, int] | None:
+    """Up to ``width`` unprivileged ports just below ``ip_local_port_range``, or None when the
+    range leaves fewer than 1,000 (Linux's default range starts at 32768)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    start = max(1024, low - width)
+    return (start, low) if low - start >= 1000 else None
 
 
 def orthanc_binary() -> str | None:

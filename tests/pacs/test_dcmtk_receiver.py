@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -136,3 +137,31 @@ def test_a_tools_end_is_seen_as_it_happens(pidfd: bool) -> None:
         assert proc.returncode is None
         assert ended.within(10)
         assert proc.returncode == 0
+
+
+def test_stopping_frees_the_port_even_with_an_association_open(tmp_path: Path) -> None:
+    """storescp's children inherit its listening socket: one still serving an association
+    (here a connection that never finishes associating) kept ``receive_port`` taken after the
+    receiver stopped, until its ACSE timeout. ``stop`` ends the children too."""
+    require_binary("/usr/bin/storescp", "dcmtk")
+    port = free_port()
+    nowhere = SimpleNamespace(host="127.0.0.1", port=1, aet="NOBODY")
+    settings = pacs_settings(nowhere, move_destination="RX", receive_port=port, acse_timeout=600)
+    work = dataclasses.replace(settings.load, work_dir=str(tmp_path / "work"))
+    rx = DcmtkMoveReceiver(dataclasses.replace(settings, load=work))
+    rx.start()
+    with socket.create_connection(("127.0.0.1", port)):
+        deadline = time.monotonic() + 10
+        while not rx._children() and time.monotonic() < deadline:  # storescp forks for it
+            time.sleep(0.02)
+        assert rx._children(), "storescp forked no child for the connection"
+        rx.stop()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_server(("127.0.0.1", port)):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError(f"port {port} still taken after stop()")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -150,7 +151,11 @@ class DcmtkMoveReceiver:
         return held
 
     def stop(self) -> None:
+        """End storescp and the children it forked: each child holds the listening socket
+        (inherited), so one left with an open association would keep ``receive_port`` taken
+        after us and the next retrieval could not listen there."""
         if self._proc is not None:
+            kids = _pidfds(self._children())  # held now: a pid freed later is not signalled
             if self._proc.poll() is None:
                 self._proc.terminate()
                 try:
@@ -159,11 +164,24 @@ class DcmtkMoveReceiver:
                     self._proc.kill()
                     self._proc.wait()
             self._proc = None
+            for fd in kids:  # storescp's SIGTERM does not reach them
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(fd, signal.SIGTERM)
+                os.close(fd)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             with contextlib.suppress(OSError):
                 self.folder.with_suffix(".log").unlink()
             self.folder = None
+
+
+def _pidfds(pids: list[int]) -> list[int]:
+    """A pidfd for each process still there (Linux >= 5.3; none on an older kernel)."""
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(AttributeError, OSError):
+            fds.append(os.pidfd_open(pid))
+    return fds
 
 
 def _stat_fields(proc: Path) -> list[str]:

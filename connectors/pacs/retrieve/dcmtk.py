@@ -42,7 +42,14 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 
 from connectors.config import Settings
-from connectors.pacs.dcmtk_tools import find_tool, log_tail, refused, scu_args, tool_env
+from connectors.pacs.dcmtk_tools import (
+    find_tool,
+    log_tail,
+    pidfd,
+    refused,
+    scu_args,
+    tool_env,
+)
 from connectors.pacs.dicom_head import Head, read_head
 from connectors.pacs.net import release_quietly
 from connectors.pacs.retrieve.dcmtk_receiver import DcmtkMoveReceiver
@@ -212,9 +219,7 @@ class _Exit:
     ``select`` when the child ends; without one, ``Popen.wait`` as before."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc, self.fd = proc, None
-        with contextlib.suppress(AttributeError, OSError):  # no pidfd_open: an older kernel
-            self.fd = os.pidfd_open(proc.pid)
+        self.proc, self.fd = proc, pidfd(proc.pid)
 
     def __enter__(self) -> _Exit:
         return self

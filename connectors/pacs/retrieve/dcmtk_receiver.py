@@ -23,7 +23,7 @@ from pathlib import Path
 
 from connectors.config import Settings
 from connectors.errors import ConfigError
-from connectors.pacs.dcmtk_tools import find_tool, log_tail, seconds_arg, tool_env
+from connectors.pacs.dcmtk_tools import find_tool, log_tail, pidfd, seconds_arg, tool_env
 from connectors.pacs.dicom_head import Head, read_head
 
 SETTLE_SECONDS = 10.0  # at most, for the PACS's associations to end after a window's end
@@ -155,7 +155,7 @@ class DcmtkMoveReceiver:
         (inherited), so one left with an open association would keep ``receive_port`` taken
         after us and the next retrieval could not listen there."""
         if self._proc is not None:
-            kids = _pidfds(self._children())  # held now: a pid freed later is not signalled
+            kids = [fd for kid in self._children() if (fd := pidfd(kid)) is not None]
             if self._proc.poll() is None:
                 self._proc.terminate()
                 try:
@@ -173,15 +173,6 @@ class DcmtkMoveReceiver:
             with contextlib.suppress(OSError):
                 self.folder.with_suffix(".log").unlink()
             self.folder = None
-
-
-def _pidfds(pids: list[int]) -> list[int]:
-    """A pidfd for each process still there (Linux >= 5.3; none on an older kernel)."""
-    fds = []
-    for pid in pids:
-        with contextlib.suppress(AttributeError, OSError):
-            fds.append(os.pidfd_open(pid))
-    return fds
 
 
 def _stat_fields(proc: Path) -> list[str]:

@@ -107,7 +107,8 @@ class Warehouse:
                     raise KeyError(f"raw.{table} has no column(s) {sorted(extra)}")
                 batch.append(tuple(row.get(n) for n in names))
             counts[table] = len(batch)
-            statements.extend(_insert_statements(table, names, batch))
+            if batch:
+                statements.append(_insert_statement(table, batch))
         if not statements:
             return counts
         if con is not None:
@@ -159,10 +160,6 @@ class Warehouse:
             return [d[0] for d in cur.description], cur.fetchall()
 
 
-#: Rows per multi-row INSERT: DuckDB's executemany runs one statement per row, ~10× slower.
-INSERT_CHUNK = 256
-
-
 #: Files (device, inode) this process has applied the raw DDL to: a long command opens the
 #: warehouse once per transaction, and the DDL (a third of an open's cost) need not run each
 #: time.
@@ -210,18 +207,17 @@ def _connect_waiting(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBP
         pause = min(pause * 2, 1.0)
 
 
-def _insert_statements(
-    table: str, names: Sequence[str], batch: list[Sequence[Any]]
-) -> list[tuple[str, list[Any]]]:
-    """Multi-row ``insert ... values (?, ...), (?, ...)`` statements with flattened parameters."""
-    cols, marks = ", ".join(names), "(" + ", ".join("?" * len(names)) + ")"
-    out = []
-    for i in range(0, len(batch), INSERT_CHUNK):
-        chunk = batch[i : i + INSERT_CHUNK]
-        values = ", ".join([marks] * len(chunk))
-        params = [v for row in chunk for v in row]
-        out.append((f"insert into raw.{table} ({cols}) values {values}", params))
-    return out
+def _insert_statement(table: str, batch: list[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """One ``insert ... select unnest(?), unnest(?), ...`` with one list parameter per column,
+    each cast to the column's type. Measured on 10,000 rows of ``raw.pacs_studies``' 17
+    columns: 0.18 s, where multi-row ``values (?, ...), (?, ...)`` statements of 256 rows took
+    2.8 s (DuckDB binds each of their 170,000 parameters; its ``executemany`` runs one
+    statement per row, slower still)."""
+    columns = RAW_TABLES[table].columns
+    selects = ", ".join(f"unnest(cast(? as {kind.split()[0]}[]))" for _, kind in columns)
+    names = ", ".join(name for name, _ in columns)
+    params = [list(values) for values in zip(*batch, strict=True)]
+    return f"insert into raw.{table} ({names}) select {selects}", params
 
 
 def _append_batches(

@@ -4,6 +4,7 @@ saying who holds it), and creates the warehouse owner-only."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import multiprocessing as mp
 import re
@@ -187,6 +188,26 @@ def test_append_is_all_or_nothing(tmp_path: Path) -> None:
         wh.append("pacs_queries", [good, bad])
     with wh.connect(read_only=True) as con:
         assert con.execute("select count(*) from raw.pacs_queries").fetchone() == (0,)
+
+
+def test_append_keeps_every_value_as_given(tmp_path: Path) -> None:
+    """Rows go in as one list per column (``store._insert_statement``): each value reads back
+    as it went in, in its row: nulls (a column null in every row too), dates, timestamps to
+    the microsecond, the largest integers, backslashes, non-ASCII names."""
+    wh = Warehouse(tmp_path / "p.duckdb")
+    t0 = dt.datetime(2026, 12, 7, 9, 30, 15, 123456)
+    rows = [
+        {"run_id": "r", "loaded_at": t0, "query_id": f"q{i}", "mrn": f"M{i}",
+         "window_from": dt.date(2020, 1, i + 1) if i % 2 else None, "window_to": None,
+         "started_at": t0 + dt.timedelta(days=i), "finished_at": t0, "outcome": "success",
+         "studies_found": i, "sub_queries": 2**31 - 1 - i,
+         "status_code": None if i else "0xFF00", "message": ("Ünïcødé\\ " * i) or None}
+        for i in range(3)
+    ]  # fmt: skip
+    assert wh.append("pacs_queries", rows) == 3
+    got = wh.read_relation("raw.pacs_queries", "order by query_id")
+    assert [{k: g[k] for k in rows[0]} for g in got] == rows
+    assert wh.append("pacs_queries", []) == 0
 
 
 def _plain_dbt_hold(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]

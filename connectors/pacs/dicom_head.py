@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -122,11 +123,43 @@ _EXPLICIT_BE = _Syntax(little=False, explicit=True)
 
 
 def _walk(src: _Bytes) -> Head:
+    meta, syntax, pos = _file_meta(src)
+    study = None
+    for tag, _vr, length, value in _top_level(src, pos, syntax):
+        if tag >= STUDY_UID_TAG:
+            if tag == STUDY_UID_TAG and length not in (0, _UNDEFINED):
+                study = _text(src.take(value, length)) or None
+            break
+    return Head(meta.get(_SOP_INSTANCE_UID, ""), meta.get(_TRANSFER_SYNTAX, ""), study)
+
+
+def top_level(data: bytes) -> dict[int, tuple[bytes, bytes]] | None:
+    """Every top-level element of a small encoded file (a C-FIND answer findscu wrote) in an
+    explicit VR syntax, as tag -> (VR, value bytes as stored; a sequence's or an undefined
+    length's value is b""); None when this walker would have to guess (implicit VR: no VR;
+    deflated, unwalkable: see ``read_head``), so the caller asks pydicom."""
+    src = _Bytes(data=data, size=len(data))
+    out: dict[int, tuple[bytes, bytes]] = {}
+    try:
+        _meta, syntax, pos = _file_meta(src)
+        if not syntax.explicit:
+            return None
+        for tag, vr, length, value in _top_level(src, pos, syntax):
+            undefined = length == _UNDEFINED or vr == b"SQ"
+            out[tag] = (vr, b"" if undefined else src.take(value, length))
+    except _Unwalkable:
+        return None
+    return out
+
+
+def _file_meta(src: _Bytes) -> tuple[dict[int, str], _Syntax, int]:
+    """The File Meta's SOP Instance UID and transfer syntax, the dataset's encoding and where
+    the dataset starts."""
     if src.take(128, 4) != b"DICM":
         raise _Unwalkable("no DICM prefix")
     pos, meta = 132, {}
     while pos < src.size and src.take(pos, 2) == b"\x02\x00":  # group 0002, little endian
-        tag, vr, length, value = _element(src, pos, _EXPLICIT_LE)
+        tag, _vr, length, value = _element(src, pos, _EXPLICIT_LE)
         if length == _UNDEFINED:
             raise _Unwalkable("undefined length in File Meta")
         if tag in (_SOP_INSTANCE_UID, _TRANSFER_SYNTAX):
@@ -138,22 +171,22 @@ def _walk(src: _Bytes) -> Head:
         if uid.is_deflated:
             raise _Unwalkable("a deflated dataset")
         if uid.is_implicit_VR:
-            dataset = _IMPLICIT_LE
-        else:
-            dataset = _EXPLICIT_LE if uid.is_little_endian else _EXPLICIT_BE
+            return meta, _IMPLICIT_LE, pos
+        return meta, _EXPLICIT_LE if uid.is_little_endian else _EXPLICIT_BE, pos
     except ValueError:  # a private or unknown transfer syntax: its encoding is not known here
         raise _Unwalkable(f"transfer syntax {syntax!r}") from None
-    study, last = None, -1
+
+
+def _top_level(src: _Bytes, pos: int, syntax: _Syntax) -> Iterator[tuple[int, bytes, int, int]]:
+    """(tag, VR, length, where the value starts) of each top-level element from ``pos``, in
+    ascending tag order (else _Unwalkable), sequences skipped over."""
+    last = -1
     while pos < src.size:
-        tag, vr, length, value = _element(src, pos, dataset)
+        tag, vr, length, value = _element(src, pos, syntax)
         if tag <= last or tag >> 16 == 0xFFFE:
             raise _Unwalkable(f"tag {tag:08X} after {last:08X} at the top level")
-        if tag >= STUDY_UID_TAG:
-            if tag == STUDY_UID_TAG and length not in (0, _UNDEFINED):
-                study = _text(src.take(value, length)) or None
-            break
-        last, pos = tag, _after(src, vr, length, value, dataset)
-    return Head(meta.get(_SOP_INSTANCE_UID, ""), syntax, study)
+        yield tag, vr, length, value
+        last, pos = tag, _after(src, vr, length, value, syntax)
 
 
 def _element(src: _Bytes, pos: int, syntax: _Syntax) -> tuple[int, bytes, int, int]:

@@ -24,13 +24,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from connectors.config import PacsConfig
 from connectors.pacs.dcmtk_tools import refused, scu_args, tool_env
-from connectors.pacs.find import answer_row
+from connectors.pacs.find_answer import read_answer
 
 #: Patients per findscu (one association each): few enough that a window's end or a stop is
 #: seen within seconds, many enough that starting findscu and associating are paid rarely.
@@ -131,7 +131,7 @@ class FindscuRun:
             out = []
             for found, final in zip(files, finals, strict=True):
                 try:
-                    rows = [answer_row(dcmread(f, force=True)) for f in found]
+                    rows = [read_answer(Path(f)) for f in found]
                 except (OSError, ValueError, InvalidDicomError):  # unreadable: asked again
                     rows, final = [], None
                 out.append(Answer(rows, final))

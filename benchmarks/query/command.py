@@ -25,6 +25,7 @@ best of each kept. Figures in README.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -90,21 +91,38 @@ def timed(cmd: list[str], *, env: dict[str, str], cwd: Path) -> tuple[float, flo
         return wall, usage.ru_utime + usage.ru_stime, out.read()
 
 
+#: ``--profile FILE``: where py-spy writes the raw (collapsed) stacks of each timed run of ours
+PROFILE: list[str] = []
+_PROFILED = itertools.count()
+
+
 def ours(
     project: Path, pristine: Path, config: Path, tree: Path = ROOT, extra: Sequence[str] = ()
 ) -> tuple[float, float, dict[str, Any]]:
-    """The whole command on a copy of the pristine warehouse; ``tree``: whose code runs it."""
+    """The whole command on a copy of the pristine warehouse (and of dbt's record of its last
+    run, which says whether the warehouse's views are dbt's latest); ``tree``: whose code runs
+    it."""
     shutil.copy2(pristine, project / WAREHOUSE)
-    wall, cpu, out = timed([*CLI, "--json", "--config", str(config), "query", *extra],
+    if (results := pristine.with_suffix(".run_results.json")).exists():
+        shutil.copy2(results, project / "target" / "run_results.json")
+    wrap = []
+    if PROFILE and not extra:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        wrap = [spy, "record", "-r", "250", "-f", "raw", "-s",
+                "-o", f"{PROFILE[0]}.{next(_PROFILED)}", "--"]  # fmt: skip
+    wall, cpu, out = timed([*wrap, *CLI, "--json", "--config", str(config), "query", *extra],
                            env=clean_env(tree), cwd=project)  # fmt: skip
+    if wrap:  # py-spy's own lines around the summary
+        summary, _end = json.JSONDecoder().raw_decode(out[out.index("{") :])
+        return wall, cpu, summary
     return wall, cpu, json.loads(out)
 
 
 def query_files(project: Path, folder: Path) -> list[Path]:
-    """The identifiers ``pacs2xnat query`` sends (the plan's windows), as findscu query files."""
+    """The identifiers ``pacs2xnat query`` sent (the plan's windows), as findscu query files."""
     with duckdb.connect(str(project / WAREHOUSE), read_only=True) as con:
-        plan = con.execute(
-            "select mrn, window_from from main.pacs_query_plan order by mrn"
+        plan = con.execute(  # as ours asked them (the plan, a view, has moved on since)
+            "select mrn, window_from from raw.pacs_queries order by mrn"
         ).fetchall()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -173,7 +191,22 @@ def main() -> None:
         choices=["pynetdicom", "dcmtk"],
         help="[pacs] query_backend of our rows (default: both)",
     )
+    ap.add_argument(
+        "--after-build",
+        action="store_true",
+        help="`pacs2xnat build` after the import, before the rounds: the plan's views exist "
+        "for today's vars (a query after the day's build, or resumed after a window closed), "
+        "so our command runs no dbt; without it every round builds the plan (the first query "
+        "of a day)",
+    )
+    ap.add_argument(
+        "--profile",
+        help="py-spy (pip install py-spy) records each timed run of ours, subprocesses too, as "
+        "raw stacks in FILE.0, FILE.1, ... (the wall figures then include its sampling)",
+    )
     args = ap.parse_args()
+    if args.profile:
+        PROFILE.append(str(Path(args.profile).resolve()))
     trees = []  # (row name, code tree, query_backend)
     for backend in args.backend:
         trees.append((f"pacs2xnat query ({backend})", ROOT, backend))
@@ -199,6 +232,11 @@ def main() -> None:
             timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "patients", "import",
                    str(master)], env=clean_env(), cwd=project)  # fmt: skip
             pristine = work / "pristine.duckdb"
+            if args.after_build:  # the previous cycle's models, built today
+                timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "build"],
+                      env=clean_env(), cwd=project)  # fmt: skip
+                shutil.copy2(project / "target" / "run_results.json",
+                             pristine.with_suffix(".run_results.json"))  # fmt: skip
             shutil.copy2(project / WAREHOUSE, pristine)
             # one untimed run first: dbt's partial parse then serves every timed one (the first
             # build of a day, with a new `today` var, parses the whole project: several s more)

@@ -1,7 +1,8 @@
 """``pacs2xnat query``: C-FIND every due patient's studies into ``raw.pacs_studies``.
 
-The plan is decided in SQL (mart ``pacs_query_plan``, built here first with ``--vars`` for
-today and the overlap); this module only asks what it says. ``--since/--until`` replace the
+The plan is decided in SQL (mart ``pacs_query_plan``, a view, built here first with ``--vars``
+for today and the overlap when they or the project changed); this module only asks what it
+says. ``--since/--until`` replace the
 window for the run (and then every active patient is asked), ``--mrn`` limits the patients (an
 MRN not on the plan is exit 2).
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PLAN_MART = "main.pacs_query_plan"
+PLAN_REQUIRED = "its dbt build did not make it"
 #: First wait before asking again after a lost association; doubles each retry.
 RETRY_BACKOFF_SECONDS = 0.5
 
@@ -65,10 +67,22 @@ RETRY_BACKOFF_SECONDS = 0.5
 PLAN_MODELS = Selection(select=("+pacs_query_plan",), tests=False)
 
 
-def build_plan(rc: RunContext) -> None:
-    """The plan's models, without their tests (today and the overlap are the run's vars), unless
-    nothing changed since the last build that covered it."""
-    refresh(rc, PLAN_MODELS, quiet=not console.verbose())
+def read_plan(rc: RunContext) -> tuple[list[dict[str, Any]], bool]:
+    """The plan's rows, and whether dbt ran for them. The plan is a view (as are the models
+    it reads), so dbt builds it only when the project or the vars (today, the overlap) changed
+    since the last build of it (``builds.refresh``): new raw rows alone need no build. A
+    skipped build whose view cannot be read (dropped by hand, the DuckDB file renamed: a view
+    names its database) is built again."""
+    quiet = not console.verbose()
+    built = not refresh(rc, PLAN_MODELS, quiet=quiet).skipped
+    try:
+        return rc.warehouse.read_relation(PLAN_MART, required=PLAN_REQUIRED), built
+    except Exception as e:
+        if built:
+            raise
+        logger.warning("the query plan could not be read (%s): building it again", e)
+    refresh(rc, PLAN_MODELS, force=True, quiet=quiet)
+    return rc.warehouse.read_relation(PLAN_MART, required=PLAN_REQUIRED), True
 
 
 def plan_queries(
@@ -266,12 +280,12 @@ def run_query(
     else:
         open_association(settings, make_ae(settings, QUERY_CONTEXTS)).release()
     started = time.monotonic()
-    build_plan(rc)
+    plan, plan_built = read_plan(rc)
     plan_seconds = round(time.monotonic() - started, 3)  # dbt's share (benchmarks/cycle)
-    plan = rc.warehouse.read_relation(PLAN_MART)
     tasks = plan_queries(plan, since=since, until=until, mrns=mrns or ())
     summary: dict[str, Any] = {
         "plan_seconds": plan_seconds,
+        "plan_built": plan_built,
         "patients_on_plan": len(plan),
         "patients_due": len(tasks),
         "window_override": {"since": since, "until": until} if (since or until) else None,
@@ -350,8 +364,8 @@ def ask_patients(
 __all__ = [
     "PlannedQuery",
     "ask_patients",
-    "build_plan",
     "outcome_rows",
     "plan_queries",
+    "read_plan",
     "run_query",
 ]

@@ -8,7 +8,10 @@ from, the nodes it built and tested, and dbt's invocation id. A command's select
 to nodes on dbt's own graph (``target/manifest.json``) and skipped when every node is among
 those built (and tested, if asked) by the successful builds since the inputs last changed; a
 plain ``dbt build`` someone ran in between (it rewrites ``target/run_results.json``) counts as
-a change.
+a change. A selection of live nodes only (views and seeds: ``dbt_graph.Resolved``), such as
+the query plan's, is compared on the project's files and the vars alone: a view reads the raw
+rows as they are when it is read, so new rows do not make it stale (`pacs2xnat query` after a
+master-list import runs no dbt once the plan's views exist for today's vars).
 
 Unit tests check the SQL's rules, not the data: only ``pacs2xnat build --with-unit-tests``
 (and the analyst's plain ``dbt build``, and CI) runs them.
@@ -64,13 +67,15 @@ def refresh(
 
 def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) -> BuildResult:
     vars_ = dbt_vars(rc)
-    inputs = _inputs(rc, vars_)
+    project, inputs = _inputs(rc, vars_)
     if not force:
-        done = _done_since_last_change(rc, inputs)
         wanted = resolve(selection, rc.project_dir)
-        if done is not None and wanted is not None and wanted <= done:
-            logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
-            return BuildResult(success=True, skipped=True)
+        if wanted is not None:
+            # live nodes (views, seeds) follow the raw tables: only the project and vars count
+            done = _done_since_last_change(rc, project if wanted.live else inputs, wanted.live)
+            if done is not None and wanted.nodes <= done:
+                logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
+                return BuildResult(success=True, skipped=True)
     started = clock.utcnow()
     try:
         result = run_dbt(
@@ -83,18 +88,19 @@ def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) 
         )
     except StepFailed:
         result = BuildResult(success=False)
-        _record(rc, selection, inputs, started, result)
+        _record(rc, selection, (project, inputs), started, result)
         raise
-    _record(rc, selection, inputs, started, result)
+    _record(rc, selection, (project, inputs), started, result)
     if not result.success:
         detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
         raise StepFailed(f"dbt build of {selection.describe()} failed:\n  {detail}")
     return result
 
 
-def _inputs(rc: RunContext, vars_: dict[str, object]) -> str:
-    """What a build's result depends on, measured before it runs: the vars, the project's
-    files and the raw tables the models read (append-only: count and newest loaded_at)."""
+def _inputs(rc: RunContext, vars_: dict[str, object]) -> tuple[str, str]:
+    """What a build's result depends on, measured before it runs: the vars and the project's
+    files (what a live node, a view or a seed, depends on), and with them the raw tables the
+    models read (append-only: count and newest loaded_at)."""
     h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
     root = Path(rc.project_dir)
     for name in PROJECT_FILES:
@@ -103,6 +109,7 @@ def _inputs(rc: RunContext, vars_: dict[str, object]) -> str:
         for path in files:
             if path.is_file():
                 h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    project = h.hexdigest()
     with rc.warehouse.connect(read_only=True) as con:
         for table in RAW_TABLES.values():
             if table.is_source and table.name not in NOT_INPUTS:
@@ -110,7 +117,7 @@ def _inputs(rc: RunContext, vars_: dict[str, object]) -> str:
                     f"select count(*), max(loaded_at) from raw.{table.name}"
                 ).fetchone()
                 h.update(f"{table.name}:{row}".encode())
-    return h.hexdigest()
+    return project, h.hexdigest()
 
 
 def _last_invocation(project_dir: Path) -> str:
@@ -122,10 +129,11 @@ def _last_invocation(project_dir: Path) -> str:
         return ""
 
 
-def _done_since_last_change(rc: RunContext, inputs: str) -> set[str] | None:
+def _done_since_last_change(rc: RunContext, inputs: str, live: bool = False) -> set[str] | None:
     """The nodes built or tested by our successful builds on these same inputs, back to the
     first one on other inputs or that failed (it may have rebuilt models from other data);
-    None when the last dbt invocation in the project was not ours."""
+    None when the last dbt invocation in the project was not ours. ``live``: ``inputs`` is
+    the project's fingerprint (vars and files) alone, compared with each build's."""
     rows = rc.warehouse.read_relation(
         "raw.dbt_builds", "order by finished_at desc, build_id desc limit 100"
     )
@@ -133,17 +141,22 @@ def _done_since_last_change(rc: RunContext, inputs: str) -> set[str] | None:
         return None
     done: set[str] = set()
     for row in rows:
-        if not row["success"] or row["fingerprint"] != inputs:
+        if not row["success"] or row["project_fingerprint" if live else "fingerprint"] != inputs:
             break
         done.update(json.loads(row["nodes"] or "[]"))
     return done
 
 
 def _record(
-    rc: RunContext, selection: Selection, inputs: str, started: dt.datetime, result: BuildResult
+    rc: RunContext,
+    selection: Selection,
+    inputs: tuple[str, str],
+    started: dt.datetime,
+    result: BuildResult,
 ) -> None:
-    """One ``raw.dbt_builds`` row: the inputs as they were when the build started, the nodes
-    it built and tested, and the invocation dbt has just written."""
+    """One ``raw.dbt_builds`` row: the inputs as they were when the build started (the
+    project's and, with the raw tables, all), the nodes it built and tested, and the
+    invocation dbt has just written."""
     now = clock.utcnow()
     rc.warehouse.append(
         "dbt_builds",
@@ -154,7 +167,8 @@ def _record(
                 "build_id": str(uuid.uuid4()),
                 "command": " ".join(selection.dbt_args()),
                 "selection": json.dumps(asdict(selection)),
-                "fingerprint": inputs,
+                "fingerprint": inputs[1],
+                "project_fingerprint": inputs[0],
                 "dbt_invocation_id": _last_invocation(rc.project_dir),
                 "started_at": started,
                 "finished_at": now,

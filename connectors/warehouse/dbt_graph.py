@@ -61,7 +61,18 @@ class Selection:
         return f"{what}{' with ' + tests if tests else ''}"
 
 
-def resolve(selection: Selection, project_dir: Path) -> set[str] | None:
+@dataclass(frozen=True)
+class Resolved:
+    """The nodes a build of a selection runs, and whether they are all live: views (or
+    ephemeral models) and seeds, whose content follows the raw tables as they change (a view
+    is a query, a seed is the project's CSV), so only the project and the vars can make what
+    a build made of them stale. A table or a test holds a result of the data it ran on."""
+
+    nodes: set[str]
+    live: bool
+
+
+def resolve(selection: Selection, project_dir: Path) -> Resolved | None:
     """The models, seeds and tests (unit tests too, if asked) the build runs; None when there
     is no parsed graph to read."""
     try:
@@ -69,7 +80,8 @@ def resolve(selection: Selection, project_dir: Path) -> set[str] | None:
             graph = Graph(json.load(f))
     except (OSError, ValueError):
         return None
-    return graph.resolve(selection)
+    nodes = graph.resolve(selection)
+    return Resolved(nodes, bool(nodes) and all(graph.is_live(n) for n in nodes))
 
 
 class Graph:
@@ -110,6 +122,15 @@ class Graph:
                 if set(node.get("depends_on", {}).get("nodes", [])) & models
             }
         return out
+
+    def is_live(self, unique_id: str) -> bool:
+        node = self.nodes.get(unique_id)
+        if node is None:  # a unit test
+            return False
+        if node["resource_type"] == "seed":
+            return True
+        materialized = node.get("config", {}).get("materialized")
+        return node["resource_type"] == "model" and materialized in ("view", "ephemeral")
 
     def _term(self, term: str) -> set[str]:
         result: set[str] | None = None

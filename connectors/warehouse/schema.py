@@ -210,6 +210,7 @@ RAW_TABLES: dict[str, RawTable] = {
                 ("success", "boolean not null"),
                 ("counts", "varchar"),  # JSON: results by status
                 ("nodes", "varchar"),  # JSON: the models, seeds and tests it ran successfully
+                ("project_fingerprint", "varchar"),  # of the project's files and vars alone
             ),
             ("build_id",),
             is_source=False,

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.app.cli import app
-from connectors.testbed.cohort import Cohort
+from connectors.testbed.cohort import Cohort, raw_master_rows
 from connectors.testbed.orthanc import free_port
 from connectors.warehouse.store import Warehouse
 from tests.support.pacs_fixtures import master_patient_rows, write_query_config
@@ -150,6 +150,47 @@ def test_ongoing_window_and_overrides_reach_the_pacs(
         workspace, "select window_from, window_to from raw.pacs_queries where mrn = ?", [other]
     )
     assert recorded == [(dt.date(2024, 1, 1), dt.date(2024, 12, 31))]
+
+
+@pytest.mark.slow
+def test_the_plan_needs_no_dbt_run_when_only_raw_rows_changed(
+    workspace: Path, cli: CliRunner, demo_pacs: Any, pacs_cohort: Cohort
+) -> None:
+    """The plan is a view: after a new master-list snapshot the next query reads it with no
+    dbt run and asks only the patient the import added; a plan view dropped by hand is built
+    again, and so is the plan when a var (the overlap) changed."""
+    config = write_query_config(workspace, demo_pacs)
+    newcomer = _active(pacs_cohort)[-1]
+    rows = master_patient_rows(pacs_cohort)
+    Warehouse(workspace / DB).append("master_patients", [r for r in rows if r["mrn"] != newcomer])
+    first = cli.invoke(app, ["--json", "query"])
+    assert first.exit_code == 0, first.output
+    assert _summary(first)["plan_built"] is True
+    assert _summary(first)["patients_queried"] == len(_active(pacs_cohort)) - 1
+
+    later = dt.datetime(2026, 2, 1, 9, 0)
+    Warehouse(workspace / DB).append(
+        "master_patients", raw_master_rows(pacs_cohort, "seed-master-2", later)
+    )
+    second = cli.invoke(app, ["--json", "query"])
+    assert second.exit_code == 0, second.output
+    assert _summary(second)["plan_built"] is False
+    assert _summary(second)["patients_queried"] == 1
+    assert _sql(workspace, "select distinct query_mrn from raw.pacs_studies where run_id = "
+                "(select run_id from raw.pacs_queries order by loaded_at desc limit 1)") == [
+        (newcomer,)
+    ]  # fmt: skip
+
+    with duckdb.connect(str(workspace / DB)) as con:
+        con.execute("drop view main.pacs_query_plan")
+    third = cli.invoke(app, ["--json", "query"])
+    assert third.exit_code == 0, third.output
+    assert (_summary(third)["plan_built"], _summary(third)["patients_queried"]) == (True, 0)
+
+    config.write_text(config.read_text() + "\n[cycle]\noverlap_days = 7\n", encoding="utf-8")
+    fourth = cli.invoke(app, ["--json", "query"])
+    assert fourth.exit_code == 0, fourth.output
+    assert _summary(fourth)["plan_built"] is True
 
 
 @pytest.mark.slow

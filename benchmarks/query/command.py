@@ -194,10 +194,10 @@ def main() -> None:
     ap.add_argument(
         "--after-build",
         action="store_true",
-        help="`pacs2xnat build` after the import, before the rounds: the plan's views exist "
-        "for today's vars (a query after the day's build, or resumed after a window closed), "
-        "so our command runs no dbt; without it every round builds the plan (the first query "
-        "of a day)",
+        help="`pacs2xnat build` before the master list's import: the plan's views exist for "
+        "today's vars and only raw rows changed since (a second import the same day, a query "
+        "resumed after a window closed); without it every round builds the plan (the first "
+        "query of a day)",
     )
     ap.add_argument(
         "--profile",
@@ -229,14 +229,14 @@ def main() -> None:
                 for b in args.backend
             }
             k0b0 = (args.assoc[0], args.backend[0])
-            timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "patients", "import",
-                   str(master)], env=clean_env(), cwd=project)  # fmt: skip
             pristine = work / "pristine.duckdb"
-            if args.after_build:  # the previous cycle's models, built today
+            if args.after_build:  # the models built earlier today, before this import
                 timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "build"],
                       env=clean_env(), cwd=project)  # fmt: skip
                 shutil.copy2(project / "target" / "run_results.json",
                              pristine.with_suffix(".run_results.json"))  # fmt: skip
+            timed([*CLI, "--quiet", "--config", str(configs[k0b0]), "patients", "import",
+                   str(master)], env=clean_env(), cwd=project)  # fmt: skip
             shutil.copy2(project / WAREHOUSE, pristine)
             # one untimed run first: dbt's partial parse then serves every timed one (the first
             # build of a day, with a new `today` var, parses the whole project: several s more)

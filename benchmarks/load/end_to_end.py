@@ -276,15 +276,21 @@ def proc_cpu(pid: int | None) -> float:
 def run_child(spec: dict[str, Any], others: dict[str, int | None]) -> dict[str, Any]:
     before = {k: proc_cpu(pid) for k, pid in others.items()}
     spec = {**spec, "t0": time.time()}
+    wrap: list[str] = []
+    if spec.get("profile") and spec["variant"] == "load":  # py-spy, worker processes too
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out_file = f"{spec['profile']}.{spec['project']}"
+        wrap = [spy, "record", "-r", "250", "-f", "raw", "-s", "-o", out_file, "--"]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
+        [*wrap, sys.executable, __file__, "--child", json.dumps(spec)],
         check=False,
         capture_output=True,
         text=True,
     )
     if out.returncode != 0:
         raise SystemExit(f"{spec['variant']} failed:\n{out.stderr[-3000:]}")
-    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]  # not py-spy's
+    result = dict(json.loads(lines[-1]))
     for k, pid in others.items():
         result[k] = proc_cpu(pid) - before[k]
     return result
@@ -302,6 +308,11 @@ def main() -> None:
     )
     ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
     ap.add_argument("--move", action="store_true", help="also the load with C-MOVE")
+    ap.add_argument(
+        "--profile",
+        help="py-spy (pip install py-spy) records each load variant, its workers too, as raw "
+        "stacks in FILE.<project> (its figures then include the sampling)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -330,6 +341,7 @@ def main() -> None:
             "assoc": args.assoc,
             "backend": args.backend,
             "receive_port": receive_port,
+            "profile": str(Path(args.profile).resolve()) if args.profile else "",
         }
         keep = root / "retrieved"
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}

@@ -15,6 +15,7 @@ have to guess; tests/pacs/test_find_answer.py holds the two to the same rows.
 from __future__ import annotations
 
 import re
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -51,7 +52,7 @@ def read_answer(path: Path) -> dict[str, str | None]:
             return _row(elements)
         except _Pydicom:
             pass
-    return answer_row(dcmread(path, force=True))
+    return answer_row(dcmread(BytesIO(data), force=True))  # the bytes read above
 
 
 def _row(elements: dict[int, tuple[bytes, bytes]]) -> dict[str, str | None]:
@@ -87,7 +88,7 @@ def _value(vr: bytes, raw: bytes, codec: str) -> str:
         text = _plain(raw)
         values = [v.strip(" ") for v in text.split("\\")]
         if text == "" or all(_INTEGER.fullmatch(v) for v in values):
-            return "\\".join(values) if text else ""
+            return "\\".join(values)
     raise _Pydicom(f"VR {vr!r}")
 
 

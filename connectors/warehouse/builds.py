@@ -26,6 +26,7 @@ import logging
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from connectors import clock
 from connectors.errors import StepFailed
@@ -67,12 +68,12 @@ def refresh(
 
 def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) -> BuildResult:
     vars_ = dbt_vars(rc)
-    project, inputs = _inputs(rc, vars_)
+    inputs = _inputs(rc, vars_)
     if not force:
         wanted = resolve(selection, rc.project_dir)
         if wanted is not None:
             # live nodes (views, seeds) follow the raw tables: only the project and vars count
-            done = _done_since_last_change(rc, project if wanted.live else inputs, wanted.live)
+            done = _done_since_last_change(rc, inputs, live=wanted.live)
             if done is not None and wanted.nodes <= done:
                 logger.info("dbt: %s unchanged since its last build; skipped", selection.describe())
                 return BuildResult(success=True, skipped=True)
@@ -88,16 +89,25 @@ def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) 
         )
     except StepFailed:
         result = BuildResult(success=False)
-        _record(rc, selection, (project, inputs), started, result)
+        _record(rc, selection, inputs, started, result)
         raise
-    _record(rc, selection, (project, inputs), started, result)
+    _record(rc, selection, inputs, started, result)
     if not result.success:
         detail = "\n  ".join(result.failures[:20]) or "see target/run_results.json"
         raise StepFailed(f"dbt build of {selection.describe()} failed:\n  {detail}")
     return result
 
 
-def _inputs(rc: RunContext, vars_: dict[str, object]) -> tuple[str, str]:
+class Inputs(NamedTuple):
+    """Fingerprints of what a build depends on: ``project`` of the vars and the project's
+    files (all a live node, a view or a seed, depends on), ``everything`` of those and the raw
+    tables."""
+
+    project: str
+    everything: str
+
+
+def _inputs(rc: RunContext, vars_: dict[str, object]) -> Inputs:
     """What a build's result depends on, measured before it runs: the vars and the project's
     files (what a live node, a view or a seed, depends on), and with them the raw tables the
     models read (append-only: count and newest loaded_at)."""
@@ -117,7 +127,7 @@ def _inputs(rc: RunContext, vars_: dict[str, object]) -> tuple[str, str]:
                     f"select count(*), max(loaded_at) from raw.{table.name}"
                 ).fetchone()
                 h.update(f"{table.name}:{row}".encode())
-    return project, h.hexdigest()
+    return Inputs(project, h.hexdigest())
 
 
 def _last_invocation(project_dir: Path) -> str:
@@ -129,11 +139,11 @@ def _last_invocation(project_dir: Path) -> str:
         return ""
 
 
-def _done_since_last_change(rc: RunContext, inputs: str, live: bool = False) -> set[str] | None:
+def _done_since_last_change(rc: RunContext, inputs: Inputs, live: bool) -> set[str] | None:
     """The nodes built or tested by our successful builds on these same inputs, back to the
     first one on other inputs or that failed (it may have rebuilt models from other data);
-    None when the last dbt invocation in the project was not ours. ``live``: ``inputs`` is
-    the project's fingerprint (vars and files) alone, compared with each build's."""
+    None when the last dbt invocation in the project was not ours. ``live``: only the
+    project's fingerprint (vars and files) is compared with each build's."""
     rows = rc.warehouse.read_relation(
         "raw.dbt_builds", "order by finished_at desc, build_id desc limit 100"
     )
@@ -141,7 +151,12 @@ def _done_since_last_change(rc: RunContext, inputs: str, live: bool = False) -> 
         return None
     done: set[str] = set()
     for row in rows:
-        if not row["success"] or row["project_fingerprint" if live else "fingerprint"] != inputs:
+        same = (
+            row["project_fingerprint"] == inputs.project
+            if live
+            else row["fingerprint"] == inputs.everything
+        )
+        if not row["success"] or not same:
             break
         done.update(json.loads(row["nodes"] or "[]"))
     return done
@@ -150,7 +165,7 @@ def _done_since_last_change(rc: RunContext, inputs: str, live: bool = False) -> 
 def _record(
     rc: RunContext,
     selection: Selection,
-    inputs: tuple[str, str],
+    inputs: Inputs,
     started: dt.datetime,
     result: BuildResult,
 ) -> None:
@@ -167,8 +182,8 @@ def _record(
                 "build_id": str(uuid.uuid4()),
                 "command": " ".join(selection.dbt_args()),
                 "selection": json.dumps(asdict(selection)),
-                "fingerprint": inputs[1],
-                "project_fingerprint": inputs[0],
+                "fingerprint": inputs.everything,
+                "project_fingerprint": inputs.project,
                 "dbt_invocation_id": _last_invocation(rc.project_dir),
                 "started_at": started,
                 "finished_at": now,

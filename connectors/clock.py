@@ -1,7 +1,9 @@
 """The cycle's "today", UTC timestamps, and the injectable ``Clock`` (local now, sleep).
 
 The cycle's "today". ``PACS2XNAT_TODAY=YYYY-MM-DD`` pins it (the demo's "three months
-later" cycle, tests); otherwise it is the local date. dbt sees the same day as ``var('today')``.
+later" cycle, tests); otherwise it is the local date. dbt sees a pinned day as ``var('today')``;
+otherwise its SQL reads ``current_date``, and ``builds.dbt_vars`` pins this date for a build
+when the warehouse's date is another.
 """
 
 from __future__ import annotations

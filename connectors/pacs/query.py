@@ -1,8 +1,8 @@
 """``pacs2xnat query``: C-FIND every due patient's studies into ``raw.pacs_studies``.
 
-The plan is decided in SQL (mart ``pacs_query_plan``, a view, built here first with ``--vars``
-for today and the overlap when they or the project changed); this module only asks what it
-says. ``--since/--until`` replace the
+The plan is decided in SQL (mart ``pacs_query_plan``, a view over the raw rows and
+``current_date``, built here first when the project or the vars changed); this module only asks
+what it says. ``--since/--until`` replace the
 window for the run (and then every active patient is asked), ``--mrn`` limits the patients (an
 MRN not on the plan is exit 2).
 
@@ -69,8 +69,8 @@ PLAN_MODELS = Selection(select=("+pacs_query_plan",), tests=False)
 
 def read_plan(rc: RunContext) -> tuple[list[dict[str, Any]], bool]:
     """The plan's rows, and whether dbt ran for them. The plan is a view (as are the models
-    it reads), so dbt builds it only when the project or the vars (today, the overlap) changed
-    since the last build of it (``builds.refresh``): new raw rows alone need no build. A
+    it reads), so dbt builds it only when the project or the vars (the overlap; today when pinned)
+    changed since the last build of it (``builds.refresh``): new raw rows alone need no build. A
     skipped build whose view cannot be read (dropped by hand, the DuckDB file renamed: a view
     names its database) is built again."""
     quiet = not console.verbose()

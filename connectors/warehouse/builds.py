@@ -1,20 +1,23 @@
-"""dbt only as often as it must: each command asks for what it needs (``Selection``), and
-nothing is built that the builds since the inputs last changed already built and tested.
+"""dbt only as often as it must: each command asks for what it needs (``Selection``), and nothing
+is built that the builds since the inputs last changed already built and tested.
 
-The inputs of a build are the raw tables the models read (row count and newest ``loaded_at``
-of each: they are append-only), the dbt project's files (models, seeds, macros, tests, config)
-and the vars. Every build pacs2xnat runs is one ``raw.dbt_builds`` row: the inputs it started
-from, the nodes it built and tested, and dbt's invocation id. A command's selection is resolved
-to nodes on dbt's own graph (``target/manifest.json``) and skipped when every node is among
-those built (and tested, if asked) by the successful builds since the inputs last changed; a
-plain ``dbt build`` someone ran in between (it rewrites ``target/run_results.json``) counts as
-a change. A selection of live nodes only (views and seeds: ``dbt_graph.Resolved``), such as
-the query plan's, is compared on the project's files and the vars alone: a view reads the raw
-rows as they are when it is read, so new rows do not make it stale (`pacs2xnat query` after a
-master-list import runs no dbt once the plan's views exist for today's vars).
+The inputs of a build are the raw tables the models read (row count and newest ``loaded_at`` of
+each: they are append-only), the dbt project's files (models, seeds, macros, tests, config), the
+vars and the day. ``today`` is a var only when pinned (``dbt_vars``): otherwise the SQL reads
+the warehouse's ``current_date``, checked against this machine's date before each build. Every
+build pacs2xnat runs is one ``raw.dbt_builds`` row: the inputs it started from, the nodes it
+built and tested, and dbt's invocation id. A command's selection is resolved to nodes on dbt's
+own graph (``target/manifest.json``) and skipped when every node is among those built (and
+tested, if asked) by the successful builds since the inputs last changed; a plain ``dbt build``
+someone ran in between (it rewrites ``target/run_results.json``) counts as a change. A selection
+of live nodes only (views and seeds: ``dbt_graph.Resolved``), such as the query plan's, is
+compared on the project's files and the vars alone: a view reads the raw rows (and the date) as
+they are when it is read, so new rows and a new day do not make it stale: `pacs2xnat query` runs
+no dbt once the plan's views exist, after a master-list import or three months later, until the
+project or the overlap changes.
 
-Unit tests check the SQL's rules, not the data: only ``pacs2xnat build --with-unit-tests``
-(and the analyst's plain ``dbt build``, and CI) runs them.
+Unit tests check the SQL's rules, not the data: only ``pacs2xnat build --with-unit-tests`` (and
+the analyst's plain ``dbt build``, and CI) runs them.
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ NOT_INPUTS = {"runs"}
 EVERYTHING = Selection()
 
 
-def dbt_vars(rc: RunContext) -> dict[str, object]:
-    """The same vars on every invocation of a process (dbt re-parses the whole project when
-    they change): today, pinned or not, and the query overlap."""
-    return {"today": clock.today().isoformat(), "overlap_days": rc.settings.cycle.overlap_days}
+def dbt_vars(rc: RunContext, warehouse_day: dt.date | None = None) -> dict[str, object]:
+    """The vars of a build: the query overlap, and ``today`` only when it is pinned
+    (``PACS2XNAT_TODAY``) or the warehouse's own ``current_date`` (``warehouse_day``) is not
+    this machine's date (a PostgreSQL server in another time zone). Otherwise the SQL reads
+    ``current_date``, so a view built on one day is as right the next, and the vars (which make
+    dbt re-parse the whole project when they change) stay the same from day to day."""
+    vars_: dict[str, object] = {"overlap_days": rc.settings.cycle.overlap_days}
+    if clock.is_pinned() or (warehouse_day is not None and warehouse_day != clock.today()):
+        vars_["today"] = clock.today().isoformat()
+    return vars_
 
 
 def refresh(
@@ -67,8 +76,7 @@ def refresh(
 
 
 def _refresh(rc: RunContext, selection: Selection, *, force: bool, quiet: bool) -> BuildResult:
-    vars_ = dbt_vars(rc)
-    inputs = _inputs(rc, vars_)
+    vars_, inputs = _inputs(rc)
     if not force:
         wanted = resolve(selection, rc.project_dir)
         if wanted is not None:
@@ -107,27 +115,32 @@ class Inputs(NamedTuple):
     everything: str
 
 
-def _inputs(rc: RunContext, vars_: dict[str, object]) -> Inputs:
-    """What a build's result depends on, measured before it runs: the vars and the project's
-    files (what a live node, a view or a seed, depends on), and with them the raw tables the
-    models read (append-only: count and newest loaded_at)."""
-    h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
-    root = Path(rc.project_dir)
-    for name in PROJECT_FILES:
-        top = root / name
-        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
-        for path in files:
-            if path.is_file():
-                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    project = h.hexdigest()
+def _inputs(rc: RunContext) -> tuple[dict[str, object], Inputs]:
+    """The build's vars (``dbt_vars``, told the warehouse's date) and what its result depends
+    on, measured before it runs: the vars and the project's files (what a live node, a view or
+    a seed, depends on), and with them the day (a table built from ``current_date`` is of the
+    day it was built) and the raw tables the models read (append-only: count and newest
+    loaded_at)."""
     with rc.warehouse.connect(read_only=True) as con:
+        warehouse_day = con.execute("select current_date").fetchone()
+        vars_ = dbt_vars(rc, warehouse_day[0] if warehouse_day else None)
+        h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
+        root = Path(rc.project_dir)
+        for name in PROJECT_FILES:
+            top = root / name
+            files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+            for path in files:
+                if path.is_file():
+                    h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        project = h.hexdigest()
+        h.update(f"day:{clock.today().isoformat()}".encode())
         for table in RAW_TABLES.values():
             if table.is_source and table.name not in NOT_INPUTS:
                 row = con.execute(
                     f"select count(*), max(loaded_at) from raw.{table.name}"
                 ).fetchone()
                 h.update(f"{table.name}:{row}".encode())
-    return Inputs(project, h.hexdigest())
+    return vars_, Inputs(project, h.hexdigest())
 
 
 def _last_invocation(project_dir: Path) -> str:

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.app.cli import app
+from connectors.clock import TODAY_ENV
 from connectors.testbed.cohort import Cohort, raw_master_rows
 from connectors.testbed.orthanc import free_port
 from connectors.warehouse.store import Warehouse
@@ -191,6 +192,54 @@ def test_the_plan_needs_no_dbt_run_when_only_raw_rows_changed(
     fourth = cli.invoke(app, ["--json", "query"])
     assert fourth.exit_code == 0, fourth.output
     assert _summary(fourth)["plan_built"] is True
+
+
+def _query_in(ws: Path, tz: str) -> dict[str, Any]:
+    """``pacs2xnat --json query`` in a child process whose clock is in time zone ``tz`` (the
+    child's date and its DuckDB's ``current_date`` both follow TZ), today not pinned."""
+    env = {k: v for k, v in os.environ.items() if k != TODAY_ENV} | {"TZ": tz}
+    res = subprocess.run(
+        [sys.executable, "-m", "connectors.app.cli", "--json", "query"],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    return _summary(res)
+
+
+@pytest.mark.slow
+def test_the_plan_built_one_day_is_read_the_next_with_no_dbt_run(
+    workspace: Path, demo_pacs: Any, pacs_cohort: Cohort
+) -> None:
+    """Unpinned, "today" is the warehouse's ``current_date``, not a var: the plan's views
+    built on one day are read on a later one with no dbt run, and that query covers up to the
+    later day. Two time zones 26 hours apart stand for two days."""
+    write_query_config(workspace, demo_pacs)
+    _seed_master_list(workspace, pacs_cohort)
+    first = _query_in(workspace, "Etc/GMT+12")  # UTC-12
+    assert first["plan_built"] is True
+    assert first["patients_queried"] == len(_active(pacs_cohort))
+
+    def later_day() -> dt.date:
+        return dt.datetime.now(dt.timezone(dt.timedelta(hours=14))).date()
+
+    before = later_day()
+    second = _query_in(workspace, "Etc/GMT-14")  # UTC+14: a day or two later
+    after = later_day()
+    assert second["plan_built"] is False
+    assert second["patients_queried"] == len(_active(pacs_cohort))  # all due on the new day
+    last_run = _sql(
+        workspace,
+        "select distinct window_to from raw.pacs_queries where run_id = "
+        "(select run_id from raw.pacs_queries order by loaded_at desc limit 1)",
+    )
+    assert len(last_run) == 1
+    assert last_run[0][0] in {before, after}
+    first_run = _sql(workspace, "select min(window_to) from raw.pacs_queries")[0][0]
+    assert first_run < last_run[0][0]
 
 
 @pytest.mark.slow

@@ -16,13 +16,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from connectors import clock
 from connectors.app.cli import app
-from connectors.clock import utcnow
+from connectors.clock import TODAY_ENV, utcnow
+from connectors.config import settings_from_dict
 from connectors.errors import WarehouseBusy
 from connectors.testbed.cohort import make_cohort
 from connectors.testbed.workbooks import write_master_list
-from connectors.warehouse import lock
+from connectors.warehouse import builds, lock
 from connectors.warehouse.lock import WarehouseLock
+from connectors.warehouse.runs import RunContext
 from connectors.warehouse.schema import RAW_TABLES
 from connectors.warehouse.store import Warehouse
 
@@ -247,3 +250,30 @@ def test_a_command_exits_3_naming_the_holder_when_its_wait_runs_out(
     assert res.exit_code == 3, res.output
     assert re.search(r"warehouse in use by pacs2xnat load \(pid \d+.*waiting up to 1 s", res.stderr)
     assert re.search(r"warehouse busy: pacs2xnat load \(pid \d+.*within 1 s", res.stderr)
+
+
+def test_today_is_a_dbt_var_only_when_pinned_or_the_warehouse_disagrees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unpinned, the SQL reads the warehouse's ``current_date`` (so the plan's views outlive
+    the day they were built on); today is passed to dbt when PACS2XNAT_TODAY pins it, or when
+    the warehouse's date is not this machine's (checked on the real DuckDB: the clock moved a
+    day ahead of it), and then the build's fingerprints change with it."""
+    monkeypatch.delenv(TODAY_ENV, raising=False)
+    settings = settings_from_dict({"warehouse": {"path": str(tmp_path / "wh.duckdb")}})
+    rc = RunContext(settings=settings, command="build", arguments=[])
+    overlap = settings.cycle.overlap_days
+
+    vars_, same_day = builds._inputs(rc)
+    assert vars_ == {"overlap_days": overlap}
+
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    monkeypatch.setattr(clock, "today", lambda: tomorrow)
+    vars_, ahead = builds._inputs(rc)
+    assert vars_ == {"overlap_days": overlap, "today": tomorrow.isoformat()}
+    assert ahead.project != same_day.project
+    assert ahead.everything != same_day.everything
+
+    monkeypatch.undo()
+    monkeypatch.setenv(TODAY_ENV, "2026-11-25")
+    assert builds.dbt_vars(rc, dt.date.today()) == {"overlap_days": overlap, "today": "2026-11-25"}

@@ -27,6 +27,7 @@ from pathlib import Path
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.valuerep import PersonName
 
 from connectors.config import PacsConfig
 from connectors.pacs.dcmtk_tools import refused, scu_args, tool_env
@@ -86,6 +87,33 @@ def parse_log(log: str, asked: int) -> tuple[list[list[str]], list[int | None]]:
     return files, finals
 
 
+#: VRs of a study-level identifier's keys whose value is text with a 2-byte length; padded
+#: to an even length with a space (a UI with a NUL), PS3.5 6.2
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"})
+
+
+def identifier_bytes(ds: Dataset) -> bytes | None:
+    """``ds`` as the bare Explicit VR Little Endian dataset ``dcmwrite`` would write, built
+    directly (dcmwrite took ~0.4 ms a query, a tenth of the dcmtk back end's Python time on
+    1,000 patients): only for top-level text elements of ASCII values and no character set;
+    anything else is None, for dcmwrite. tests/pacs/test_find_dcmtk.py holds the two equal."""
+    if "SpecificCharacterSet" in ds:
+        return None
+    out = bytearray()
+    for elem in ds:
+        value = str(elem.value) if isinstance(elem.value, PersonName) else elem.value
+        if elem.VR not in _TEXT_VRS or not isinstance(value, str) or not value.isascii():
+            return None
+        raw = value.encode("ascii")
+        if len(raw) % 2:
+            raw += b"\0" if elem.VR == "UI" else b" "
+        if len(raw) > 0xFFFF:
+            return None
+        out += elem.tag.group.to_bytes(2, "little") + elem.tag.element.to_bytes(2, "little")
+        out += elem.VR.encode("ascii") + len(raw).to_bytes(2, "little") + raw
+    return bytes(out)
+
+
 class FindscuRun:
     """One findscu over one association, started at once: ``wait`` until its association has
     ended, ``answers`` to read what it brought back (the caller may start the next run between
@@ -103,7 +131,10 @@ class FindscuRun:
             names = []
             for i, ds in enumerate(queries):
                 path = self.folder / f"q{i:05d}.dcm"
-                dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare dataset
+                if (data := identifier_bytes(ds)) is not None:
+                    path.write_bytes(data)
+                else:
+                    dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare dataset
                 names.append(str(path))
             args = [*scu_args(tool, p), "-X", "-od", str(answers), p.host, str(p.port), *names]
             with open(self.folder / "log", "wb") as log:  # a file: a full pipe would stop it
@@ -161,4 +192,12 @@ def findscu_batch(tool: str, p: PacsConfig, queries: list[Dataset]) -> list[Answ
         return run.answers()
 
 
-__all__ = ["BATCH", "Answer", "FindscuRun", "findscu_batch", "parse_log", "status_code"]
+__all__ = [
+    "BATCH",
+    "Answer",
+    "FindscuRun",
+    "findscu_batch",
+    "identifier_bytes",
+    "parse_log",
+    "status_code",
+]

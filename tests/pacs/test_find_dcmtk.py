@@ -4,12 +4,17 @@ told to give). What findscu brings back must be what pynetdicom brings back, ans
 
 from __future__ import annotations
 
+import datetime as dt
+import io
+
 import pytest
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
 
 from connectors.errors import PacsUnreachable
 from connectors.pacs.dcmtk_tools import find_tool
 from connectors.pacs.find import Window, find_patient, pacs_association, study_query
-from connectors.pacs.find_dcmtk import findscu_batch, parse_log, status_code
+from connectors.pacs.find_dcmtk import findscu_batch, identifier_bytes, parse_log, status_code
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.orthanc import free_port
 from tests.support.pacs_fixtures import pacs_settings
@@ -73,3 +78,37 @@ def test_status_words_are_dcmtks() -> None:
     files, finals = parse_log("I: Sending Find Request (MsgID 1)\n", 2)
     assert files == [[], []]  # cut short: neither answered
     assert finals == [None, None]
+
+
+def test_query_files_are_the_bytes_dcmwrite_writes() -> None:
+    """The query files findscu reads are built without pydicom's writer, byte for byte what
+    ``dcmwrite`` writes for every study-level identifier (MRNs of odd and even length, open
+    and closed windows, time ranges, odd-length values and UI); a value or element it does not cover
+    (non-ASCII text, a character set, a sequence) is left to dcmwrite (None)."""
+    windows = [
+        Window(None, None),
+        Window(dt.date(2020, 1, 1), None),
+        Window(None, dt.date(2021, 12, 31)),
+        Window(dt.date(2019, 2, 3), dt.date(2019, 2, 3)),
+    ]
+    checked = 0
+    for mrn in ("A", "AB", "MRN000123", "12345678901", "X-1/2 3"):
+        for window in windows:
+            for time in ("", "080000-120000", "080000-1200"):
+                ds = study_query(mrn, window, time)
+                if time == "080000-1200":
+                    ds.StudyInstanceUID = "1.2.3"  # odd: NUL-padded
+                buf = io.BytesIO()
+                dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
+                assert identifier_bytes(ds) == buf.getvalue(), (mrn, window, time)
+                checked += 1
+    assert checked == 60
+
+    accented = study_query("MRN1", windows[0])
+    accented.PatientName = "Müller^Jürgen"
+    with_charset = study_query("MRN1", windows[0])
+    with_charset.SpecificCharacterSet = "ISO_IR 100"
+    with_sequence = study_query("MRN1", windows[0])
+    with_sequence.ReferencedStudySequence = [Dataset()]
+    for ds in (accented, with_charset, with_sequence):
+        assert identifier_bytes(ds) is None

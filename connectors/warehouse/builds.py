@@ -120,26 +120,28 @@ def _inputs(rc: RunContext) -> tuple[dict[str, object], Inputs]:
     on, measured before it runs: the vars and the project's files (what a live node, a view or
     a seed, depends on), and with them the day (a table built from ``current_date`` is of the
     day it was built) and the raw tables the models read (append-only: count and newest
-    loaded_at)."""
+    loaded_at). One short read of the warehouse; the files are hashed after it."""
     with rc.warehouse.connect(read_only=True) as con:
-        warehouse_day = con.execute("select current_date").fetchone()
-        vars_ = dbt_vars(rc, warehouse_day[0] if warehouse_day else None)
-        h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
-        root = Path(rc.project_dir)
-        for name in PROJECT_FILES:
-            top = root / name
-            files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
-            for path in files:
-                if path.is_file():
-                    h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-        project = h.hexdigest()
-        h.update(f"day:{clock.today().isoformat()}".encode())
-        for table in RAW_TABLES.values():
-            if table.is_source and table.name not in NOT_INPUTS:
-                row = con.execute(
-                    f"select count(*), max(loaded_at) from raw.{table.name}"
-                ).fetchone()
-                h.update(f"{table.name}:{row}".encode())
+        day = con.execute("select current_date").fetchone()
+        raw = [
+            (table.name, con.execute(f"select count(*), max(loaded_at) from raw.{table.name}")
+             .fetchone())
+            for table in RAW_TABLES.values()
+            if table.is_source and table.name not in NOT_INPUTS
+        ]  # fmt: skip
+    vars_ = dbt_vars(rc, day[0] if day else None)
+    h = hashlib.sha256(json.dumps(vars_, sort_keys=True, default=str).encode())
+    root = Path(rc.project_dir)
+    for name in PROJECT_FILES:
+        top = root / name
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+        for path in files:
+            if path.is_file():
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    project = h.hexdigest()
+    h.update(f"day:{clock.today().isoformat()}".encode())
+    for name, row in raw:
+        h.update(f"{name}:{row}".encode())
     return vars_, Inputs(project, h.hexdigest())
 
 

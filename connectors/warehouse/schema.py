@@ -240,7 +240,8 @@ def apply_ddl(con: Any) -> None:
         con.execute(table.ddl())
     existing: dict[str, set[str]] = {}
     for table_name, column_name in con.execute(
-        "select table_name, column_name from information_schema.columns where table_schema = 'raw'"
+        "select table_name, column_name from information_schema.columns"
+        " where table_catalog = current_database() and table_schema = 'raw'"
     ).fetchall():
         existing.setdefault(table_name, set()).add(column_name)
     for table in RAW_TABLES.values():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import duckdb
 
 from connectors import console
 from connectors.errors import StepFailed, WarehouseBusy
+from connectors.warehouse.attached import open_file
 from connectors.warehouse.lock import holding, wait_seconds
 from connectors.warehouse.schema import RAW_TABLES, apply_ddl
 
@@ -65,14 +66,16 @@ class Warehouse:
             self.ensure()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        con = _connect_waiting(self.path, read_only, wait_seconds() if wait is None else wait)
+        con, close = _connect_waiting(
+            self.path, read_only, wait_seconds() if wait is None else wait
+        )
         try:
             if not read_only:
                 os.chmod(self.path, 0o600)
                 _apply_ddl_once(con, self.path)
             yield con
         finally:
-            con.close()
+            close()
 
     def append(
         self,
@@ -172,7 +175,8 @@ def _apply_ddl_once(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     st = os.stat(path)
     if (st.st_dev, st.st_ino) in _DDL_DONE:
         row = con.execute(
-            "select count(*) from duckdb_tables() where schema_name = 'raw'"
+            "select count(*) from duckdb_tables()"
+            " where database_name = current_database() and schema_name = 'raw'"
         ).fetchone()
         if row is not None and row[0] >= len(RAW_TABLES):
             return
@@ -180,8 +184,11 @@ def _apply_ddl_once(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     _DDL_DONE.add((st.st_dev, st.st_ino))
 
 
-def _connect_waiting(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect``, waiting (bounded) while another process that does not take our lock
+def _connect_waiting(
+    path: Path, read_only: bool, wait: float
+) -> tuple[duckdb.DuckDBPyConnection, Callable[[], None]]:
+    """The file opened (``attached.open_file``: attached to this process's DuckDB instance)
+    and what closes it, waiting (bounded) while another process that does not take our lock
     (a SQL client, a dbt outside this project) has the file open; DuckDB's lock error becomes
     ``WarehouseBusy`` when the wait runs out."""
     deadline, pause, said = time.monotonic() + wait, 0.05, False
@@ -189,7 +196,7 @@ def _connect_waiting(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBP
         # DuckDB creates the file and its WAL with the process umask: owner-only from the start.
         old_umask = os.umask(0o077)
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return open_file(path, read_only)
         except duckdb.IOException as e:
             if not _is_lock_error(e):
                 raise

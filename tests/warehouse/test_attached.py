@@ -14,21 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from connectors.clock import utcnow
 from connectors.warehouse import attached
 from connectors.warehouse.store import Warehouse
-
-
-def _run_row(run_id: str) -> dict[str, object]:
-    now = utcnow()
-    return {
-        "run_id": run_id,
-        "command": "test",
-        "arguments": "[]",
-        "started_at": now,
-        "outcome": "running",
-        "loaded_at": now,
-    }
+from tests.support.raw_rows import run_row
 
 
 def _count_in_another_process(db: Path) -> int:
@@ -48,10 +36,10 @@ def _count_in_another_process(db: Path) -> int:
 def test_a_transaction_lets_go_of_the_file_and_its_wal_when_it_ends(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     wh = Warehouse(db)
-    wh.append("runs", [_run_row("r1"), _run_row("r2")])
+    wh.append("runs", [run_row("r1"), run_row("r2")])
     assert not Path(f"{db}.wal").exists()  # checkpointed by the detach, as the last close did
     assert _count_in_another_process(db) == 2
-    wh.append("runs", [_run_row("r3")])  # and this process attaches it again after that one
+    wh.append("runs", [run_row("r3")])  # and this process attaches it again after that one
     assert _count_in_another_process(db) == 3
 
 
@@ -95,10 +83,10 @@ def test_a_nested_open_shares_the_file_and_the_outermost_lets_go(tmp_path: Path)
     db = tmp_path / "w.duckdb"
     wh = Warehouse(db)
     with wh.connect() as outer:
-        wh.append("runs", [_run_row("outer")], con=outer)
+        wh.append("runs", [run_row("outer")], con=outer)
         with wh.connect(read_only=True) as inner:
             assert inner.execute("select count(*) from raw.runs").fetchone() == (1,)
-        wh.append("runs", [_run_row("after")], con=outer)
+        wh.append("runs", [run_row("after")], con=outer)
         with pytest.raises(duckdb.Error, match="Unique file handle conflict"):  # still held
             duckdb.connect(str(db)).close()
     assert _count_in_another_process(db) == 2
@@ -125,7 +113,7 @@ def test_a_file_another_instance_of_this_process_holds_is_opened_through_it(
         with pytest.raises(duckdb.Error) as refused:  # what the seam recognises
             attached._memory().execute(f"attach '{db}' as probe")
         assert attached.in_use_elsewhere(refused.value)
-        Warehouse(db).append("runs", [_run_row("r1")])
+        Warehouse(db).append("runs", [run_row("r1")])
         assert mine.execute("select count(*) from raw.runs").fetchone() == (1,)
     finally:
         mine.close()
@@ -139,7 +127,7 @@ def test_two_threads_on_two_warehouses_at_once(tmp_path: Path) -> None:
     def work(wh: Warehouse) -> None:
         try:
             for n in range(40):
-                wh.append("runs", [_run_row(f"r{n}")])
+                wh.append("runs", [run_row(f"r{n}")])
         except BaseException as e:  # reported by the assertion below
             errors.append(e)
 
@@ -156,7 +144,7 @@ def test_two_threads_on_two_warehouses_at_once(tmp_path: Path) -> None:
 def test_two_files_of_the_same_name_are_attached_under_two_names(tmp_path: Path) -> None:
     first, second = tmp_path / "a" / "w.duckdb", tmp_path / "b" / "w.duckdb"
     with Warehouse(first).connect() as a, Warehouse(second).connect() as b:
-        Warehouse(first).append("runs", [_run_row("a")], con=a)
+        Warehouse(first).append("runs", [run_row("a")], con=a)
         assert b.execute("select count(*) from raw.runs").fetchone() == (0,)
         assert a.execute("select current_database()").fetchone() == ("w",)
         assert b.execute("select current_database()").fetchone() == ("w_1",)

@@ -28,6 +28,7 @@ from connectors.warehouse.lock import WarehouseLock
 from connectors.warehouse.runs import RunContext
 from connectors.warehouse.schema import RAW_TABLES
 from connectors.warehouse.store import Warehouse
+from tests.support.raw_rows import run_row
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +98,7 @@ def test_a_taken_warehouse_is_waited_for_and_the_wait_names_the_holder(
         lock.set_wait(30)
         started = time.monotonic()
         with caplog.at_level(logging.INFO, "connectors.warehouse.lock"):
-            Warehouse(db).append("runs", [_run_row("r1")])
+            Warehouse(db).append("runs", [run_row("r1")])
         waited = time.monotonic() - started
     assert waited < 30  # it did not wait out its limit: it went on when the holder let go
     assert re.search(
@@ -114,7 +115,7 @@ def test_the_wait_is_bounded_then_warehouse_busy(tmp_path: Path) -> None:
         _held_by(_hold_lock, db),
         pytest.raises(WarehouseBusy, match=r"pacs2xnat load \(pid .* within 0 s"),
     ):
-        Warehouse(db).append("runs", [_run_row("r1")])
+        Warehouse(db).append("runs", [run_row("r1")])
 
 
 def test_the_lock_is_held_only_for_a_transaction(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def test_the_lock_is_held_only_for_a_transaction(tmp_path: Path) -> None:
     the DuckDB file (DuckDB refuses a second process while one has it open)."""
     db = tmp_path / "p.duckdb"
     wh = Warehouse(db)
-    wh.append("runs", [_run_row("r1")])
+    wh.append("runs", [run_row("r1")])
     other = WarehouseLock(db)
     assert other.try_acquire("report")
     other.release()
@@ -131,25 +132,13 @@ def test_the_lock_is_held_only_for_a_transaction(tmp_path: Path) -> None:
     proc.start()
     proc.join(60)
     assert proc.exitcode == 0
-    wh.append("runs", [_run_row("r3")])
+    wh.append("runs", [run_row("r3")])
     with wh.connect(read_only=True) as con:
         assert con.execute("select count(*) from raw.runs").fetchone() == (3,)
 
 
 def _append_run(path: str, run_id: str) -> None:
-    Warehouse(Path(path)).append("runs", [_run_row(run_id)])
-
-
-def _run_row(run_id: str) -> dict[str, object]:
-    now = utcnow()
-    return {
-        "run_id": run_id,
-        "command": "test",
-        "arguments": "[]",
-        "started_at": now,
-        "outcome": "running",
-        "loaded_at": now,
-    }
+    Warehouse(Path(path)).append("runs", [run_row(run_id)])
 
 
 def test_duckdb_lock_from_another_process_is_warehouse_busy(tmp_path: Path) -> None:
@@ -226,8 +215,8 @@ def test_plain_dbt_build_holds_the_lock_until_it_exits(tmp_path: Path) -> None:
         _held_by(_plain_dbt_hold, db),
         pytest.raises(WarehouseBusy, match=r"warehouse busy: dbt build \(pid \d+"),
     ):
-        Warehouse(db).append("runs", [_run_row("r1")])
-    Warehouse(db).append("runs", [_run_row("r1")])  # free once dbt has exited
+        Warehouse(db).append("runs", [run_row("r1")])
+    Warehouse(db).append("runs", [run_row("r1")])  # free once dbt has exited
 
 
 @pytest.mark.parametrize(

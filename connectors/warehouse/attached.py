@@ -92,30 +92,19 @@ def open_file(path: Path, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, C
     (``duckdb.IOException``, "Could not set lock")."""
     key = os.path.abspath(path)
     with _guard:
-        held = _attached.get(key)
-        if held is None:
-            alias = _alias_for(path)
-            mode = " (read_only)" if read_only else ""
-            try:
-                _memory().execute(f"attach {_literal(str(path))} as {_ident(alias)}{mode}")
-            except duckdb.Error as e:
-                if not in_use_elsewhere(e):
-                    raise
-                held = None
-            else:
-                held = _attached[key] = _Attached(alias, read_only)
-        elif held.read_only and not read_only:
-            raise duckdb.ConnectionException(
-                f"{path} is open read-only in this process: it cannot be written inside that"
-            )
+        held = _attached.get(key) or _attach(key, path, read_only)
         if held is not None:
+            if held.read_only and not read_only:
+                raise duckdb.ConnectionException(
+                    f"{path} is open read-only in this process: it cannot be written inside that"
+                )
             held.depth += 1
             try:
                 cursor = _memory().cursor()
             except BaseException:
                 _release(key)
                 raise
-    if held is None:
+    if held is None:  # another instance of this process has it: share that one, as before
         con = duckdb.connect(str(path), read_only=read_only)
         return con, con.close
 
@@ -132,6 +121,20 @@ def open_file(path: Path, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, C
         close()
         raise
     return cursor, close
+
+
+def _attach(key: str, path: Path, read_only: bool) -> _Attached | None:
+    """Attach ``path`` (under ``_guard``); None when another instance of this process has it."""
+    alias = _alias_for(path)
+    mode = " (read_only)" if read_only else ""
+    try:
+        _memory().execute(f"attach {_literal(str(path))} as {_ident(alias)}{mode}")
+    except duckdb.Error as e:
+        if not in_use_elsewhere(e):
+            raise
+        return None
+    held = _attached[key] = _Attached(alias, read_only)
+    return held
 
 
 def _release(key: str) -> None:

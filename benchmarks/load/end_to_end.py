@@ -14,7 +14,11 @@ Each variant runs in its own process, so its peak RSS is its own:
 - ``bare tools``: the issue's bare pipeline, per study dcmtk ``getscu`` (TCP_NODELAY=1) and a
   zip of its folder POSTed to the same import service, ``--assoc`` studies at a time;
 - ``load (direct, C-MOVE)`` with ``--move``: the same load with ``retrieve = "c-move"`` (the
-  Orthanc sends to the loader's ``receive_port``), against the C-GET load of the same round.
+  Orthanc sends to the loader's ``receive_port``), against the C-GET load of the same round;
+- ``load … [folder]`` with ``--compare-with FOLDER`` (a checkout of another commit): each load
+  variant again with that tree's code (its copy of this script runs the child), in the same
+  rounds, which of the two goes first alternating, so a change is measured against the code
+  before it on the same data and the same bare tools.
 
 Target: load within 1.3x of max(retrieve-only, upload-only), the C-MOVE load within 0.8x of
 the C-GET load's speed; peak RSS of the loader under
@@ -273,7 +277,10 @@ def proc_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(spec: dict[str, Any], others: dict[str, int | None]) -> dict[str, Any]:
+def run_child(
+    spec: dict[str, Any], others: dict[str, int | None], tree: Path = ROOT
+) -> dict[str, Any]:
+    """``spec`` in a child process running ``tree``'s copy of this script (its code)."""
     before = {k: proc_cpu(pid) for k, pid in others.items()}
     spec = {**spec, "t0": time.time()}
     wrap: list[str] = []
@@ -281,8 +288,10 @@ def run_child(spec: dict[str, Any], others: dict[str, int | None]) -> dict[str, 
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         out_file = f"{spec['profile']}.{spec['project']}"
         wrap = [spy, "record", "-r", "250", "-f", "raw", "-s", "-o", out_file, "--"]
+    script = tree / HERE.relative_to(ROOT) / Path(__file__).name
     out = subprocess.run(
-        [*wrap, sys.executable, __file__, "--child", json.dumps(spec)],
+        [*wrap, sys.executable, str(script), "--child", json.dumps(spec)],
+        cwd=tree,
         check=False,
         capture_output=True,
         text=True,
@@ -309,6 +318,11 @@ def main() -> None:
     ap.add_argument("--big-mb", type=int, default=0, help="also load one study of this size")
     ap.add_argument("--move", action="store_true", help="also the load with C-MOVE")
     ap.add_argument(
+        "--compare-with",
+        help="a checkout of another commit: its load variants run too, in the same rounds "
+        "(rows named [folder]), to measure a change against what it changes",
+    )
+    ap.add_argument(
         "--profile",
         help="py-spy (pip install py-spy) records each load variant, its workers too, as raw "
         "stacks in FILE.<project> (its figures then include the sampling)",
@@ -322,7 +336,8 @@ def main() -> None:
     from connectors.testbed.orthanc import Orthanc, free_port
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    kinds = ("UPLOAD", "LOAD", "BARE", "MOVE")
+    kinds = ("UPLOAD", "LOAD", "BARE", "MOVE", "LOADB", "MOVEB")
+    other = Path(args.compare_with).resolve() if args.compare_with else None
     projects = [f"{p}{r}" for r in range(args.repeat) for p in kinds]
     projects.append("BIG")
     standin, url = start_standin(projects)
@@ -356,10 +371,17 @@ def main() -> None:
             ]
             if args.move:
                 todo.append(("load (direct, C-MOVE)", "load", f"MOVE{r}", "c-move"))
+            runs: list[tuple[str, str, str, str, Path]] = []
             for name, variant, project, method in todo:
-                work = str(root / f"{variant}-{method}-{r}")
+                pair = [(name, variant, project, method, ROOT)]
+                if other is not None and variant == "load":  # the order alternating by round
+                    twin = f"{project.rstrip('0123456789')}B{r}"
+                    pair.append((f"{name} [{other.name}]", variant, twin, method, other))
+                runs += pair[::-1] if r % 2 else pair
+            for name, variant, project, method, tree in runs:
+                work = str(root / f"{variant}-{method}-{r}-{project}")
                 job = {"variant": variant, "project": project, "work": work, "retrieve": method}
-                got = run_child({**spec, **job}, others)
+                got = run_child({**spec, **job}, others, tree)
                 if name not in best or got["seconds"] < best[name]["seconds"]:
                     best[name] = got
             shutil.rmtree(keep, ignore_errors=True)
@@ -424,6 +446,15 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
             f"load with C-MOVE {move:.1f} s: {load['seconds'] / move:.2f} x the C-GET load's"
             " speed (target >= 0.8)"
         )
+    if args.compare_with:  # each load row of the other tree against the same bare tools
+        tag = f" [{Path(args.compare_with).resolve().name}]"
+        for name in ("load (direct)", "load (direct, C-MOVE)"):
+            if name in by and name + tag in by:
+                ours, theirs = by[name]["seconds"], by[name + tag]["seconds"]
+                print(
+                    f"{name}: {bare / ours:.2f} x the bare tools' speed against "
+                    f"{bare / theirs:.2f} x for{tag}; {theirs / ours:.2f} x as fast as{tag}"
+                )
     alone = by["retrieve-only"].get("first_s")
     if load.get("first_s") is not None and alone is not None:
         print(

@@ -10,10 +10,17 @@ would give ``find.answer_row`` (pydicom 3's ``values.py``: ``convert_string``, `
 character set, ISO 2022 escapes, implicit VR, a VR or an IS value these rules do not cover, a
 file it cannot walk) is read by pydicom, so the answer is pydicom's wherever these rules would
 have to guess; tests/pacs/test_find_answer.py holds the two to the same rows.
+
+Each file is read with three system calls (``_read``: open, read, close) where
+``Path.read_bytes`` makes nine (a stat twice, a tty check, two seeks, a read to see the end):
+each gives up the GIL, and the two query workers and the writer then hand it round. Measured
+(1,000 answer-sized files, one other thread busy in Python): ~230-280 µs a file against
+~20-80 µs; in the whole query, ``Path.open`` alone had been 11-14 % of the samples.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from io import BytesIO
 from pathlib import Path
@@ -45,7 +52,7 @@ class _Pydicom(Exception):
 def read_answer(path: Path) -> dict[str, str | None]:
     """The answer in ``path`` as ``raw.pacs_studies`` columns (``find.answer_row``'s values).
     ``OSError``, ``ValueError`` or pydicom's ``InvalidDicomError`` when it cannot be read."""
-    data = path.read_bytes()
+    data = _read(path)
     elements = top_level(data)
     if elements is not None:
         try:
@@ -53,6 +60,23 @@ def read_answer(path: Path) -> dict[str, str | None]:
         except _Pydicom:
             pass
     return answer_row(dcmread(BytesIO(data), force=True))  # the bytes read above
+
+
+#: Read at a time: an answer is well under 1 KiB, so one read brings all of it.
+_CHUNK = 1 << 16
+
+
+def _read(path: Path) -> bytes:
+    """The whole file: a read shorter than asked is its end (a regular file's reads are short
+    only there), so a small file takes one read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, _CHUNK)]
+        while len(chunks[-1]) == _CHUNK:
+            chunks.append(os.read(fd, _CHUNK))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _row(elements: dict[int, tuple[bytes, bytes]]) -> dict[str, str | None]:

@@ -14,7 +14,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from connectors.pacs.dicom_head import top_level
 from connectors.pacs.find import RETURN_KEYS, answer_row
-from connectors.pacs.find_answer import _Pydicom, _row, read_answer
+from connectors.pacs.find_answer import _Pydicom, _read, _row, read_answer
 
 EXPLICIT_LE = b"1.2.840.10008.1.2.1\x00"
 IMPLICIT_LE = b"1.2.840.10008.1.2\x00"
@@ -137,3 +137,13 @@ def test_a_cut_short_answer_is_pydicoms_reading_and_a_missing_one_an_error(
     assert read_answer(path) == answer_row(dcmread(path, force=True))
     with pytest.raises(FileNotFoundError):
         read_answer(tmp_path / "gone.dcm")
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536])
+def test_a_file_is_read_whole_whatever_its_length(tmp_path: Path, size: int) -> None:
+    """``_read`` stops at the first short read: a file of exactly one or more whole chunks
+    takes one more, empty, read; none is cut."""
+    path = tmp_path / "rsp0001.dcm"
+    data = random.Random(size).randbytes(size)
+    path.write_bytes(data)
+    assert _read(path) == data

@@ -20,6 +20,10 @@ Each variant runs in its own process, so its peak RSS is its own:
   rounds, which of the two goes first alternating, so a change is measured against the code
   before it on the same data and the same bare tools.
 
+Every variant's child runs on this interpreter, or ``--python`` (say a venv that
+``scripts/setup`` made without ``--test``, as a user's install is: without the test extras'
+pandas and numpy, which xnatpy and pydicom import when they are there, ~0.35 s of start-up).
+
 Target: load within 1.3x of max(retrieve-only, upload-only), the C-MOVE load within 0.8x of
 the C-GET load's speed; peak RSS of the loader under
 300 MB while loading a 1 GB study; at most 2 s from the process's start to the first instance
@@ -290,7 +294,7 @@ def run_child(
         wrap = [spy, "record", "-r", "250", "-f", "raw", "-s", "-o", out_file, "--"]
     script = tree / HERE.relative_to(ROOT) / Path(__file__).name
     out = subprocess.run(
-        [*wrap, sys.executable, str(script), "--child", json.dumps(spec)],
+        [*wrap, spec.get("python") or sys.executable, str(script), "--child", json.dumps(spec)],
         cwd=tree,
         check=False,
         capture_output=True,
@@ -327,6 +331,11 @@ def main() -> None:
         help="py-spy (pip install py-spy) records each load variant, its workers too, as raw "
         "stacks in FILE.<project> (its figures then include the sampling)",
     )
+    ap.add_argument(
+        "--python",
+        help="the interpreter every variant runs on (default: this one), e.g. the .venv/bin/python "
+        "of a clone set up by `scripts/setup` without --test, as a user installs it",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -357,6 +366,7 @@ def main() -> None:
             "backend": args.backend,
             "receive_port": receive_port,
             "profile": str(Path(args.profile).resolve()) if args.profile else "",
+            "python": args.python or sys.executable,
         }
         keep = root / "retrieved"
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
@@ -412,18 +422,20 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
     print(
         f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
         f"fastest of {args.repeat} interleaved rounds, "
-        f"max_associations={args.assoc}, retrieve_backend={args.backend}; "
+        f"max_associations={args.assoc}, retrieve_backend={args.backend}, "
+        f"on {args.python or sys.executable}; "
         f"baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
     )
+    w = max(26, *(len(name) + 1 for name, _ in rows))
     print(
-        f"{'variant':<26}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"
+        f"{'variant':<{w}}{'seconds':>9}{'MB':>9}{'MB/s':>8}{'x baseline':>12}"
         f"{'peak RSS MB':>13}{'(workers)':>10}{'CPU s: client':>15}{'XNAT':>6}{'PACS':>6}"
     )
     for name, r in rows:
         mb = r["bytes"] / 1e6
         ratio = r["seconds"] / bound if not name.startswith("load 1 study") else float("nan")
         print(
-            f"{name:<26}{r['seconds']:>9.1f}{mb:>9.0f}{mb / r['seconds']:>8.1f}"
+            f"{name:<{w}}{r['seconds']:>9.1f}{mb:>9.0f}{mb / r['seconds']:>8.1f}"
             f"{ratio:>12.2f}{r['rss_mb']:>13.0f}{r['child_rss_mb']:>10.0f}{r['cpu']:>15.1f}"
             f"{r['xnat_cpu']:>6.1f}{r['pacs_cpu']:>6.1f}"
         )

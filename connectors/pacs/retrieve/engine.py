@@ -197,7 +197,9 @@ class AssociationRetriever:
             uid = sink.study_instance_uid
             ids = remaining_identifiers(assoc, uid, kept) if kept else [identifier(uid)]
             move = functools.partial(self._c_move, assoc, cancel=cancel)
-            with fast_reactor(assoc), self._receiver.expecting(sink):
+            # The instances come on the PACS's own association to our SCP, whose reactor
+            # spins (pace.fast_acceptor); this one only brings C-MOVE responses, at the idle pace.
+            with self._receiver.expecting(sink):
                 if not send_each(assoc, ids, move, outcomes, cancel):
                     return merge(outcomes), False
             if self._registry is not None:  # other workers may have received some of it

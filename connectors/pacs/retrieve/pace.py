@@ -5,6 +5,9 @@ A C-GET or C-MOVE is one C-STORE round trip per instance, and every round trip m
 sleep: with TCP_NODELAY on (``connectors/pacs/net.py``) it still caps a retrieve near
 40 MB/s. ``fast_reactor`` shortens the sleep to 10 µs while a transfer runs (about 2x the
 throughput) and puts it back to pynetdicom's idle pace afterwards, since the short sleep spins.
+A C-GET's association spins (``fast_reactor``); in a C-MOVE only the PACS's association to our
+storage SCP does (``fast_acceptor``): the one that sent the C-MOVE brings only its responses and
+stays at the idle pace (2 moves in worker processes 1.33x faster than with both spinning).
 """
 
 from __future__ import annotations

@@ -213,11 +213,18 @@ def main() -> None:
         "it every round builds the plan (the first query on a new warehouse)",
     )
     ap.add_argument(
+        "--python",
+        help="the interpreter `pacs2xnat` runs on (default: this one), e.g. the .venv/bin/python "
+        "of a clone set up by `scripts/setup` without --test, as a user installs it",
+    )
+    ap.add_argument(
         "--profile",
         help="py-spy (pip install py-spy) records each timed run of ours, subprocesses too, as "
         "raw stacks in FILE.0, FILE.1, ... (the wall figures then include its sampling)",
     )
     args = ap.parse_args()
+    if args.python:
+        CLI[0] = args.python
     if args.profile:
         PROFILE.append(str(Path(args.profile).resolve()))
     trees = []  # (row name, code tree, query_backend)

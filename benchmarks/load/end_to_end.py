@@ -294,7 +294,7 @@ def run_child(
         wrap = [spy, "record", "-r", "250", "-f", "raw", "-s", "-o", out_file, "--"]
     script = tree / HERE.relative_to(ROOT) / Path(__file__).name
     out = subprocess.run(
-        [*wrap, spec.get("python") or sys.executable, str(script), "--child", json.dumps(spec)],
+        [*wrap, spec["python"], str(script), "--child", json.dumps(spec)],
         cwd=tree,
         check=False,
         capture_output=True,
@@ -345,8 +345,9 @@ def main() -> None:
     from connectors.testbed.orthanc import Orthanc, free_port
 
     root = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    kinds = ("UPLOAD", "LOAD", "BARE", "MOVE", "LOADB", "MOVEB")
     other = Path(args.compare_with).resolve() if args.compare_with else None
+    kinds = ("UPLOAD", "LOAD", "BARE", "MOVE", *(("LOADB", "MOVEB") if other else ()))
+    args.python = args.python or sys.executable
     projects = [f"{p}{r}" for r in range(args.repeat) for p in kinds]
     projects.append("BIG")
     standin, url = start_standin(projects)
@@ -366,7 +367,7 @@ def main() -> None:
             "backend": args.backend,
             "receive_port": receive_port,
             "profile": str(Path(args.profile).resolve()) if args.profile else "",
-            "python": args.python or sys.executable,
+            "python": args.python,
         }
         keep = root / "retrieved"
         others = {"xnat_cpu": standin.pid, "pacs_cpu": orthanc.pid}
@@ -423,7 +424,7 @@ def report(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
         f"\n{args.studies} studies x {args.images} images {args.size}x{args.size}, "
         f"fastest of {args.repeat} interleaved rounds, "
         f"max_associations={args.assoc}, retrieve_backend={args.backend}, "
-        f"on {args.python or sys.executable}; "
+        f"on {args.python}; "
         f"baseline = max(retrieve-only, upload-only) = {bound:.1f} s"
     )
     w = max(26, *(len(name) + 1 for name, _ in rows))

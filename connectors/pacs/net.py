@@ -8,6 +8,10 @@ about 40 ms a round trip: 2.5× slower C-FIND and up to 37× slower C-GET on thi
     assoc = ae.associate(host, port, ae_title="ORTHANC", evt_handlers=NODELAY_HANDLERS)
     ae.start_server(("127.0.0.1", 11112), block=False, evt_handlers=NODELAY_HANDLERS)
 
+Every association pacs2xnat opens or accepts takes ``CONNECTION_HANDLERS`` instead: TCP_NODELAY,
+and reactors that wake on events rather than poll every millisecond
+(``connectors/seams/pynetdicom_reactor.py``), for C-FIND, C-GET and C-MOVE alike.
+
 ``make_ae(settings, contexts)`` builds an AE with our AE title and the ACSE/DIMSE/network and
 connection timeouts from ``[pacs]``; ``open_association(settings, ae)`` associates with the
 configured PACS (TCP_NODELAY on) and turns every refusal into ``PacsUnreachable`` naming host,
@@ -26,6 +30,7 @@ from pynetdicom import AE, evt
 
 from connectors.errors import PacsUnreachable
 from connectors.seams.pynetdicom_dimse import guard_responses
+from connectors.seams.pynetdicom_reactor import wake_on_events
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -49,6 +54,17 @@ def set_tcp_nodelay(event: evt.Event) -> None:
 
 #: Pass as ``evt_handlers=`` to ``AE.associate`` or ``AE.start_server``.
 NODELAY_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, set_tcp_nodelay)]
+
+
+def on_connection_open(event: evt.Event) -> None:
+    """``evt.EVT_CONN_OPEN`` handler: TCP_NODELAY, and the association's reactors wake on
+    events (before any traffic: pynetdicom calls it as the socket connects or is accepted)."""
+    set_tcp_nodelay(event)
+    wake_on_events(event.assoc)
+
+
+#: Ours, for every association pacs2xnat opens (``open_association``) or accepts (storage SCP).
+CONNECTION_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, on_connection_open)]
 
 
 def has_tcp_nodelay(assoc: Association) -> bool:
@@ -101,9 +117,10 @@ def open_association(
     ext_neg: list[Any] | None = None,
     evt_handlers: list[Any] | None = None,
 ) -> Association:
-    """Associate with the configured PACS with TCP_NODELAY; ``PacsUnreachable`` if refused."""
+    """Associate with the configured PACS (``CONNECTION_HANDLERS``); ``PacsUnreachable`` if
+    refused."""
     cfg = _pacs(settings)
-    handlers = [*NODELAY_HANDLERS, *(evt_handlers or [])]
+    handlers = [*CONNECTION_HANDLERS, *(evt_handlers or [])]
     try:
         assoc = ae.associate(
             cfg.host,
@@ -132,6 +149,7 @@ def open_association(
 
 
 __all__ = [
+    "CONNECTION_HANDLERS",
     "NODELAY_HANDLERS",
     "describe",
     "has_tcp_nodelay",

@@ -16,6 +16,7 @@ from connectors.pacs.find import (
     has_tcp_nodelay,
     pacs_association,
 )
+from connectors.seams.pynetdicom_reactor import wakes_on_events
 from connectors.testbed.cohort import Cohort
 from connectors.testbed.dicom_files import expected_instances
 from connectors.testbed.orthanc import free_port
@@ -46,11 +47,13 @@ def test_window_renders_dicom_date_ranges() -> None:
 
 @pytest.mark.orthanc
 def test_orthanc_answers_every_study_with_values_as_sent(orthanc: Any, pacs_cohort: Cohort) -> None:
-    """It finds each patient's studies on Orthanc with every return key, on one association."""
+    """It finds each patient's studies on Orthanc with every return key, on one association
+    (TCP_NODELAY on, its reactor waking on events rather than polling)."""
     settings = pacs_settings(orthanc)
     assert echo(settings) == 0
     with pacs_association(settings) as assoc:
         assert has_tcp_nodelay(assoc)
+        assert wakes_on_events(assoc)
         for mrn in _active(pacs_cohort)[:4]:
             rows = find_studies(assoc, mrn, Window())
             assert {r["study_instance_uid"] for r in rows} == _expected(pacs_cohort, mrn)

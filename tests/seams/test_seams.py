@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
+import time
+import types
 
 import pytest
 import typer
@@ -34,6 +37,74 @@ def test_pynetdicom_dul_still_has_its_reactor_delay() -> None:
     assert isinstance(getattr(assoc.dul, pynetdicom_reactor.ATTRIBUTE), float)
     pynetdicom_reactor.set_reactor_delay(assoc, 0.00001)
     assert getattr(assoc.dul, pynetdicom_reactor.ATTRIBUTE) == 0.00001
+
+
+def test_pynetdicom_reactors_still_poll_through_their_modules_time() -> None:
+    """What ``wake_on_events`` replaces: both reactor loops sleep through ``time.sleep`` of
+    their own module, the DUL for ``_run_loop_delay`` and the acceptor for 1 ms; primitives
+    to send go through a ``queue.Queue``; received messages wait on one with a condition."""
+    import inspect
+
+    from pynetdicom.dul import DULServiceProvider
+
+    assert "time.sleep(self._run_loop_delay)" in inspect.getsource(DULServiceProvider.run_reactor)
+    assert "time.sleep(0.001)" in inspect.getsource(Association._run_reactor)
+    assoc = _association()
+    assert isinstance(assoc.dul.to_provider_queue, queue.Queue)
+    assert isinstance(assoc.dimse.msg_queue, queue.Queue)
+    assert isinstance(assoc.dimse.msg_queue.not_empty, threading.Condition)
+    assert pynetdicom_reactor.wake_on_events(assoc)
+    assert pynetdicom_reactor.wakes_on_events(assoc)
+    import pynetdicom.association
+    import pynetdicom.dul
+
+    for module in (pynetdicom.dul, pynetdicom.association):
+        assert module.time.sleep is pynetdicom_reactor._sleep
+        assert module.time.monotonic is time.monotonic  # the rest of time as it was
+
+
+class _Reactor(threading.Thread):
+    """Stands for a pynetdicom reactor thread: sleeps once the way the reactor does."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.seconds = seconds
+
+    def run(self) -> None:
+        pynetdicom_reactor._sleep(self.seconds)
+
+
+@pytest.mark.timeout(60)
+def test_a_woken_reactor_stops_waiting_when_something_is_to_send_or_has_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the reactors' poll an hour long, each wait still ends at once on its event: a
+    primitive put on the DUL's provider queue, bytes on its socket, a message on an acceptor's
+    DIMSE queue. Without the seam each thread would sleep the hour (the join bounds it)."""
+    monkeypatch.setattr(pynetdicom_reactor, "REACTOR_POLL", 3600.0)
+    assoc = _association()
+    assert pynetdicom_reactor.wake_on_events(assoc)
+    waker = getattr(assoc.dul, pynetdicom_reactor.WAKER)
+    ours, peer = socket.socketpair()
+    for event in ("put", "received", "queued"):
+        reactor = _Reactor(3600.0)
+        if event == "queued":  # an acceptor's association thread
+            setattr(reactor, pynetdicom_reactor.QUEUE_WAIT, True)
+            reactor.dimse = assoc.dimse  # type: ignore[attr-defined]
+        else:  # a DUL reactor
+            reactor.socket = types.SimpleNamespace(socket=ours)  # type: ignore[attr-defined]
+            setattr(reactor, pynetdicom_reactor.WAKER, waker)
+        reactor.start()
+        if event == "put":
+            assoc.dul.to_provider_queue.put("a primitive")
+        elif event == "received":
+            peer.send(b"a PDU")
+        else:
+            assoc.dimse.msg_queue.put((1, "a C-STORE request"))
+        reactor.join(30)
+        assert not reactor.is_alive(), event
+    ours.close()
+    peer.close()
 
 
 def test_pynetdicom_dimse_still_queues_messages_the_way_the_guard_reads_them() -> None:

@@ -6,8 +6,9 @@ one instance in memory at a time; ``connectors/pacs/storage.py``). The count is 
 operation counts. Failures are ``StudyFailed`` with a reason category from
 ``seeds/failure_reasons.csv``; no association at all is ``PacsUnreachable`` (exit 3).
 
-Speed (benchmarks/load): TCP_NODELAY and a fast DUL reactor while a transfer runs (``net.py``,
-``pace.py``) double pynetdicom's throughput; the dcmtk back end (``dcmtk.py``) reaches getscu's.
+Speed (benchmarks/load): TCP_NODELAY and reactors that wake on events instead of polling
+(``net.py``, ``pace.py``) more than double pynetdicom's throughput; the dcmtk back end
+(``dcmtk.py``) reaches getscu's.
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ class AssociationRetriever:
             uid = sink.study_instance_uid
             ids = remaining_identifiers(assoc, uid, kept) if kept else [identifier(uid)]
             move = functools.partial(self._c_move, assoc, cancel=cancel)
-            # The instances come on the PACS's own association to our SCP, whose reactor
-            # spins (pace.fast_acceptor); this one only brings C-MOVE responses, at the idle pace.
+            # The instances come on the PACS's own association to our SCP (pace.fast_acceptor);
+            # this one only brings C-MOVE responses.
             with self._receiver.expecting(sink):
                 if not send_each(assoc, ids, move, outcomes, cancel):
                     return merge(outcomes), False

@@ -380,6 +380,52 @@ def test_file_names_come_from_clean_uids_only() -> None:
     assert file_name_for("1.2.3\x00") == "1.2.3.dcm"  # a padded UID is still a UID
 
 
+@pytest.mark.parametrize(
+    ("sop_class", "syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"),  # CT, explicit VR little endian
+        ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.1.2"),  # RT Structure Set, implicit
+        ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.1.2.2"),  # SEG, big endian
+        ("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.1.2.1.99"),  # Basic Text SR, deflated
+        ("1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.1.2.4.90"),  # US multi-frame, JPEG 2000
+        ("1.2.826.0.1.3680043.8.498.1", "1.2.840.10008.1.2.4.80"),  # private class, JPEG-LS
+    ],
+)
+@pytest.mark.parametrize(
+    "instance", ["1.2.3.4", "1.2.3.45", "2.25." + "1" * 59, "1.2.826.0.1.3680043.8.498.1.2"]
+)
+def test_what_is_written_is_pynetdicoms_encoded_dataset_byte_for_byte(
+    sop_class: str, syntax: str, instance: str, tmp_path: Path
+) -> None:
+    """Our File Meta writer gives the bytes pynetdicom's ``encoded_dataset()`` gives (its File
+    Meta built with pydicom), for odd and even UIDs of every length and every syntax; a request
+    without its UIDs is not understood."""
+    from io import BytesIO
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.events import Event
+    from pynetdicom.presentation import PresentationContextTuple
+
+    from connectors.pacs.storage import encoded_instance
+
+    request = C_STORE()
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = sop_class, instance
+    request.DataSet = BytesIO(os.urandom(101))  # as received: never decoded
+    event = Event(None, evt.EVT_C_STORE, {"request": request})  # type: ignore[arg-type]
+    event.context = PresentationContextTuple(1, UID(sop_class), UID(syntax))
+    got = encoded_instance(event)
+    assert got is not None
+    assert got == (instance, event.encoded_dataset(include_meta=True), syntax)
+    (tmp_path / "x.dcm").write_bytes(got[1])
+    meta = read_file_meta_info(tmp_path / "x.dcm")
+    assert (meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID) == (instance, syntax)
+    assert got[1].endswith(request.DataSet.getvalue())
+    request.AffectedSOPInstanceUID = None
+    assert encoded_instance(event) is None
+
+
 def test_retrieved_study_is_the_documented_record(tmp_path: Path) -> None:
     """It keeps the fields the loader reads, frozen."""
     rs = RetrievedStudy("1.2", tmp_path, 3, 30, 3, 0.5)

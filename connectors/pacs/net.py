@@ -30,6 +30,7 @@ from pynetdicom import AE, evt
 
 from connectors.errors import PacsUnreachable
 from connectors.seams.pynetdicom_dimse import guard_responses
+from connectors.seams.pynetdicom_logging import log_dimse_only_if_shown
 from connectors.seams.pynetdicom_reactor import wake_on_events
 
 if TYPE_CHECKING:
@@ -86,8 +87,10 @@ def make_ae(
 ) -> AE:
     """An AE titled ``calling_aet`` with the configured timeouts and requested ``contexts``
     (presentation contexts, or abstract syntax UIDs with pynetdicom's default transfer syntaxes).
+    pynetdicom's per-message log handlers are bound only if its log is shown (``--verbose``).
     """
     cfg = _pacs(settings)
+    log_dimse_only_if_shown()
     ae = AE(ae_title=cfg.calling_aet)
     ae.acse_timeout = cfg.acse_timeout
     ae.dimse_timeout = cfg.dimse_timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import threading
@@ -175,6 +176,28 @@ def test_pynetdicom_config_still_has_the_identifier_switches() -> None:
         assert isinstance(getattr(_config, name), bool), name
     pynetdicom_logging.hide_identifiers()
     assert not any(getattr(_config, n) for n in pynetdicom_logging.SWITCHES)
+
+
+def test_pynetdicom_binds_its_log_handlers_only_when_its_log_is_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LOG_HANDLER_LEVEL`` is still read as each association binds its handlers: none when
+    pynetdicom's log is at WARNING (as without --verbose), its standard ones at DEBUG."""
+    from pynetdicom import _config, evt
+    from pynetdicom._handlers import standard_dimse_recv_handler
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", _config.LOG_HANDLER_LEVEL)
+    log = logging.getLogger("pynetdicom")
+    was = log.level
+    try:
+        for level, bound in ((logging.WARNING, False), (logging.DEBUG, True)):
+            log.setLevel(level)
+            pynetdicom_logging.log_dimse_only_if_shown()
+            handlers = [h for h, *_ in _association().get_handlers(evt.EVT_DIMSE_RECV)]
+            assert (standard_dimse_recv_handler in handlers) is bound, level
+            assert not any(getattr(_config, n) for n in pynetdicom_logging.SWITCHES)
+    finally:
+        log.setLevel(was)
 
 
 def test_dbt_duckdb_still_keeps_its_environment_where_the_seam_closes_it() -> None:

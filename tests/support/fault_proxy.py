@@ -28,8 +28,8 @@ class FaultProxy:
         self.cuts = 0
         self.held = 0  # answers from the PACS waiting in the proxy right now (while paused)
         self.connections = 0
-        self.open_now = 0  # connections open right now, and the most ever open at once
-        self.most_open = 0
+        self.most_open = 0  # the most connections ever open at once (see _accept)
+        self._clients: set[socket.socket] = set()  # each open connection's connecting side
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.host, self.port = "127.0.0.1", int(self._listener.getsockname()[1])
         self.aet = "ORTHANC"
@@ -51,8 +51,11 @@ class FaultProxy:
                 continue
             with self._lock:
                 self.connections += 1
-                self.open_now += 1
-                self.most_open = max(self.most_open, self.open_now)
+                # A connection whose connecting side has closed is not open, even if its pipe
+                # thread has not run yet to say so: a loader that releases one association and
+                # opens the next at once would otherwise be counted with both open.
+                self._clients = {c for c in self._clients if _still_open(c)} | {client}
+                self.most_open = max(self.most_open, len(self._clients))
                 self._socks += [client, upstream]
             pc = self.pacs_connects
             threading.Thread(target=self._pipe, args=(client, upstream, pc), daemon=True).start()
@@ -95,7 +98,13 @@ class FaultProxy:
                 dst.shutdown(socket.SHUT_WR)
             if from_pacs == self.pacs_connects:  # the connecting side ended it
                 with self._lock:
-                    self.open_now -= 1
+                    self._clients.discard(src)
+
+    @property
+    def open_now(self) -> int:
+        """Connections open right now."""
+        with self._lock:
+            return len(self._clients)
 
     def drop(self) -> None:
         """Reset every connection open now, both ways (the held answers are never sent)."""
@@ -125,3 +134,13 @@ def _reset(s: socket.socket) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
         s.close()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the peer has not closed ``sock``: a FIN or a reset waiting unread says it has."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:  # nothing to read: still open
+        return True
+    except OSError:  # reset, or closed here
+        return False

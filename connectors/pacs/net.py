@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +64,15 @@ def on_connection_open(event: evt.Event) -> None:
     events (before any traffic: pynetdicom calls it as the socket connects or is accepted)."""
     set_tcp_nodelay(event)
     wake_on_events(event.assoc)
+    _CONNECTED.add(event.assoc)
 
+
+_CONNECTED: weakref.WeakSet[Any] = weakref.WeakSet()  # associations whose socket connected
+
+
+#: Seconds to wait before asking again when the PACS aborts (drops) an association request; a
+#: refusal (A-ASSOCIATE-RJ) or no connection at all is not asked again here.
+ABORTED_REQUEST_PAUSES = (0.5, 2.0)
 
 #: Ours, for every association pacs2xnat opens (``open_association``) or accepts (storage SCP).
 CONNECTION_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, on_connection_open)]
@@ -124,19 +134,26 @@ def open_association(
     refused."""
     cfg = _pacs(settings)
     handlers = [*CONNECTION_HANDLERS, *(evt_handlers or [])]
-    try:
-        assoc = ae.associate(
-            cfg.host,
-            cfg.port,
-            ae_title=cfg.called_aet,
-            ext_neg=ext_neg,
-            evt_handlers=handlers,
-        )
-    except (OSError, ValueError) as e:
-        raise PacsUnreachable(f"cannot reach {describe(cfg)}: {e}") from None
-    if assoc.is_established:
-        guard_responses(assoc)
-        return assoc
+    for pause in (*ABORTED_REQUEST_PAUSES, None):
+        try:
+            assoc = ae.associate(
+                cfg.host,
+                cfg.port,
+                ae_title=cfg.called_aet,
+                ext_neg=ext_neg,
+                evt_handlers=handlers,
+            )
+        except (OSError, ValueError) as e:
+            raise PacsUnreachable(f"cannot reach {describe(cfg)}: {e}") from None
+        if assoc.is_established:
+            guard_responses(assoc)
+            return assoc
+        if not (assoc.is_aborted and assoc in _CONNECTED) or pause is None:
+            break  # refused, no connection at all, or asked often enough
+        # A busy PACS (Orthanc among them) may drop a request it would accept a moment later.
+        logger.info("%s aborted the association request; asking again in %g s", describe(cfg),
+                    pause)  # fmt: skip
+        time.sleep(pause)
     check = (
         f"check that the PACS knows our AE title {cfg.calling_aet!r} and that its AE title is "
         f"{cfg.called_aet!r}"

@@ -21,9 +21,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from connectors import PROJECT_ROOT
-from connectors.errors import StudyFailed
+from connectors.errors import PacsUnreachable, StudyFailed
 from connectors.load.retry_policy import RetryPolicy
-from connectors.pacs.net import make_ae, open_association
+from connectors.pacs.net import ABORTED_REQUEST_PAUSES, make_ae, open_association
 from connectors.pacs.retrieve.dimse import consume, find_study, identifier
 from connectors.pacs.retrieve.engine import AssociationRetriever
 from connectors.pacs.retrieve.holdings import learn
@@ -50,6 +50,23 @@ def proxy(orthanc: Any) -> Iterator[FaultProxy]:
 def _associate(proxy: FaultProxy, model: str) -> Association:
     settings = pacs_settings(proxy, dimse_timeout=HOUR, network_timeout=HOUR)
     return open_association(settings, make_ae(settings, [model, CTImageStorage]))
+
+
+def test_an_association_request_the_pacs_drops_is_asked_again_then_given_up(
+    proxy: FaultProxy,
+) -> None:
+    """A PACS that drops the connection of an association request (a busy Orthanc does) is
+    asked again after a pause, up to twice; one that keeps dropping it is PacsUnreachable. A
+    PACS that is not there at all is not asked again (test_retrieve: no PACS is unreachable)."""
+    proxy.abort_next = 1
+    assoc = _associate(proxy, StudyRootQueryRetrieveInformationModelFind)
+    assert assoc.is_established
+    assoc.release()
+    assert (proxy.aborted, proxy.connections) == (1, 1)
+    proxy.abort_next = 5
+    with pytest.raises(PacsUnreachable, match="aborted the association request"):
+        _associate(proxy, StudyRootQueryRetrieveInformationModelFind)
+    assert proxy.aborted == 1 + 1 + len(ABORTED_REQUEST_PAUSES)
 
 
 def _hold_then_drop(proxy: FaultProxy, *, then_answer: bool = False) -> threading.Thread:

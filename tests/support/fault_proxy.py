@@ -3,7 +3,8 @@ relays bytes both ways over real sockets, and can slow the PACS's answers down (
 seconds per relayed chunk), hold them (``paused``; ``held`` counts the answers waiting), cut the
 first connection after the PACS sent ``cut_after`` bytes (an association dropped in the middle
 of a C-GET, with a TCP reset), or ``drop()`` every open connection (a PACS that closes while we
-wait for its answer)."""
+wait for its answer), or reset the next ``abort_next`` connections as soon as they are made (a
+busy PACS dropping association requests)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class FaultProxy:
         self.paused = threading.Event()
         self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
         self.cuts = 0
+        self.abort_next = 0  # reset this many of the next connections at once (a busy PACS)
+        self.aborted = 0
         self.held = 0  # answers from the PACS waiting in the proxy right now (while paused)
         self.connections = 0
         self.most_open = 0  # the most connections ever open at once (see _accept)
@@ -44,6 +47,14 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.abort_next > 0:  # the request read, then the connection dropped unanswered
+                self.abort_next -= 1
+                self.aborted += 1
+                client.settimeout(5)
+                with contextlib.suppress(OSError):
+                    client.recv(65536)
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:

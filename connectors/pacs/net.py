@@ -14,8 +14,9 @@ and reactors that wake on events rather than poll every millisecond
 
 ``make_ae(settings, contexts)`` builds an AE with our AE title and the ACSE/DIMSE/network and
 connection timeouts from ``[pacs]``; ``open_association(settings, ae)`` associates with the
-configured PACS (TCP_NODELAY on) and turns every refusal into ``PacsUnreachable`` naming host,
-port and both AE titles (exit code 3), and applies ``guard_responses`` (a fix for a pynetdicom
+configured PACS (TCP_NODELAY on), asks again when the PACS drops a request it had connected for
+(``ABORTED_REQUEST_PAUSES``), turns every refusal into ``PacsUnreachable`` naming host, port and
+both AE titles (exit code 3), and applies ``guard_responses`` (a fix for a pynetdicom
 race that loses C-FIND responses).
 """
 
@@ -59,15 +60,15 @@ def set_tcp_nodelay(event: evt.Event) -> None:
 NODELAY_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, set_tcp_nodelay)]
 
 
+_CONNECTED: weakref.WeakSet[Any] = weakref.WeakSet()  # associations whose socket connected
+
+
 def on_connection_open(event: evt.Event) -> None:
     """``evt.EVT_CONN_OPEN`` handler: TCP_NODELAY, and the association's reactors wake on
     events (before any traffic: pynetdicom calls it as the socket connects or is accepted)."""
     set_tcp_nodelay(event)
     wake_on_events(event.assoc)
     _CONNECTED.add(event.assoc)
-
-
-_CONNECTED: weakref.WeakSet[Any] = weakref.WeakSet()  # associations whose socket connected
 
 
 #: Seconds to wait before asking again when the PACS aborts (drops) an association request; a

@@ -3,8 +3,8 @@ relays bytes both ways over real sockets, and can slow the PACS's answers down (
 seconds per relayed chunk), hold them (``paused``; ``held`` counts the answers waiting), cut the
 first connection after the PACS sent ``cut_after`` bytes (an association dropped in the middle
 of a C-GET, with a TCP reset), or ``drop()`` every open connection (a PACS that closes while we
-wait for its answer), or reset the next ``abort_next`` connections as soon as they are made (a
-busy PACS dropping association requests)."""
+wait for its answer), or reset the next ``abort_next`` connections once their first bytes (the
+association request) have come, unanswered (a busy PACS dropping association requests)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class FaultProxy:
         self.paused = threading.Event()
         self.cut_after: int | None = None  # one-shot: the first connection to pass it dies
         self.cuts = 0
-        self.abort_next = 0  # reset this many of the next connections at once (a busy PACS)
+        self.abort_next = 0  # reset this many of the next connections, their request unanswered
         self.aborted = 0
         self.held = 0  # answers from the PACS waiting in the proxy right now (while paused)
         self.connections = 0
